@@ -1,0 +1,248 @@
+//! `afsd-rs`: the daemon that mounts `/afs`, and the user commands that talk
+//! to it.
+
+use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use client::{AfsClient, ClientConfig};
+
+#[derive(Parser)]
+#[command(name = "afsd-rs", version, about = "A userspace AFS client with a persistent cache")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Mount /afs: the root lists every cell of CellServDB as CELL and .CELL.
+    Mount {
+        /// Directory holding ThisCell and CellServDB.
+        #[arg(long, default_value = "/etc/openafs")]
+        conf_dir: PathBuf,
+        /// Directory of the persistent cache.
+        #[arg(long, default_value = "/var/cache/afsd-rs")]
+        cache_dir: PathBuf,
+        /// Stay in the foreground and log to stderr.
+        #[arg(long)]
+        foreground: bool,
+        /// Seconds a server may stay silent before a call fails (ETIMEDOUT).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        dead_time: u64,
+        /// Where to mount.
+        mountpoint: PathBuf,
+    },
+    /// Print the counters of the daemon serving MOUNTPOINT: RPCs per
+    /// opcode, cache hits and misses, bytes fetched.
+    Stats {
+        /// The mount point (or any directory in it).
+        mountpoint: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Mount {
+            conf_dir,
+            cache_dir,
+            foreground,
+            dead_time,
+            mountpoint,
+        } => {
+            let mut config = ClientConfig::new(conf_dir, cache_dir);
+            config.dead_time = Duration::from_secs(dead_time);
+            mount(config, &mountpoint, foreground)
+        }
+        Command::Stats { mountpoint } => match read_xattr(&mountpoint, "afsd.stats") {
+            Ok(text) => {
+                print!("{}", String::from_utf8_lossy(&text));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "afsd-rs stats: cannot read counters from {}: {e} (is afsd-rs mounted there?)",
+                    mountpoint.display()
+                );
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn read_xattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    let p = CString::new(path.as_os_str().as_bytes())?;
+    let n = CString::new(name)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+fn mount(config: ClientConfig, mountpoint: &Path, foreground: bool) -> ExitCode {
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            eprintln!("afsd-rs: {} is not a directory", mountpoint.display());
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("afsd-rs: mount point {}: {e}", mountpoint.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Err(e) = std::fs::create_dir_all(&config.cache_dir) {
+        eprintln!("afsd-rs: cache directory {}: {e}", config.cache_dir.display());
+        return ExitCode::FAILURE;
+    }
+    // Without --foreground the parent waits until the child has mounted (or
+    // failed), so that the exit status and error message are the mount's.
+    let mut status_pipe = None;
+    if !foreground {
+        match daemonize(&config.cache_dir) {
+            Ok(Some(code)) => return code,
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("afsd-rs: cannot start the daemon: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        status_pipe = DAEMON_PIPE.with(|p| p.take());
+    }
+    init_logging();
+    let report = |msg: &str| {
+        if let Some(fd) = &status_pipe {
+            use std::io::Write;
+            let mut f = std::fs::File::from(fd.try_clone().expect("dup of the status pipe"));
+            let _ = f.write_all(msg.as_bytes());
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let msg = format!("afsd-rs: cannot start the runtime: {e}\n");
+            eprint!("{msg}");
+            report(&msg);
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run(config, mountpoint, &report));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("afsd-rs: {msg}");
+            report(&format!("afsd-rs: {msg}\n"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: ClientConfig, mountpoint: &Path, report: &dyn Fn(&str)) -> Result<(), String> {
+    let check_timeout = config.dead_time.min(Duration::from_secs(20)) + Duration::from_secs(2);
+    let (client, invalidations) = AfsClient::start(config).await.map_err(|e| e.to_string())?;
+    let cells = client.cells();
+    let home = cells.first().cloned().ok_or("no cells configured")?;
+    match tokio::time::timeout(check_timeout, client.check_cell(&home)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("cell {home}: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "cell {home}: no answer from its VL server or fileserver within {}s",
+                check_timeout.as_secs()
+            ))
+        }
+    }
+    let mounted = fuse_front::mount(client.clone(), tokio::runtime::Handle::current(), mountpoint, invalidations)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(mountpoint = %mountpoint.display(), cells = ?cells, "mounted");
+    report("OK\n");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tick.tick() => if mounted.is_finished() {
+                tracing::info!("unmounted from outside; exiting");
+                break;
+            },
+        }
+    }
+    client.shutdown().await;
+    mounted.unmount();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AFSD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+thread_local! {
+    static DAEMON_PIPE: std::cell::Cell<Option<OwnedFd>> = const { std::cell::Cell::new(None) };
+}
+
+/// Forks. The parent waits for the child's first report on a pipe and
+/// returns the exit code to use; the child returns `None`, detached from the
+/// terminal, with stderr going to `afsd-rs.log` in the cache directory.
+fn daemonize(cache_dir: &Path) -> std::io::Result<Option<ExitCode>> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned here.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cache_dir.join("afsd-rs.log"))?;
+    // SAFETY: no other threads exist yet (the runtime starts after this).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid > 0 {
+        drop(wr);
+        let mut msg = String::new();
+        use std::io::Read;
+        let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+        if msg.starts_with("OK") {
+            return Ok(Some(ExitCode::SUCCESS));
+        }
+        if msg.is_empty() {
+            msg = format!(
+                "afsd-rs: the daemon exited before mounting (see {})\n",
+                cache_dir.join("afsd-rs.log").display()
+            );
+        }
+        eprint!("{msg}");
+        return Ok(Some(ExitCode::FAILURE));
+    }
+    drop(rd);
+    // SAFETY: plain system calls on descriptors we own.
+    unsafe {
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::close(null);
+        }
+        use std::os::fd::AsRawFd;
+        libc::dup2(log.as_raw_fd(), 2);
+    }
+    DAEMON_PIPE.with(|p| p.set(Some(wr)));
+    Ok(None)
+}

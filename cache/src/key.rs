@@ -1,0 +1,90 @@
+//! Key layout. Every key starts with a one-byte record kind so that each kind
+//! occupies its own contiguous range (prefix scans and range deletes).
+
+use std::fmt;
+
+/// Identity of a cached file: cell plus the AFS fid (volume, vnode, uniquifier).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FidKey {
+    pub cell: String,
+    pub volume: u32,
+    pub vnode: u32,
+    pub unique: u32,
+}
+
+impl FidKey {
+    pub fn new(cell: &str, volume: u32, vnode: u32, unique: u32) -> Self {
+        FidKey {
+            cell: cell.to_string(),
+            volume,
+            vnode,
+            unique,
+        }
+    }
+
+    /// Encoded as kind, cell length, cell bytes, then the three words big-endian,
+    /// so all chunks of one fid sort together and in (dv, index) order.
+    pub(crate) fn encode(&self, kind: u8, out: &mut Vec<u8>) {
+        out.push(kind);
+        let cell = self.cell.as_bytes();
+        out.push(cell.len().min(255) as u8);
+        out.extend_from_slice(&cell[..cell.len().min(255)]);
+        out.extend_from_slice(&self.volume.to_be_bytes());
+        out.extend_from_slice(&self.vnode.to_be_bytes());
+        out.extend_from_slice(&self.unique.to_be_bytes());
+    }
+}
+
+impl fmt::Debug for FidKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}.{}.{}", self.cell, self.volume, self.vnode, self.unique)
+    }
+}
+
+pub(crate) const KIND_STATUS: u8 = b's';
+pub(crate) const KIND_CHUNK: u8 = b'c';
+pub(crate) const KIND_DIR: u8 = b'd';
+pub(crate) const KIND_META: u8 = b'm';
+
+pub(crate) fn status_key(fid: &FidKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32);
+    fid.encode(KIND_STATUS, &mut k);
+    k
+}
+
+pub(crate) fn dir_key(fid: &FidKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32);
+    fid.encode(KIND_DIR, &mut k);
+    k
+}
+
+pub(crate) fn chunk_prefix(fid: &FidKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(48);
+    fid.encode(KIND_CHUNK, &mut k);
+    k
+}
+
+pub(crate) fn chunk_key(fid: &FidKey, dv: u64, index: u64) -> Vec<u8> {
+    let mut k = chunk_prefix(fid);
+    k.extend_from_slice(&dv.to_be_bytes());
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub(crate) fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = vec![KIND_META];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}

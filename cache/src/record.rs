@@ -1,0 +1,42 @@
+//! Records stored in the cache. Plain data, serialised with bincode.
+
+use serde::{Deserialize, Serialize};
+
+/// The status of a vnode as last learned from its fileserver.
+///
+/// `data_version` names the contents the chunks of this fid belong to;
+/// `callback_expires` is the absolute unix time (seconds) until which the
+/// fileserver promised to tell us of changes, 0 when no callback is held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    pub file_type: u32,
+    pub length: u64,
+    pub data_version: u64,
+    pub mode: u32,
+    pub owner: u32,
+    pub group: u32,
+    pub link_count: u32,
+    pub author: u32,
+    pub client_modtime: u32,
+    pub server_modtime: u32,
+    pub parent_vnode: u32,
+    pub parent_unique: u32,
+    pub anonymous_access: u32,
+    pub callback_expires: u64,
+    pub fetched_at: u64,
+}
+
+/// One directory entry as the fileserver's directory blob holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntryRecord {
+    pub name: Vec<u8>,
+    pub vnode: u32,
+    pub unique: u32,
+}
+
+/// A parsed directory, valid for exactly one data version of the directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirRecord {
+    pub data_version: u64,
+    pub entries: Vec<DirEntryRecord>,
+}

@@ -1,0 +1,53 @@
+//! The store abstraction and its single write path.
+
+use crate::{DirRecord, FidKey, Result, StatusRecord};
+
+/// One change to the cache. Changes are only ever applied in a [`Batch`].
+#[derive(Clone, Debug)]
+pub enum Op {
+    PutStatus(FidKey, StatusRecord),
+    /// Forget a status (callback broken and object gone, or flushed).
+    DeleteStatus(FidKey),
+    PutChunk {
+        fid: FidKey,
+        data_version: u64,
+        index: u64,
+        data: Vec<u8>,
+    },
+    /// Drop every chunk of a fid, of every data version.
+    DeleteChunks(FidKey),
+    PutDir(FidKey, DirRecord),
+    DeleteDir(FidKey),
+    /// Small named values: the client's UUID, the chunk size in use.
+    PutMeta(String, Vec<u8>),
+}
+
+/// An atomic group of changes.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Batch::default()
+    }
+    pub fn push(&mut self, op: Op) -> &mut Self {
+        self.ops.push(op);
+        self
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A cache store. Implemented on disk by [`crate::RocksStore`] and in memory by
+/// [`crate::MemoryStore`] (unit tests of the cache manager).
+pub trait Store: Send + Sync {
+    fn get_status(&self, fid: &FidKey) -> Result<Option<StatusRecord>>;
+    fn get_chunk(&self, fid: &FidKey, data_version: u64, index: u64) -> Result<Option<Vec<u8>>>;
+    fn get_dir(&self, fid: &FidKey) -> Result<Option<DirRecord>>;
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// The single write path: applies every op of the batch atomically.
+    fn apply(&self, batch: Batch) -> Result<()>;
+}

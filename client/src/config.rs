@@ -1,0 +1,35 @@
+//! Settings of one cache-manager instance.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of one cache manager. Defaults match OpenAFS's cache manager
+/// where it has an equivalent.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Directory holding ThisCell and CellServDB (`/etc/openafs`).
+    pub conf_dir: PathBuf,
+    /// Directory of the persistent cache.
+    pub cache_dir: PathBuf,
+    /// A call fails when the server was silent this long (OpenAFS: 50 s).
+    pub dead_time: Duration,
+    /// Size of the data chunks fetched and cached.
+    pub chunk_size: u64,
+    /// Chunks fetched ahead of a sequential reader.
+    pub readahead_chunks: u64,
+    /// How long a VLDB answer is trusted before it is asked again.
+    pub vldb_ttl: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(conf_dir: PathBuf, cache_dir: PathBuf) -> Self {
+        ClientConfig {
+            conf_dir,
+            cache_dir,
+            dead_time: Duration::from_secs(50),
+            chunk_size: 1 << 20,
+            readahead_chunks: 4,
+            vldb_ttl: Duration::from_secs(600),
+        }
+    }
+}

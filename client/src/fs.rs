@@ -1,0 +1,874 @@
+//! File-system semantics of `/afs`: what lookup, getattr, readdir, read,
+//! readlink, statfs and the xattrs mean for AFS objects.
+//!
+//! The root (`/afs`) is synthetic, like OpenAFS's dynroot: it lists each
+//! configured cell twice, `CELL` (root.cell, the RO clone when one exists)
+//! and `.CELL` (root.cell RW). Below it every node is a fid. Mount points are
+//! followed at lookup, so the kernel sees a mount point as the root directory
+//! of the volume it names.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use afs_proto::fs as rpcs;
+use afs_proto::types::{CallBack, FetchStatus, FileType, Fid, Uuid};
+use cache::{Batch, DirEntryRecord, DirRecord, FidKey, Op, RocksStore, StatusRecord, Store};
+use rx::RxEndpoint;
+use tokio::sync::{mpsc, OnceCell};
+
+use crate::inode::{Inodes, NodeRef};
+use crate::rpc::RpcClient;
+use crate::status::{now_secs, StatusTable};
+use crate::volume::{split_volume_suffix, VolumeDb};
+use crate::{CellDb, ClientConfig, Error, MountKind, MountPoint, Result, Stats, VolType};
+
+/// Inode number of `/afs`.
+pub const ROOT_INO: u64 = 1;
+
+/// How many DV-moved retries a read makes before giving up.
+const MAX_RETRIES: usize = 5;
+/// Chunks kept decoded in memory for sequential readers.
+const MEM_CHUNKS: usize = 16;
+
+/// Kind of a node as the kernel should see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// Attributes of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: NodeKind,
+    pub size: u64,
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: u64,
+    pub data_version: u64,
+}
+
+/// One readdir entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntryOut {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub kind: NodeKind,
+}
+
+/// statfs answer, in 1 KiB blocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+}
+
+/// A node whose kernel-cached pages and attributes must be dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Invalidation {
+    pub ino: u64,
+}
+
+/// A parsed directory with a name index, for one data version.
+struct ParsedDir {
+    data_version: u64,
+    entries: Vec<DirEntryRecord>,
+    index: HashMap<Vec<u8>, usize>,
+}
+
+impl ParsedDir {
+    fn new(rec: DirRecord) -> Self {
+        let index = rec
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        ParsedDir {
+            data_version: rec.data_version,
+            entries: rec.entries,
+            index,
+        }
+    }
+}
+
+type ChunkKey = (FidKey, u64, u64);
+/// A chunk fetch shared by every reader waiting for it. `None` means the
+/// file's data version moved while fetching.
+type ChunkFetch = Arc<OnceCell<std::result::Result<Option<Arc<Vec<u8>>>, (i32, String)>>>;
+
+pub(crate) struct Inner {
+    config: ClientConfig,
+    cells: CellDb,
+    rpc: RpcClient,
+    store: Arc<dyn Store>,
+    stats: Arc<Stats>,
+    volumes: VolumeDb,
+    inodes: Mutex<Inodes>,
+    statuses: StatusTable,
+    dirs: Mutex<HashMap<FidKey, Arc<ParsedDir>>>,
+    mem_chunks: Mutex<VecDeque<(ChunkKey, Arc<Vec<u8>>)>>,
+    inflight: Mutex<HashMap<ChunkKey, ChunkFetch>>,
+    servers_used: Mutex<Vec<SocketAddr>>,
+    inval: mpsc::UnboundedSender<Invalidation>,
+    pub(crate) uuid: Uuid,
+}
+
+/// The cache manager. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct AfsClient {
+    inner: Arc<Inner>,
+}
+
+impl AfsClient {
+    /// Reads the cell configuration, opens the cache and binds the Rx
+    /// endpoint that serves both our calls and the callback service. The
+    /// receiver yields nodes whose kernel caches must be invalidated.
+    pub async fn start(config: ClientConfig) -> Result<(AfsClient, mpsc::UnboundedReceiver<Invalidation>)> {
+        let cells = CellDb::load(&config.conf_dir)?;
+        if cells.cells.is_empty() {
+            return Err(Error::Config(format!(
+                "{} lists no cells",
+                config.conf_dir.join("CellServDB").display()
+            )));
+        }
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(&config.cache_dir)?);
+        Self::start_with_store(config, cells, store).await
+    }
+
+    /// As [`AfsClient::start`], with a given store and cell list.
+    pub async fn start_with_store(
+        config: ClientConfig,
+        cells: CellDb,
+        store: Arc<dyn Store>,
+    ) -> Result<(AfsClient, mpsc::UnboundedReceiver<Invalidation>)> {
+        let uuid = match store.get_meta("uuid")? {
+            Some(b) if b.len() == 16 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&b);
+                Uuid::from_bytes(a)
+            }
+            _ => {
+                let mut a: [u8; 16] = rand::random();
+                a[6] = (a[6] & 0x0f) | 0x40; // version 4
+                a[8] = (a[8] & 0x3f) | 0x80; // RFC 4122 variant
+                let mut b = Batch::new();
+                b.push(Op::PutMeta("uuid".into(), a.to_vec()));
+                store.apply(b)?;
+                Uuid::from_bytes(a)
+            }
+        };
+        let rx_config = rx::Config {
+            dead_time: config.dead_time,
+            served_services: vec![afs_proto::cb::CB_SERVICE_ID],
+            ..rx::Config::default()
+        };
+        let bind: SocketAddr = "0.0.0.0:0".parse().map_err(|_| Error::Config("bind address".into()))?;
+        let (endpoint, incoming) = RxEndpoint::bind(bind, rx_config)?;
+        let stats = Arc::new(Stats::default());
+        let (inval, inval_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            config,
+            cells,
+            rpc: RpcClient {
+                endpoint,
+                stats: stats.clone(),
+            },
+            store,
+            stats,
+            volumes: VolumeDb::default(),
+            inodes: Mutex::new(Inodes::new()),
+            statuses: StatusTable::default(),
+            dirs: Mutex::new(HashMap::new()),
+            mem_chunks: Mutex::new(VecDeque::new()),
+            inflight: Mutex::new(HashMap::new()),
+            servers_used: Mutex::new(Vec::new()),
+            inval,
+            uuid,
+        });
+        tokio::spawn(crate::callback::serve(Arc::downgrade(&inner), incoming));
+        tracing::info!(uuid = %uuid, "cache manager started");
+        Ok((AfsClient { inner }, inval_rx))
+    }
+
+    /// The configured cells, local cell first.
+    pub fn cells(&self) -> Vec<String> {
+        let db = &self.inner.cells;
+        let mut names: Vec<String> = Vec::new();
+        if let Some(tc) = &db.this_cell {
+            names.push(tc.to_ascii_lowercase());
+        }
+        for c in &db.cells {
+            if !names.contains(&c.name) {
+                names.push(c.name.clone());
+            }
+        }
+        names
+    }
+
+    /// Locates root.cell of `cell` and fetches its root status: proves the
+    /// cell's VL server and a fileserver answer. Used at mount time so that
+    /// a misconfiguration is reported at once.
+    pub async fn check_cell(&self, cell: &str) -> Result<()> {
+        let name = cell.as_bytes().to_vec();
+        self.lookup(ROOT_INO, &name).await.map(|_| ())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Rx endpoint counters, for the stats output.
+    pub fn rx_stats(&self) -> String {
+        format!("{:?}", self.inner.rpc.endpoint.stats())
+    }
+
+    /// Tells every fileserver we used to drop our callbacks (clean unmount).
+    pub async fn shutdown(&self) {
+        let servers = self.inner.servers_used.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for s in servers {
+            let r = tokio::time::timeout(
+                std::time::Duration::from_secs(3),
+                self.inner.rpc.call(s, &rpcs::GiveUpAllCallBacks),
+            )
+            .await;
+            tracing::debug!(server = %s, ok = matches!(r, Ok(Ok(_))), "GiveUpAllCallBacks");
+        }
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<Attr> {
+        if ino == ROOT_INO {
+            return Ok(root_attr());
+        }
+        let node = self.inner.node(ino)?;
+        let st = self.inner.valid_status(&node).await?;
+        Ok(attr_of(ino, &st))
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        if name.is_empty() || name.len() > 255 || name.contains(&b'/') {
+            return Err(Error::NotFound);
+        }
+        let inner = &self.inner;
+        if parent == ROOT_INO {
+            let node = inner.cell_root(name).await?;
+            return inner.attr_of_node(node).await;
+        }
+        let pnode = inner.node(parent)?;
+        let dir = inner.dir(&pnode).await?;
+        if name == b"." {
+            return self.getattr(parent).await;
+        }
+        let Some(&i) = dir.index.get(name) else {
+            return Err(Error::NotFound);
+        };
+        let e = &dir.entries[i];
+        let child = pnode.with_fid(Fid::new(pnode.fid.volume, e.vnode, e.unique));
+        if name != b".." && inner.statuses.valid(&child.key()).is_none() {
+            inner.bulk_prefetch(&pnode, &dir, i).await;
+        }
+        let st = inner.valid_status(&child).await?;
+        if is_mount_point(&st) {
+            let target = inner.resolve_mount_point(&child, &st).await?;
+            return inner.attr_of_node(target).await;
+        }
+        let ino = inner.intern(child);
+        Ok(attr_of(ino, &st))
+    }
+
+    pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntryOut>> {
+        let inner = &self.inner;
+        if ino == ROOT_INO {
+            let mut out = vec![
+                DirEntryOut { name: b".".to_vec(), ino: ROOT_INO, kind: NodeKind::Dir },
+                DirEntryOut { name: b"..".to_vec(), ino: ROOT_INO, kind: NodeKind::Dir },
+            ];
+            for (i, c) in self.cells().into_iter().enumerate() {
+                let base = u64::MAX - 2 * i as u64;
+                out.push(DirEntryOut { name: c.clone().into_bytes(), ino: base, kind: NodeKind::Dir });
+                out.push(DirEntryOut { name: format!(".{c}").into_bytes(), ino: base - 1, kind: NodeKind::Dir });
+            }
+            return Ok(out);
+        }
+        let node = inner.node(ino)?;
+        let dir = inner.dir(&node).await?;
+        let mut out = Vec::with_capacity(dir.entries.len());
+        for e in &dir.entries {
+            let child = node.with_fid(Fid::new(node.fid.volume, e.vnode, e.unique));
+            let kind = match inner.statuses.known(&child.key()) {
+                Some(st) if is_mount_point(&st) => NodeKind::Dir,
+                Some(st) => kind_of(&st),
+                // AFS gives directories odd vnode numbers and files even ones.
+                None if e.vnode % 2 == 1 => NodeKind::Dir,
+                None => NodeKind::File,
+            };
+            let cino = if e.name == b"." {
+                ino
+            } else {
+                inner.intern(child)
+            };
+            out.push(DirEntryOut { name: e.name.clone(), ino: cino, kind });
+        }
+        Ok(out)
+    }
+
+    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        if ino == ROOT_INO {
+            return Err(Error::IsDir);
+        }
+        let node = self.inner.node(ino)?;
+        self.inner.read(&node, offset, size as u64).await
+    }
+
+    pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        if ino == ROOT_INO {
+            return Err(Error::NotSymlink);
+        }
+        let node = self.inner.node(ino)?;
+        let st = self.inner.valid_status(&node).await?;
+        if st.file_type != FileType::Symlink.as_u32() {
+            return Err(Error::NotSymlink);
+        }
+        self.inner.read(&node, 0, st.length.min(4096)).await
+    }
+
+    /// Called at open: the status is revalidated so that an open always
+    /// sees the current data version (AFS open-to-close consistency).
+    pub async fn open(&self, ino: u64) -> Result<Attr> {
+        self.getattr(ino).await
+    }
+
+    pub async fn statfs(&self, ino: u64) -> Result<StatFs> {
+        let generic = StatFs {
+            blocks: 1 << 30,
+            bfree: 1 << 30,
+            bavail: 1 << 30,
+            files: 1 << 24,
+            ffree: 1 << 24,
+        };
+        if ino == ROOT_INO {
+            return Ok(generic);
+        }
+        let node = self.inner.node(ino)?;
+        let vs = self
+            .inner
+            .fs_call(&node, &rpcs::GetVolumeStatus { volume: node.fid.volume })
+            .await?;
+        let part_total = vs.part_max_blocks.max(0) as u64;
+        let part_free = vs.part_blocks_avail.max(0) as u64;
+        let used = vs.blocks_in_use.max(0) as u64;
+        let (total, free) = if vs.max_quota > 0 {
+            let q = vs.max_quota as u64;
+            (q, q.saturating_sub(used).min(part_free))
+        } else {
+            (part_total, part_free)
+        };
+        Ok(StatFs { blocks: total, bfree: free, bavail: free, ..generic })
+    }
+
+    /// The read-only xattrs Linux kAFS offers: `afs.fid`, `afs.cell`,
+    /// `afs.volume`; and `afsd.stats` on the root for the stats command.
+    pub async fn getxattr(&self, ino: u64, name: &str) -> Result<Option<Vec<u8>>> {
+        if ino == ROOT_INO {
+            return Ok(match name {
+                "afsd.stats" => Some(self.render_stats().into_bytes()),
+                _ => None,
+            });
+        }
+        let node = self.inner.node(ino)?;
+        Ok(match name {
+            "afs.fid" => Some(
+                format!("{:x}:{:x}:{:x}", node.fid.volume, node.fid.vnode, node.fid.unique).into_bytes(),
+            ),
+            "afs.cell" => Some(node.cell.clone().into_bytes()),
+            "afs.volume" => {
+                let name = match self.inner.volumes.by_id(&node.cell, node.fid.volume) {
+                    Some((v, VolType::Ro)) => format!("{}.readonly", v.name),
+                    Some((v, VolType::Backup)) => format!("{}.backup", v.name),
+                    Some((v, VolType::Rw)) => v.name.clone(),
+                    None => node.fid.volume.to_string(),
+                };
+                Some(name.into_bytes())
+            }
+            _ => None,
+        })
+    }
+
+    pub fn listxattr(&self, ino: u64) -> Vec<&'static str> {
+        if ino == ROOT_INO {
+            vec!["afsd.stats"]
+        } else {
+            vec!["afs.cell", "afs.fid", "afs.volume"]
+        }
+    }
+
+    /// The stats text: RPC counts, cache hits and misses, bytes fetched.
+    pub fn render_stats(&self) -> String {
+        let mut s = self.inner.stats.render();
+        s.push_str(&format!("rx {}\n", self.rx_stats()));
+        s
+    }
+}
+
+fn root_attr() -> Attr {
+    Attr {
+        ino: ROOT_INO,
+        kind: NodeKind::Dir,
+        size: 2048,
+        mode: 0o755,
+        nlink: 2,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        data_version: 0,
+    }
+}
+
+/// AFS mount points are symlinks whose mode has no execute bits (afscptool
+/// and `fs mkmount` create them 0644; real symlinks are 0755).
+fn is_mount_point(st: &StatusRecord) -> bool {
+    st.file_type == FileType::Symlink.as_u32() && st.mode & 0o111 == 0
+}
+
+fn kind_of(st: &StatusRecord) -> NodeKind {
+    match FileType::from_u32(st.file_type) {
+        FileType::Directory => NodeKind::Dir,
+        FileType::Symlink => NodeKind::Symlink,
+        _ => NodeKind::File,
+    }
+}
+
+fn attr_of(ino: u64, st: &StatusRecord) -> Attr {
+    Attr {
+        ino,
+        kind: kind_of(st),
+        size: st.length,
+        mode: st.mode & 0o7777,
+        nlink: st.link_count.max(1),
+        uid: st.owner,
+        gid: st.group,
+        mtime: st.client_modtime as u64,
+        data_version: st.data_version,
+    }
+}
+
+fn record_of(st: &FetchStatus, cb: &CallBack, request_start: u64) -> StatusRecord {
+    // ExpirationTime in FS replies is relative to the time of the call
+    // (afs_fetchstore.c adds the request start time).
+    let callback_expires = if cb.expiration_time == 0 {
+        0
+    } else {
+        request_start + cb.expiration_time as u64
+    };
+    StatusRecord {
+        file_type: st.file_type.as_u32(),
+        length: st.length,
+        data_version: st.data_version,
+        mode: st.unix_mode_bits,
+        owner: st.owner,
+        group: st.group,
+        link_count: st.link_count,
+        author: st.author,
+        client_modtime: st.client_modtime,
+        server_modtime: st.server_modtime,
+        parent_vnode: st.parent_vnode,
+        parent_unique: st.parent_unique,
+        anonymous_access: st.anonymous_access,
+        callback_expires,
+        fetched_at: request_start,
+    }
+}
+
+impl Inner {
+    fn node(&self, ino: u64) -> Result<NodeRef> {
+        self.inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(ino)
+            .ok_or(Error::NotFound)
+    }
+
+    fn intern(&self, node: NodeRef) -> u64 {
+        self.inodes.lock().unwrap_or_else(|e| e.into_inner()).intern(node)
+    }
+
+    async fn attr_of_node(&self, node: NodeRef) -> Result<Attr> {
+        let st = self.valid_status(&node).await?;
+        let ino = self.intern(node);
+        Ok(attr_of(ino, &st))
+    }
+
+    /// `/afs/CELL` and `/afs/.CELL`.
+    async fn cell_root(&self, name: &[u8]) -> Result<NodeRef> {
+        let name = std::str::from_utf8(name).map_err(|_| Error::NotFound)?;
+        let (rw, cell_name) = match name.strip_prefix('.') {
+            Some(c) => (true, c),
+            None => (false, name),
+        };
+        let cell = self
+            .cells
+            .get(cell_name)
+            .ok_or_else(|| Error::UnknownCell(cell_name.to_string()))?
+            .clone();
+        let info = self.volumes.locate(&self.rpc, &cell, "root.cell", self.config.vldb_ttl).await?;
+        let kind = if rw { MountKind::ReadWrite } else { MountKind::Regular };
+        let (id, t) = info.choose(VolType::Rw, kind, true);
+        Ok(NodeRef { cell: cell.name.clone(), fid: Fid::new(id, 1, 1), vol_type: t })
+    }
+
+    async fn resolve_mount_point(self: &Arc<Self>, mp: &NodeRef, st: &StatusRecord) -> Result<NodeRef> {
+        let contents = self.read(mp, 0, st.length.min(1024)).await?;
+        let parsed = MountPoint::parse(&contents)
+            .ok_or_else(|| Error::Protocol(format!("bad mount point contents {:?}", String::from_utf8_lossy(&contents))))?;
+        let cell_name = parsed.cell.clone().unwrap_or_else(|| mp.cell.clone());
+        let cell = self
+            .cells
+            .get(&cell_name)
+            .ok_or_else(|| Error::UnknownCell(cell_name.clone()))?
+            .clone();
+        let (base, requested) = split_volume_suffix(&parsed.volume);
+        let info = self.volumes.locate(&self.rpc, &cell, base, self.config.vldb_ttl).await?;
+        let parent_ro = mp.vol_type != VolType::Rw;
+        let (id, t) = info.choose(requested, parsed.kind, parent_ro);
+        Ok(NodeRef { cell: cell.name.clone(), fid: Fid::new(id, 1, 1), vol_type: t })
+    }
+
+    /// Calls the fileservers of a node's volume in turn until one answers.
+    async fn fs_call<R: afs_proto::Rpc>(&self, node: &NodeRef, rpc: &R) -> Result<R::Reply> {
+        let (vol, t) = self
+            .volumes
+            .by_id(&node.cell, node.fid.volume)
+            .ok_or_else(|| Error::NoSuchVolume(format!("{} in cell {}", node.fid.volume, node.cell)))?;
+        let servers = vol.servers(t);
+        if servers.is_empty() {
+            return Err(Error::NoSuchVolume(format!("{} has no sites", vol.name)));
+        }
+        let mut last = None;
+        for s in servers {
+            match self.rpc.call(*s, rpc).await {
+                Ok(r) => {
+                    let mut used = self.servers_used.lock().unwrap_or_else(|e| e.into_inner());
+                    if !used.contains(s) {
+                        used.push(*s);
+                    }
+                    return Ok(r);
+                }
+                Err(e) if e.should_fail_over() => {
+                    tracing::warn!(server = %s, "{e}; trying the next site");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(Error::NotFound))
+    }
+
+    /// The node's status with a callback that holds now; fetched from the
+    /// fileserver when the callback expired or was broken.
+    async fn valid_status(&self, node: &NodeRef) -> Result<StatusRecord> {
+        let key = node.key();
+        if let Some(st) = self.statuses.valid(&key) {
+            Stats::add(&self.stats.status_hits, 1);
+            return Ok(st);
+        }
+        Stats::add(&self.stats.status_misses, 1);
+        let epoch = self.statuses.epoch();
+        let start = now_secs();
+        let reply = self.fs_call(node, &rpcs::FetchStatus { fid: node.fid }).await?;
+        self.apply_status(&key, &reply.status, &reply.callback, start, epoch, Batch::new())
+    }
+
+    /// Records a status from the server, together with `batch`. When the
+    /// data version moved, the cached data of older versions is dropped and
+    /// the kernel told to forget its pages.
+    fn apply_status(
+        &self,
+        key: &FidKey,
+        st: &FetchStatus,
+        cb: &CallBack,
+        start: u64,
+        epoch: u64,
+        mut batch: Batch,
+    ) -> Result<StatusRecord> {
+        let rec = record_of(st, cb, start);
+        let old = match self.statuses.known(key) {
+            Some(s) => Some(s),
+            None => self.store.get_status(key)?,
+        };
+        let moved = old.as_ref().is_some_and(|o| o.data_version != rec.data_version);
+        let mut ops = vec![Op::PutStatus(key.clone(), rec.clone())];
+        if moved {
+            ops.push(Op::DeleteChunks(key.clone()));
+            ops.push(Op::DeleteDir(key.clone()));
+        }
+        ops.append(&mut batch.ops);
+        self.store.apply(Batch { ops })?;
+        if moved {
+            self.dirs.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+            self.mem_chunks.lock().unwrap_or_else(|e| e.into_inner()).retain(|(k, _)| &k.0 != key);
+            if let Some(ino) = self.inodes.lock().unwrap_or_else(|e| e.into_inner()).ino_of(key) {
+                let _ = self.inval.send(Invalidation { ino });
+            }
+        }
+        self.statuses.set(key.clone(), rec.clone(), epoch);
+        Ok(rec)
+    }
+
+    /// Fetches the statuses of up to 50 entries of a directory in one
+    /// InlineBulkStatus call, starting at entry `from`: a lookup is usually
+    /// followed by lookups of its neighbours (`ls -l`).
+    async fn bulk_prefetch(&self, dir_node: &NodeRef, dir: &ParsedDir, from: usize) {
+        let n = dir.entries.len();
+        let mut fids = Vec::new();
+        for j in 0..n {
+            let e = &dir.entries[(from + j) % n];
+            if e.name == b"." || e.name == b".." {
+                continue;
+            }
+            let fid = Fid::new(dir_node.fid.volume, e.vnode, e.unique);
+            if self.statuses.valid(&dir_node.with_fid(fid).key()).is_none() {
+                fids.push(fid);
+            }
+            if fids.len() == afs_proto::fs::AFSCBMAX {
+                break;
+            }
+        }
+        if fids.len() < 2 {
+            return;
+        }
+        let Ok(call) = rpcs::InlineBulkStatus::new(fids.clone()) else { return };
+        let epoch = self.statuses.epoch();
+        let start = now_secs();
+        match self.fs_call(dir_node, &call).await {
+            Ok(reply) => {
+                for (fid, e) in fids.iter().zip(reply.entries.iter()) {
+                    if e.status.error_code != 0 {
+                        continue;
+                    }
+                    let key = dir_node.with_fid(*fid).key();
+                    if let Err(err) = self.apply_status(&key, &e.status, &e.callback, start, epoch, Batch::new()) {
+                        tracing::warn!("storing bulk status: {err}");
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("InlineBulkStatus failed, falling back to FetchStatus: {e}"),
+        }
+    }
+
+    /// The parsed directory for the current data version.
+    async fn dir(&self, node: &NodeRef) -> Result<Arc<ParsedDir>> {
+        let key = node.key();
+        for _ in 0..MAX_RETRIES {
+            let st = self.valid_status(node).await?;
+            if st.file_type != FileType::Directory.as_u32() {
+                return Err(Error::NotDir);
+            }
+            if let Some(d) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+                if d.data_version == st.data_version {
+                    Stats::add(&self.stats.dir_hits, 1);
+                    return Ok(d.clone());
+                }
+            }
+            if let Some(rec) = self.store.get_dir(&key)? {
+                if rec.data_version == st.data_version {
+                    Stats::add(&self.stats.dir_hits, 1);
+                    let d = Arc::new(ParsedDir::new(rec));
+                    self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), d.clone());
+                    return Ok(d);
+                }
+            }
+            Stats::add(&self.stats.dir_misses, 1);
+            let epoch = self.statuses.epoch();
+            let start = now_secs();
+            let reply = self
+                .fs_call(node, &rpcs::FetchData64 { fid: node.fid, pos: 0, length: st.length })
+                .await?;
+            Stats::add(&self.stats.bytes_fetched, reply.data.len() as u64);
+            let entries = afs_proto::dir::parse_dir(&reply.data)
+                .map_err(|e| Error::Protocol(format!("directory {:?}: {e}", key)))?;
+            let rec = DirRecord {
+                data_version: reply.status.data_version,
+                entries: entries
+                    .into_iter()
+                    .map(|e| DirEntryRecord { name: e.name, vnode: e.vnode, unique: e.unique })
+                    .collect(),
+            };
+            let mut batch = Batch::new();
+            batch.push(Op::PutDir(key.clone(), rec.clone()));
+            let new = self.apply_status(&key, &reply.status, &reply.callback, start, epoch, batch)?;
+            if new.data_version == rec.data_version {
+                let d = Arc::new(ParsedDir::new(rec));
+                self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), d.clone());
+                return Ok(d);
+            }
+        }
+        Err(Error::Protocol(format!("directory {key:?} keeps changing")))
+    }
+
+    /// Reads `[offset, offset+size)` of the node's current data version.
+    async fn read(self: &Arc<Self>, node: &NodeRef, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let key = node.key();
+        let cs = self.config.chunk_size;
+        'attempt: for _ in 0..MAX_RETRIES {
+            let st = self.valid_status(node).await?;
+            if st.file_type == FileType::Directory.as_u32() {
+                return Err(Error::IsDir);
+            }
+            if offset >= st.length || size == 0 {
+                return Ok(Vec::new());
+            }
+            let end = st.length.min(offset.saturating_add(size));
+            let first = offset / cs;
+            let last = (end - 1) / cs;
+            let mut out = Vec::with_capacity((end - offset) as usize);
+            for idx in first..=last {
+                let Some(chunk) = self.chunk(node, st.data_version, idx).await? else {
+                    continue 'attempt;
+                };
+                let cstart = idx * cs;
+                let want_len = cs.min(st.length - cstart);
+                if (chunk.len() as u64) < want_len {
+                    // Shorter than the status says: the file changed under us.
+                    self.statuses.break_fid(&key);
+                    continue 'attempt;
+                }
+                let from = offset.max(cstart) - cstart;
+                let to = end.min(cstart + cs) - cstart;
+                out.extend_from_slice(&chunk[from as usize..to as usize]);
+            }
+            self.readahead(node, st.data_version, st.length, last + 1);
+            return Ok(out);
+        }
+        Err(Error::Protocol(format!("{key:?} keeps changing while being read")))
+    }
+
+    fn readahead(self: &Arc<Self>, node: &NodeRef, dv: u64, length: u64, from: u64) {
+        let cs = self.config.chunk_size;
+        let chunks = length.div_ceil(cs);
+        for idx in from..chunks.min(from + self.config.readahead_chunks) {
+            let k = (node.key(), dv, idx);
+            if self.mem_chunk(&k).is_some()
+                || self.inflight.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&k)
+            {
+                continue;
+            }
+            let me = self.clone();
+            let node = node.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.chunk(&node, dv, idx).await {
+                    tracing::debug!("read-ahead of chunk {idx}: {e}");
+                }
+            });
+        }
+    }
+
+    fn mem_chunk(&self, k: &ChunkKey) -> Option<Arc<Vec<u8>>> {
+        let m = self.mem_chunks.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().rev().find(|(kk, _)| kk == k).map(|(_, v)| v.clone())
+    }
+
+    fn remember_chunk(&self, k: ChunkKey, v: Arc<Vec<u8>>) {
+        let mut m = self.mem_chunks.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|(kk, _)| kk != &k);
+        m.push_back((k, v));
+        while m.len() > MEM_CHUNKS {
+            m.pop_front();
+        }
+    }
+
+    /// One chunk of data version `dv`: from memory, the store, or the
+    /// fileserver. Concurrent requests for the same chunk share one fetch.
+    /// `None`: the data version moved; the caller starts over.
+    async fn chunk(self: &Arc<Self>, node: &NodeRef, dv: u64, idx: u64) -> Result<Option<Arc<Vec<u8>>>> {
+        let k: ChunkKey = (node.key(), dv, idx);
+        if let Some(c) = self.mem_chunk(&k) {
+            Stats::add(&self.stats.chunk_hits, 1);
+            return Ok(Some(c));
+        }
+        if let Some(c) = self.store.get_chunk(&k.0, dv, idx)? {
+            Stats::add(&self.stats.chunk_hits, 1);
+            let c = Arc::new(c);
+            self.remember_chunk(k, c.clone());
+            return Ok(Some(c));
+        }
+        let cell = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(k.clone())
+            .or_default()
+            .clone();
+        let res = cell
+            .get_or_init(|| async {
+                Stats::add(&self.stats.chunk_misses, 1);
+                self.fetch_chunk(node, dv, idx).await.map_err(|e| (e.errno(), e.to_string()))
+            })
+            .await
+            .clone();
+        self.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&k);
+        res.map_err(|(errno, msg)| Error::Shared { errno, msg })
+    }
+
+    async fn fetch_chunk(&self, node: &NodeRef, dv: u64, idx: u64) -> Result<Option<Arc<Vec<u8>>>> {
+        let key = node.key();
+        let cs = self.config.chunk_size;
+        let epoch = self.statuses.epoch();
+        let start = now_secs();
+        let reply = self
+            .fs_call(node, &rpcs::FetchData64 { fid: node.fid, pos: idx * cs, length: cs })
+            .await?;
+        Stats::add(&self.stats.bytes_fetched, reply.data.len() as u64);
+        let got_dv = reply.status.data_version;
+        let data = Arc::new(reply.data);
+        let mut batch = Batch::new();
+        batch.push(Op::PutChunk { fid: key.clone(), data_version: got_dv, index: idx, data: data.to_vec() });
+        self.apply_status(&key, &reply.status, &reply.callback, start, epoch, batch)?;
+        self.remember_chunk((key, got_dv, idx), data.clone());
+        Ok((got_dv == dv).then_some(data))
+    }
+
+    pub(crate) fn break_callback(&self, from: SocketAddr, fid: Fid) {
+        Stats::add(&self.stats.callback_breaks, 1);
+        tracing::debug!(%from, ?fid, "callback broken");
+        // Fids in breaks carry no cell: a fileserver belongs to one cell and
+        // volume ids are unique within it; across cells a spurious extra
+        // invalidation is harmless.
+        let inos = {
+            let inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+            if fid.vnode == 0 {
+                self.statuses.break_volume(None, fid.volume);
+                inodes.inos_of_volume(None, fid.volume)
+            } else {
+                let mut v = Vec::new();
+                for cell in self.cells.cells.iter() {
+                    let key = FidKey::new(&cell.name, fid.volume, fid.vnode, fid.unique);
+                    self.statuses.break_fid(&key);
+                    v.extend(inodes.ino_of(&key));
+                }
+                v
+            }
+        };
+        for ino in inos {
+            let _ = self.inval.send(Invalidation { ino });
+        }
+    }
+
+    pub(crate) fn break_all_callbacks(&self, from: SocketAddr) {
+        tracing::info!(%from, "fileserver reset its callback state");
+        Stats::add(&self.stats.callback_breaks, 1);
+        self.statuses.break_all();
+        let inos = self.inodes.lock().unwrap_or_else(|e| e.into_inner()).all();
+        for ino in inos {
+            let _ = self.inval.send(Invalidation { ino });
+        }
+    }
+}

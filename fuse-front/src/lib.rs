@@ -1,0 +1,380 @@
+//! The FUSE adapter of afsd-rs: translates kernel requests into calls on the
+//! cache manager ([`client::AfsClient`]) and its answers into replies.
+//!
+//! fuser dispatches requests on one thread; each request is moved onto the
+//! tokio runtime so that slow fileserver calls never block other requests.
+//! Callback breaks reach the kernel through the session's notifier
+//! (`FUSE_NOTIFY_INVAL_INODE`), dropping cached pages and attributes.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use client::{AfsClient, Attr, Invalidation, NodeKind};
+use fuser::{
+    FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow,
+};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+/// How long the kernel may trust an attribute or a name without asking
+/// again. Short, because a callback break can only invalidate inodes, not
+/// the dentries of names added or removed by other clients.
+const TTL: Duration = Duration::from_secs(1);
+
+/// Errors of the FUSE adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("mounting {path}: {source}")]
+    Mount {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The `fuser::Filesystem` for `/afs`.
+pub struct AfsFs {
+    client: AfsClient,
+    rt: Handle,
+}
+
+impl AfsFs {
+    pub fn new(client: AfsClient, rt: Handle) -> Self {
+        AfsFs { client, rt }
+    }
+}
+
+fn file_type(k: NodeKind) -> FileType {
+    match k {
+        NodeKind::File => FileType::RegularFile,
+        NodeKind::Dir => FileType::Directory,
+        NodeKind::Symlink => FileType::Symlink,
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    let mtime = UNIX_EPOCH + Duration::from_secs(a.mtime);
+    FileAttr {
+        ino: a.ino,
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: mtime,
+        mtime,
+        ctime: mtime,
+        crtime: mtime,
+        kind: file_type(a.kind),
+        perm: (a.mode & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+/// Replies to an xattr request per the size protocol: size 0 asks for the
+/// length, otherwise the value must fit.
+fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(libc::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
+impl Filesystem for AfsFs {
+    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        let c = self.client.clone();
+        let name = name.as_bytes().to_vec();
+        self.rt.spawn(async move {
+            match c.lookup(parent, &name).await {
+                Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
+                Err(e) => {
+                    tracing::debug!(parent, name = %String::from_utf8_lossy(&name), "lookup: {e}");
+                    reply.error(e.errno())
+                }
+            }
+        });
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        let c = self.client.clone();
+        self.rt.spawn(async move {
+            match c.getattr(ino).await {
+                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+                Err(e) => {
+                    tracing::debug!(ino, "getattr: {e}");
+                    reply.error(e.errno())
+                }
+            }
+        });
+    }
+
+    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+        let c = self.client.clone();
+        self.rt.spawn(async move {
+            match c.readlink(ino).await {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
+    }
+
+    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            reply.error(libc::EROFS);
+            return;
+        }
+        let c = self.client.clone();
+        self.rt.spawn(async move {
+            match c.open(ino).await {
+                Ok(a) if a.kind == NodeKind::Dir => reply.error(libc::EISDIR),
+                Ok(_) => reply.opened(0, 0),
+                Err(e) => {
+                    tracing::info!(ino, "open: {e}");
+                    reply.error(e.errno())
+                }
+            }
+        });
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyData,
+    ) {
+        if offset < 0 {
+            reply.error(libc::EINVAL);
+            return;
+        }
+        let c = self.client.clone();
+        self.rt.spawn(async move {
+            match c.read(ino, offset as u64, size).await {
+                Ok(d) => reply.data(&d),
+                Err(e) => {
+                    tracing::info!(ino, offset, "read: {e}");
+                    reply.error(e.errno())
+                }
+            }
+        });
+    }
+
+    fn opendir(&mut self, _req: &Request<'_>, _ino: u64, _flags: i32, reply: ReplyOpen) {
+        reply.opened(0, 0);
+    }
+
+    fn readdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, mut reply: ReplyDirectory) {
+        let c = self.client.clone();
+        self.rt.spawn(async move {
+            match c.readdir(ino).await {
+                Ok(entries) => {
+                    for (i, e) in entries.iter().enumerate().skip(offset.max(0) as usize) {
+                        if reply.add(e.ino, (i + 1) as i64, file_type(e.kind), OsStr::from_bytes(&e.name)) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => {
+                    tracing::info!(ino, "readdir: {e}");
+                    reply.error(e.errno())
+                }
+            }
+        });
+    }
+
+    fn statfs(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyStatfs) {
+        let c = self.client.clone();
+        self.rt.spawn(async move {
+            match c.statfs(ino).await {
+                Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, 1024, 255, 1024),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
+    }
+
+    fn getxattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let c = self.client.clone();
+        let name = name.to_string_lossy().into_owned();
+        self.rt.spawn(async move {
+            match c.getxattr(ino, &name).await {
+                Ok(Some(v)) => reply_xattr(reply, size, &v),
+                Ok(None) => reply.error(libc::ENODATA),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
+    }
+
+    fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+        let mut buf = Vec::new();
+        for n in self.client.listxattr(ino) {
+            buf.extend_from_slice(n.as_bytes());
+            buf.push(0);
+        }
+        reply_xattr(reply, size, &buf);
+    }
+
+    // Mutations: this milestone serves /afs read-only.
+
+    fn setattr(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<u64>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn mknod(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
+        reply.error(libc::EROFS);
+    }
+
+    fn mkdir(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
+        reply.error(libc::EROFS);
+    }
+
+    fn unlink(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, reply: ReplyEmpty) {
+        reply.error(libc::EROFS);
+    }
+
+    fn rmdir(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, reply: ReplyEmpty) {
+        reply.error(libc::EROFS);
+    }
+
+    fn symlink(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, _t: &Path, reply: ReplyEntry) {
+        reply.error(libc::EROFS);
+    }
+
+    fn rename(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, _np: u64, _nn: &OsStr, _f: u32, reply: ReplyEmpty) {
+        reply.error(libc::EROFS);
+    }
+
+    fn link(&mut self, _req: &Request<'_>, _i: u64, _np: u64, _nn: &OsStr, reply: ReplyEntry) {
+        reply.error(libc::EROFS);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _fh: u64,
+        _offset: i64,
+        _data: &[u8],
+        _write_flags: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn create(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, _m: u32, _u: u32, _f: i32, reply: ReplyCreate) {
+        reply.error(libc::EROFS);
+    }
+
+    fn setxattr(&mut self, _req: &Request<'_>, _i: u64, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
+        reply.error(libc::EROFS);
+    }
+
+    fn removexattr(&mut self, _req: &Request<'_>, _i: u64, _n: &OsStr, reply: ReplyEmpty) {
+        reply.error(libc::EROFS);
+    }
+}
+
+/// A mounted `/afs`. Dropping it unmounts.
+pub struct Mounted {
+    session: fuser::BackgroundSession,
+}
+
+impl Mounted {
+    /// True once the kernel side went away (someone ran `umount`).
+    pub fn is_finished(&self) -> bool {
+        self.session.guard.is_finished()
+    }
+
+    /// Unmounts. The session thread ends when the kernel closes the device.
+    pub fn unmount(self) {
+        drop(self.session);
+    }
+}
+
+/// Mounts `client` at `mountpoint` and forwards invalidations to the kernel.
+pub fn mount(
+    client: AfsClient,
+    rt: Handle,
+    mountpoint: &Path,
+    mut invalidations: mpsc::UnboundedReceiver<Invalidation>,
+) -> Result<Mounted, Error> {
+    let options = vec![
+        MountOption::FSName("afsd-rs".into()),
+        MountOption::Subtype("afs".into()),
+        MountOption::RO,
+        MountOption::AllowOther,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    let fs = AfsFs::new(client, rt.clone());
+    let session = fuser::Session::new(fs, mountpoint, &options).map_err(|source| Error::Mount {
+        path: mountpoint.display().to_string(),
+        source,
+    })?;
+    let notifier = session.notifier();
+    let session = session.spawn().map_err(|source| Error::Mount {
+        path: mountpoint.display().to_string(),
+        source,
+    })?;
+    rt.spawn(async move {
+        while let Some(first) = invalidations.recv().await {
+            let mut batch = vec![first];
+            while let Ok(more) = invalidations.try_recv() {
+                batch.push(more);
+            }
+            let notifier = notifier.clone();
+            // The notification write can wait on kernel locks: keep it off
+            // the runtime's worker threads.
+            let _ = tokio::task::spawn_blocking(move || {
+                for inv in batch {
+                    // ENOENT: the kernel does not hold the inode, nothing to drop.
+                    if let Err(e) = notifier.inval_inode(inv.ino, 0, 0) {
+                        if e.raw_os_error() != Some(libc::ENOENT) {
+                            tracing::debug!(ino = inv.ino, "inval_inode: {e}");
+                        }
+                    }
+                }
+            })
+            .await;
+        }
+    });
+    Ok(Mounted { session })
+}
