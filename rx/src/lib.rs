@@ -1,0 +1,32 @@
+//! Rx, the AFS remote procedure call transport, in pure Rust.
+//!
+//! * [`packet`] / [`ack`]: wire format (header, ACK body), panic-free
+//!   decoding of untrusted bytes.
+//! * [`proto`]: the sans-IO state machine ([`proto::Endpoint`]): feed it
+//!   datagrams and the current time, drain transmits and events.
+//! * [`driver`]: a thin tokio layer ([`RxEndpoint`]) owning one UDP socket.
+//!
+//! Wire rules follow OpenAFS 1.8 (src/rx/rx.c, rx_packet.c, rx.h).
+
+#![warn(missing_docs)]
+
+pub mod ack;
+mod call;
+mod conn;
+pub mod driver;
+mod endpoint;
+pub mod error;
+pub mod packet;
+pub mod rtt;
+pub mod security;
+
+/// The sans-IO core.
+pub mod proto {
+    pub use crate::endpoint::{CallId, Config, ConnKey, Endpoint, Event, Stats, Transmit};
+    pub use crate::error::CallError;
+}
+
+pub use driver::{IncomingCall, RxEndpoint};
+pub use endpoint::{CallId, Config, ConnKey, Event, Stats, Transmit};
+pub use error::{CallError, Error};
+pub use packet::{decode_packet, PacketError};

@@ -1,0 +1,133 @@
+//! The tokio driver over real loopback UDP (127.0.0.1 only).
+
+use rx::proto::{CallError, Config, ConnKey};
+use rx::RxEndpoint;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+fn lo() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_calls_including_1mib_reply() {
+    let server_cfg = Config {
+        epoch: 0x8000_0001,
+        served_services: vec![1],
+        ..Config::default()
+    };
+    let (server, mut incoming) = RxEndpoint::bind(lo(), server_cfg).unwrap();
+    let (client, _client_incoming) = RxEndpoint::bind(
+        lo(),
+        Config {
+            epoch: 0x8000_0002,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    // Server application: opcode byte 1 -> 1 MiB reply, 2 -> abort, else echo.
+    tokio::spawn(async move {
+        while let Some(call) = incoming.recv().await {
+            match call.request.first() {
+                Some(1) => {
+                    let big: Vec<u8> = (0..1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+                    call.reply(big);
+                }
+                Some(2) => call.abort(-455),
+                _ => {
+                    let r = call.request.clone();
+                    call.reply(r);
+                }
+            }
+        }
+    });
+    let key = ConnKey {
+        peer: server.local_addr(),
+        service_id: 1,
+        identity: 0,
+    };
+    let small = client.call(key, vec![0, 1, 2, 3]).await.unwrap();
+    assert_eq!(small, vec![0, 1, 2, 3]);
+
+    let big = tokio::time::timeout(Duration::from_secs(30), client.call(key, vec![1]))
+        .await
+        .expect("1 MiB reply took too long")
+        .unwrap();
+    assert_eq!(big.len(), 1024 * 1024);
+    assert!(big
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == (i as u32 * 7 % 251) as u8));
+
+    // A 300 KiB request, several in parallel.
+    let req: Vec<u8> = (0..300 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let mut handles = Vec::new();
+    let client2 = client.clone();
+    for _ in 0..6 {
+        let c = client2.clone();
+        let r = req.clone();
+        handles.push(tokio::spawn(async move { c.call(key, r).await }));
+    }
+    for h in handles {
+        assert_eq!(h.await.unwrap().unwrap(), req);
+    }
+
+    assert_eq!(
+        client.call(key, vec![2]).await,
+        Err(CallError::Aborted(-455))
+    );
+
+    // Unknown service -> RX_INVALID_OPERATION.
+    let vl = ConnKey {
+        service_id: 52,
+        ..key
+    };
+    assert_eq!(client.call(vl, vec![0]).await, Err(CallError::Aborted(-2)));
+
+    let s = client.stats();
+    assert_eq!(s.calls_started, 10);
+    assert_eq!(s.calls_completed, 8);
+    assert!(server.stats().incoming_calls >= 9);
+
+    client.shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(client.call(key, vec![0]).await, Err(CallError::Shutdown));
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn dropping_the_future_cancels_and_unreachable_peer_does_not_kill_endpoint() {
+    // A port nobody listens on: ICMP errors must not break the endpoint.
+    let sock = std::net::UdpSocket::bind(lo()).unwrap();
+    let dead = sock.local_addr().unwrap();
+    drop(sock);
+    let (client, _rx) = RxEndpoint::bind(
+        lo(),
+        Config {
+            dead_time: Duration::from_secs(2),
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    let key = ConnKey {
+        peer: dead,
+        service_id: 1,
+        identity: 0,
+    };
+    // Cancelled by timeout (future dropped).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), client.call(key, vec![1]))
+            .await
+            .is_err()
+    );
+    // Fails at dead time, not earlier.
+    let t = std::time::Instant::now();
+    assert_eq!(client.call(key, vec![1]).await, Err(CallError::Timeout));
+    assert!(
+        t.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(client.stats().packets_sent > 0);
+    client.shutdown();
+}
