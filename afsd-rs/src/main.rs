@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use client::{AfsClient, ClientConfig};
 
 #[derive(Parser)]
-#[command(name = "afsd-rs", version, about = "A userspace AFS client with a persistent cache")]
+#[command(
+    name = "afsd-rs",
+    version,
+    about = "A userspace AFS client with a persistent cache"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -101,7 +105,10 @@ fn mount(config: ClientConfig, mountpoint: &Path, foreground: bool) -> ExitCode 
         }
     }
     if let Err(e) = std::fs::create_dir_all(&config.cache_dir) {
-        eprintln!("afsd-rs: cache directory {}: {e}", config.cache_dir.display());
+        eprintln!(
+            "afsd-rs: cache directory {}: {e}",
+            config.cache_dir.display()
+        );
         return ExitCode::FAILURE;
     }
     // Without --foreground the parent waits until the child has mounted (or
@@ -126,7 +133,10 @@ fn mount(config: ClientConfig, mountpoint: &Path, foreground: bool) -> ExitCode 
             let _ = f.write_all(msg.as_bytes());
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             let msg = format!("afsd-rs: cannot start the runtime: {e}\n");
@@ -161,11 +171,17 @@ async fn run(config: ClientConfig, mountpoint: &Path, report: &dyn Fn(&str)) -> 
             ))
         }
     }
-    let mounted = fuse_front::mount(client.clone(), tokio::runtime::Handle::current(), mountpoint, invalidations)
-        .map_err(|e| e.to_string())?;
+    let mounted = fuse_front::mount(
+        client.clone(),
+        tokio::runtime::Handle::current(),
+        mountpoint,
+        invalidations,
+    )
+    .map_err(|e| e.to_string())?;
     tracing::info!(mountpoint = %mountpoint.display(), cells = ?cells, "mounted");
     report("OK\n");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -186,7 +202,12 @@ async fn run(config: ClientConfig, mountpoint: &Path, report: &dyn Fn(&str)) -> 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AFSD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 thread_local! {
@@ -215,9 +236,10 @@ fn daemonize(cache_dir: &Path) -> std::io::Result<Option<ExitCode>> {
     }
     if pid > 0 {
         drop(wr);
+        // The child keeps the pipe open while it runs: read one line.
         let mut msg = String::new();
-        use std::io::Read;
-        let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+        use std::io::BufRead;
+        let _ = std::io::BufReader::new(std::fs::File::from(rd)).read_line(&mut msg);
         if msg.starts_with("OK") {
             return Ok(Some(ExitCode::SUCCESS));
         }

@@ -37,7 +37,11 @@ impl FidKey {
 
 impl fmt::Debug for FidKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}.{}.{}", self.cell, self.volume, self.vnode, self.unique)
+        write!(
+            f,
+            "{}:{}.{}.{}",
+            self.cell, self.volume, self.vnode, self.unique
+        )
     }
 }
 

@@ -19,21 +19,29 @@ impl MemoryStore {
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 }
 
 impl Store for MemoryStore {
     fn get_status(&self, fid: &FidKey) -> Result<Option<StatusRecord>> {
         let key = status_key(fid);
-        self.get(&key).map(|v| crate::rocks::decode(&key, &v)).transpose()
+        self.get(&key)
+            .map(|v| crate::rocks::decode(&key, &v))
+            .transpose()
     }
     fn get_chunk(&self, fid: &FidKey, dv: u64, index: u64) -> Result<Option<Vec<u8>>> {
         Ok(self.get(&chunk_key(fid, dv, index)))
     }
     fn get_dir(&self, fid: &FidKey) -> Result<Option<DirRecord>> {
         let key = dir_key(fid);
-        self.get(&key).map(|v| crate::rocks::decode(&key, &v)).transpose()
+        self.get(&key)
+            .map(|v| crate::rocks::decode(&key, &v))
+            .transpose()
     }
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.get(&meta_key(name)))

@@ -138,7 +138,10 @@ mod tests {
             });
         store.apply(batch).unwrap();
         assert_eq!(store.get_status(&a).unwrap(), Some(status(7)));
-        assert_eq!(store.get_chunk(&a, 7, 1).unwrap().as_deref(), Some(&b"def"[..]));
+        assert_eq!(
+            store.get_chunk(&a, 7, 1).unwrap().as_deref(),
+            Some(&b"def"[..])
+        );
         // A chunk of another data version is a different record.
         assert_eq!(store.get_chunk(&a, 8, 1).unwrap(), None);
 
@@ -148,7 +151,10 @@ mod tests {
         assert_eq!(store.get_chunk(&a, 7, 0).unwrap(), None);
         assert_eq!(store.get_chunk(&a, 7, 1).unwrap(), None);
         // A neighbouring fid is untouched by the range delete.
-        assert_eq!(store.get_chunk(&b, 1, 0).unwrap().as_deref(), Some(&b"other"[..]));
+        assert_eq!(
+            store.get_chunk(&b, 1, 0).unwrap().as_deref(),
+            Some(&b"other"[..])
+        );
 
         let dir = DirRecord {
             data_version: 3,
@@ -180,7 +186,10 @@ mod tests {
         }
         let store = RocksStore::open(tmp.path()).unwrap();
         let b = FidKey::new("test.lab", 536870915, 2, 4);
-        assert_eq!(store.get_chunk(&b, 1, 0).unwrap().as_deref(), Some(&b"other"[..]));
+        assert_eq!(
+            store.get_chunk(&b, 1, 0).unwrap().as_deref(),
+            Some(&b"other"[..])
+        );
         assert_eq!(store.get_meta("uuid").unwrap(), Some(vec![1, 2]));
     }
 

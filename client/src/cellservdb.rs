@@ -46,7 +46,9 @@ impl CellDb {
     }
 
     pub fn get(&self, name: &str) -> Option<&Cell> {
-        self.cells.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+        self.cells
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
     }
 }
 
@@ -61,7 +63,10 @@ pub fn parse_cellservdb(text: &str) -> std::result::Result<Vec<Cell>, String> {
             continue;
         }
         if let Some(rest) = line.strip_prefix('>') {
-            let name = rest.split(|c: char| c == '#' || c.is_whitespace()).next().unwrap_or("");
+            let name = rest
+                .split(|c: char| c == '#' || c.is_whitespace())
+                .next()
+                .unwrap_or("");
             if name.is_empty() || name.contains('/') {
                 return Err(format!("line {}: bad cell name in {line:?}", n + 1));
             }
@@ -74,7 +79,10 @@ pub fn parse_cellservdb(text: &str) -> std::result::Result<Vec<Cell>, String> {
         if line.starts_with('#') {
             continue;
         }
-        let addr = line.split(|c: char| c == '#' || c.is_whitespace()).next().unwrap_or("");
+        let addr = line
+            .split(|c: char| c == '#' || c.is_whitespace())
+            .next()
+            .unwrap_or("");
         let ip: Ipv4Addr = addr
             .parse()
             .map_err(|_| format!("line {}: {addr:?} is not an IPv4 address", n + 1))?;
@@ -105,7 +113,9 @@ mod tests {
     fn rejects_garbage_with_line_number() {
         let err = parse_cellservdb(">a.b\nnot-an-ip #x\n").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
-        assert!(parse_cellservdb("1.2.3.4\n").unwrap_err().contains("before any"));
+        assert!(parse_cellservdb("1.2.3.4\n")
+            .unwrap_err()
+            .contains("before any"));
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl Error {
     }
 
     /// True when another server of the same volume may succeed.
-    pub(crate) fn should_fail_over(&self) -> bool {
+    pub fn should_fail_over(&self) -> bool {
         match self {
             Error::TimedOut(_) | Error::Unreachable(_) => true,
             Error::Server { code, .. } => afs_proto::errors::is_volume_error(*code),

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use afs_proto::fs as rpcs;
-use afs_proto::types::{CallBack, FetchStatus, FileType, Fid, Uuid};
+use afs_proto::types::{CallBack, FetchStatus, Fid, FileType, Uuid};
 use cache::{Batch, DirEntryRecord, DirRecord, FidKey, Op, RocksStore, StatusRecord, Store};
 use rx::RxEndpoint;
 use tokio::sync::{mpsc, OnceCell};
@@ -132,7 +132,9 @@ impl AfsClient {
     /// Reads the cell configuration, opens the cache and binds the Rx
     /// endpoint that serves both our calls and the callback service. The
     /// receiver yields nodes whose kernel caches must be invalidated.
-    pub async fn start(config: ClientConfig) -> Result<(AfsClient, mpsc::UnboundedReceiver<Invalidation>)> {
+    pub async fn start(
+        config: ClientConfig,
+    ) -> Result<(AfsClient, mpsc::UnboundedReceiver<Invalidation>)> {
         let cells = CellDb::load(&config.conf_dir)?;
         if cells.cells.is_empty() {
             return Err(Error::Config(format!(
@@ -171,7 +173,9 @@ impl AfsClient {
             served_services: vec![afs_proto::cb::CB_SERVICE_ID],
             ..rx::Config::default()
         };
-        let bind: SocketAddr = "0.0.0.0:0".parse().map_err(|_| Error::Config("bind address".into()))?;
+        let bind: SocketAddr = "0.0.0.0:0"
+            .parse()
+            .map_err(|_| Error::Config("bind address".into()))?;
         let (endpoint, incoming) = RxEndpoint::bind(bind, rx_config)?;
         let stats = Arc::new(Stats::default());
         let (inval, inval_rx) = mpsc::unbounded_channel();
@@ -234,7 +238,12 @@ impl AfsClient {
 
     /// Tells every fileserver we used to drop our callbacks (clean unmount).
     pub async fn shutdown(&self) {
-        let servers = self.inner.servers_used.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let servers = self
+            .inner
+            .servers_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for s in servers {
             let r = tokio::time::timeout(
                 std::time::Duration::from_secs(3),
@@ -289,13 +298,29 @@ impl AfsClient {
         let inner = &self.inner;
         if ino == ROOT_INO {
             let mut out = vec![
-                DirEntryOut { name: b".".to_vec(), ino: ROOT_INO, kind: NodeKind::Dir },
-                DirEntryOut { name: b"..".to_vec(), ino: ROOT_INO, kind: NodeKind::Dir },
+                DirEntryOut {
+                    name: b".".to_vec(),
+                    ino: ROOT_INO,
+                    kind: NodeKind::Dir,
+                },
+                DirEntryOut {
+                    name: b"..".to_vec(),
+                    ino: ROOT_INO,
+                    kind: NodeKind::Dir,
+                },
             ];
             for (i, c) in self.cells().into_iter().enumerate() {
                 let base = u64::MAX - 2 * i as u64;
-                out.push(DirEntryOut { name: c.clone().into_bytes(), ino: base, kind: NodeKind::Dir });
-                out.push(DirEntryOut { name: format!(".{c}").into_bytes(), ino: base - 1, kind: NodeKind::Dir });
+                out.push(DirEntryOut {
+                    name: c.clone().into_bytes(),
+                    ino: base,
+                    kind: NodeKind::Dir,
+                });
+                out.push(DirEntryOut {
+                    name: format!(".{c}").into_bytes(),
+                    ino: base - 1,
+                    kind: NodeKind::Dir,
+                });
             }
             return Ok(out);
         }
@@ -316,7 +341,39 @@ impl AfsClient {
             } else {
                 inner.intern(child)
             };
-            out.push(DirEntryOut { name: e.name.clone(), ino: cino, kind });
+            out.push(DirEntryOut {
+                name: e.name.clone(),
+                ino: cino,
+                kind,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Entries with their attributes (FUSE readdirplus): one call lists a
+    /// directory for `ls -l`. Statuses come in InlineBulkStatus batches of
+    /// 50 through lookup's prefetch; mount points show their volume's root.
+    /// Entries whose status cannot be had (deleted meanwhile, no access) are
+    /// listed without attributes.
+    pub async fn readdirplus(
+        &self,
+        ino: u64,
+        offset: usize,
+        max: usize,
+    ) -> Result<Vec<(DirEntryOut, Option<Attr>)>> {
+        let entries = self.readdir(ino).await?;
+        let mut out = Vec::with_capacity(max.min(entries.len()));
+        for e in entries.into_iter().skip(offset).take(max) {
+            let attr = if e.name == b"." || e.name == b".." {
+                None
+            } else {
+                match self.lookup(ino, &e.name).await {
+                    Ok(a) => Some(a),
+                    Err(err) if err.should_fail_over() => return Err(err),
+                    Err(_) => None,
+                }
+            };
+            out.push((e, attr));
         }
         Ok(out)
     }
@@ -361,7 +418,12 @@ impl AfsClient {
         let node = self.inner.node(ino)?;
         let vs = self
             .inner
-            .fs_call(&node, &rpcs::GetVolumeStatus { volume: node.fid.volume })
+            .fs_call(
+                &node,
+                &rpcs::GetVolumeStatus {
+                    volume: node.fid.volume,
+                },
+            )
             .await?;
         let part_total = vs.part_max_blocks.max(0) as u64;
         let part_free = vs.part_blocks_avail.max(0) as u64;
@@ -372,7 +434,12 @@ impl AfsClient {
         } else {
             (part_total, part_free)
         };
-        Ok(StatFs { blocks: total, bfree: free, bavail: free, ..generic })
+        Ok(StatFs {
+            blocks: total,
+            bfree: free,
+            bavail: free,
+            ..generic
+        })
     }
 
     /// The read-only xattrs Linux kAFS offers: `afs.fid`, `afs.cell`,
@@ -387,7 +454,11 @@ impl AfsClient {
         let node = self.inner.node(ino)?;
         Ok(match name {
             "afs.fid" => Some(
-                format!("{:x}:{:x}:{:x}", node.fid.volume, node.fid.vnode, node.fid.unique).into_bytes(),
+                format!(
+                    "{:x}:{:x}:{:x}",
+                    node.fid.volume, node.fid.vnode, node.fid.unique
+                )
+                .into_bytes(),
             ),
             "afs.cell" => Some(node.cell.clone().into_bytes()),
             "afs.volume" => {
@@ -498,7 +569,10 @@ impl Inner {
     }
 
     fn intern(&self, node: NodeRef) -> u64 {
-        self.inodes.lock().unwrap_or_else(|e| e.into_inner()).intern(node)
+        self.inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .intern(node)
     }
 
     async fn attr_of_node(&self, node: NodeRef) -> Result<Attr> {
@@ -519,16 +593,35 @@ impl Inner {
             .get(cell_name)
             .ok_or_else(|| Error::UnknownCell(cell_name.to_string()))?
             .clone();
-        let info = self.volumes.locate(&self.rpc, &cell, "root.cell", self.config.vldb_ttl).await?;
-        let kind = if rw { MountKind::ReadWrite } else { MountKind::Regular };
+        let info = self
+            .volumes
+            .locate(&self.rpc, &cell, "root.cell", self.config.vldb_ttl)
+            .await?;
+        let kind = if rw {
+            MountKind::ReadWrite
+        } else {
+            MountKind::Regular
+        };
         let (id, t) = info.choose(VolType::Rw, kind, true);
-        Ok(NodeRef { cell: cell.name.clone(), fid: Fid::new(id, 1, 1), vol_type: t })
+        Ok(NodeRef {
+            cell: cell.name.clone(),
+            fid: Fid::new(id, 1, 1),
+            vol_type: t,
+        })
     }
 
-    async fn resolve_mount_point(self: &Arc<Self>, mp: &NodeRef, st: &StatusRecord) -> Result<NodeRef> {
+    async fn resolve_mount_point(
+        self: &Arc<Self>,
+        mp: &NodeRef,
+        st: &StatusRecord,
+    ) -> Result<NodeRef> {
         let contents = self.read(mp, 0, st.length.min(1024)).await?;
-        let parsed = MountPoint::parse(&contents)
-            .ok_or_else(|| Error::Protocol(format!("bad mount point contents {:?}", String::from_utf8_lossy(&contents))))?;
+        let parsed = MountPoint::parse(&contents).ok_or_else(|| {
+            Error::Protocol(format!(
+                "bad mount point contents {:?}",
+                String::from_utf8_lossy(&contents)
+            ))
+        })?;
         let cell_name = parsed.cell.clone().unwrap_or_else(|| mp.cell.clone());
         let cell = self
             .cells
@@ -536,10 +629,17 @@ impl Inner {
             .ok_or_else(|| Error::UnknownCell(cell_name.clone()))?
             .clone();
         let (base, requested) = split_volume_suffix(&parsed.volume);
-        let info = self.volumes.locate(&self.rpc, &cell, base, self.config.vldb_ttl).await?;
+        let info = self
+            .volumes
+            .locate(&self.rpc, &cell, base, self.config.vldb_ttl)
+            .await?;
         let parent_ro = mp.vol_type != VolType::Rw;
         let (id, t) = info.choose(requested, parsed.kind, parent_ro);
-        Ok(NodeRef { cell: cell.name.clone(), fid: Fid::new(id, 1, 1), vol_type: t })
+        Ok(NodeRef {
+            cell: cell.name.clone(),
+            fid: Fid::new(id, 1, 1),
+            vol_type: t,
+        })
     }
 
     /// Calls the fileservers of a node's volume in turn until one answers.
@@ -547,7 +647,9 @@ impl Inner {
         let (vol, t) = self
             .volumes
             .by_id(&node.cell, node.fid.volume)
-            .ok_or_else(|| Error::NoSuchVolume(format!("{} in cell {}", node.fid.volume, node.cell)))?;
+            .ok_or_else(|| {
+                Error::NoSuchVolume(format!("{} in cell {}", node.fid.volume, node.cell))
+            })?;
         let servers = vol.servers(t);
         if servers.is_empty() {
             return Err(Error::NoSuchVolume(format!("{} has no sites", vol.name)));
@@ -583,8 +685,17 @@ impl Inner {
         Stats::add(&self.stats.status_misses, 1);
         let epoch = self.statuses.epoch();
         let start = now_secs();
-        let reply = self.fs_call(node, &rpcs::FetchStatus { fid: node.fid }).await?;
-        self.apply_status(&key, &reply.status, &reply.callback, start, epoch, Batch::new())
+        let reply = self
+            .fs_call(node, &rpcs::FetchStatus { fid: node.fid })
+            .await?;
+        self.apply_status(
+            &key,
+            &reply.status,
+            &reply.callback,
+            start,
+            epoch,
+            Batch::new(),
+        )
     }
 
     /// Records a status from the server, together with `batch`. When the
@@ -604,7 +715,9 @@ impl Inner {
             Some(s) => Some(s),
             None => self.store.get_status(key)?,
         };
-        let moved = old.as_ref().is_some_and(|o| o.data_version != rec.data_version);
+        let moved = old
+            .as_ref()
+            .is_some_and(|o| o.data_version != rec.data_version);
         let mut ops = vec![Op::PutStatus(key.clone(), rec.clone())];
         if moved {
             ops.push(Op::DeleteChunks(key.clone()));
@@ -613,9 +726,20 @@ impl Inner {
         ops.append(&mut batch.ops);
         self.store.apply(Batch { ops })?;
         if moved {
-            self.dirs.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-            self.mem_chunks.lock().unwrap_or_else(|e| e.into_inner()).retain(|(k, _)| &k.0 != key);
-            if let Some(ino) = self.inodes.lock().unwrap_or_else(|e| e.into_inner()).ino_of(key) {
+            self.dirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(key);
+            self.mem_chunks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|(k, _)| &k.0 != key);
+            if let Some(ino) = self
+                .inodes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .ino_of(key)
+            {
                 let _ = self.inval.send(Invalidation { ino });
             }
         }
@@ -645,7 +769,9 @@ impl Inner {
         if fids.len() < 2 {
             return;
         }
-        let Ok(call) = rpcs::InlineBulkStatus::new(fids.clone()) else { return };
+        let Ok(call) = rpcs::InlineBulkStatus::new(fids.clone()) else {
+            return;
+        };
         let epoch = self.statuses.epoch();
         let start = now_secs();
         match self.fs_call(dir_node, &call).await {
@@ -655,7 +781,9 @@ impl Inner {
                         continue;
                     }
                     let key = dir_node.with_fid(*fid).key();
-                    if let Err(err) = self.apply_status(&key, &e.status, &e.callback, start, epoch, Batch::new()) {
+                    if let Err(err) =
+                        self.apply_status(&key, &e.status, &e.callback, start, epoch, Batch::new())
+                    {
                         tracing::warn!("storing bulk status: {err}");
                     }
                 }
@@ -672,7 +800,12 @@ impl Inner {
             if st.file_type != FileType::Directory.as_u32() {
                 return Err(Error::NotDir);
             }
-            if let Some(d) = self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            if let Some(d) = self
+                .dirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+            {
                 if d.data_version == st.data_version {
                     Stats::add(&self.stats.dir_hits, 1);
                     return Ok(d.clone());
@@ -682,7 +815,10 @@ impl Inner {
                 if rec.data_version == st.data_version {
                     Stats::add(&self.stats.dir_hits, 1);
                     let d = Arc::new(ParsedDir::new(rec));
-                    self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), d.clone());
+                    self.dirs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key.clone(), d.clone());
                     return Ok(d);
                 }
             }
@@ -690,7 +826,14 @@ impl Inner {
             let epoch = self.statuses.epoch();
             let start = now_secs();
             let reply = self
-                .fs_call(node, &rpcs::FetchData64 { fid: node.fid, pos: 0, length: st.length })
+                .fs_call(
+                    node,
+                    &rpcs::FetchData64 {
+                        fid: node.fid,
+                        pos: 0,
+                        length: st.length,
+                    },
+                )
                 .await?;
             Stats::add(&self.stats.bytes_fetched, reply.data.len() as u64);
             let entries = afs_proto::dir::parse_dir(&reply.data)
@@ -699,15 +842,23 @@ impl Inner {
                 data_version: reply.status.data_version,
                 entries: entries
                     .into_iter()
-                    .map(|e| DirEntryRecord { name: e.name, vnode: e.vnode, unique: e.unique })
+                    .map(|e| DirEntryRecord {
+                        name: e.name,
+                        vnode: e.vnode,
+                        unique: e.unique,
+                    })
                     .collect(),
             };
             let mut batch = Batch::new();
             batch.push(Op::PutDir(key.clone(), rec.clone()));
-            let new = self.apply_status(&key, &reply.status, &reply.callback, start, epoch, batch)?;
+            let new =
+                self.apply_status(&key, &reply.status, &reply.callback, start, epoch, batch)?;
             if new.data_version == rec.data_version {
                 let d = Arc::new(ParsedDir::new(rec));
-                self.dirs.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), d.clone());
+                self.dirs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key.clone(), d.clone());
                 return Ok(d);
             }
         }
@@ -748,7 +899,9 @@ impl Inner {
             self.readahead(node, st.data_version, st.length, last + 1);
             return Ok(out);
         }
-        Err(Error::Protocol(format!("{key:?} keeps changing while being read")))
+        Err(Error::Protocol(format!(
+            "{key:?} keeps changing while being read"
+        )))
     }
 
     fn readahead(self: &Arc<Self>, node: &NodeRef, dv: u64, length: u64, from: u64) {
@@ -757,7 +910,11 @@ impl Inner {
         for idx in from..chunks.min(from + self.config.readahead_chunks) {
             let k = (node.key(), dv, idx);
             if self.mem_chunk(&k).is_some()
-                || self.inflight.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&k)
+                || self
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&k)
             {
                 continue;
             }
@@ -773,7 +930,10 @@ impl Inner {
 
     fn mem_chunk(&self, k: &ChunkKey) -> Option<Arc<Vec<u8>>> {
         let m = self.mem_chunks.lock().unwrap_or_else(|e| e.into_inner());
-        m.iter().rev().find(|(kk, _)| kk == k).map(|(_, v)| v.clone())
+        m.iter()
+            .rev()
+            .find(|(kk, _)| kk == k)
+            .map(|(_, v)| v.clone())
     }
 
     fn remember_chunk(&self, k: ChunkKey, v: Arc<Vec<u8>>) {
@@ -788,7 +948,12 @@ impl Inner {
     /// One chunk of data version `dv`: from memory, the store, or the
     /// fileserver. Concurrent requests for the same chunk share one fetch.
     /// `None`: the data version moved; the caller starts over.
-    async fn chunk(self: &Arc<Self>, node: &NodeRef, dv: u64, idx: u64) -> Result<Option<Arc<Vec<u8>>>> {
+    async fn chunk(
+        self: &Arc<Self>,
+        node: &NodeRef,
+        dv: u64,
+        idx: u64,
+    ) -> Result<Option<Arc<Vec<u8>>>> {
         let k: ChunkKey = (node.key(), dv, idx);
         if let Some(c) = self.mem_chunk(&k) {
             Stats::add(&self.stats.chunk_hits, 1);
@@ -810,11 +975,16 @@ impl Inner {
         let res = cell
             .get_or_init(|| async {
                 Stats::add(&self.stats.chunk_misses, 1);
-                self.fetch_chunk(node, dv, idx).await.map_err(|e| (e.errno(), e.to_string()))
+                self.fetch_chunk(node, dv, idx)
+                    .await
+                    .map_err(|e| (e.errno(), e.to_string()))
             })
             .await
             .clone();
-        self.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&k);
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&k);
         res.map_err(|(errno, msg)| Error::Shared { errno, msg })
     }
 
@@ -824,13 +994,25 @@ impl Inner {
         let epoch = self.statuses.epoch();
         let start = now_secs();
         let reply = self
-            .fs_call(node, &rpcs::FetchData64 { fid: node.fid, pos: idx * cs, length: cs })
+            .fs_call(
+                node,
+                &rpcs::FetchData64 {
+                    fid: node.fid,
+                    pos: idx * cs,
+                    length: cs,
+                },
+            )
             .await?;
         Stats::add(&self.stats.bytes_fetched, reply.data.len() as u64);
         let got_dv = reply.status.data_version;
         let data = Arc::new(reply.data);
         let mut batch = Batch::new();
-        batch.push(Op::PutChunk { fid: key.clone(), data_version: got_dv, index: idx, data: data.to_vec() });
+        batch.push(Op::PutChunk {
+            fid: key.clone(),
+            data_version: got_dv,
+            index: idx,
+            data: data.to_vec(),
+        });
         self.apply_status(&key, &reply.status, &reply.callback, start, epoch, batch)?;
         self.remember_chunk((key, got_dv, idx), data.clone());
         Ok((got_dv == dv).then_some(data))

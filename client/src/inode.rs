@@ -87,7 +87,11 @@ mod tests {
     #[test]
     fn same_fid_same_inode() {
         let mut t = Inodes::new();
-        let a = NodeRef { cell: "c".into(), fid: Fid::new(1, 1, 1), vol_type: VolType::Rw };
+        let a = NodeRef {
+            cell: "c".into(),
+            fid: Fid::new(1, 1, 1),
+            vol_type: VolType::Rw,
+        };
         let b = a.with_fid(Fid::new(1, 2, 3));
         let ia = t.intern(a.clone());
         let ib = t.intern(b.clone());

@@ -8,12 +8,12 @@
 //! cache coherent by data version: cached data is served while the callback
 //! holds, revalidated with FetchStatus/InlineBulkStatus when it does not.
 
+mod callback;
 mod cellservdb;
 mod config;
 mod error;
 mod fs;
 mod inode;
-mod callback;
 mod rpc;
 mod stats;
 mod status;

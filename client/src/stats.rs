@@ -59,7 +59,12 @@ impl Stats {
         for (k, v) in self.rpcs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             out.push_str(&format!("rpc {k} {v}\n"));
         }
-        for (k, v) in self.rpc_errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (k, v) in self
+            .rpc_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             out.push_str(&format!("rpc_error {k} {v}\n"));
         }
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed);

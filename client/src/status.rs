@@ -61,19 +61,35 @@ impl StatusTable {
         } else {
             0
         };
-        map.insert(key, Entry { status, valid_until });
+        map.insert(
+            key,
+            Entry {
+                status,
+                valid_until,
+            },
+        );
     }
 
     pub(crate) fn break_fid(&self, key: &FidKey) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        if let Some(e) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get_mut(key) {
+        if let Some(e) = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(key)
+        {
             e.valid_until = 0;
         }
     }
 
     pub(crate) fn break_volume(&self, cell: Option<&str>, volume: u32) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        for (k, e) in self.map.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
+        for (k, e) in self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+        {
             if k.volume == volume && cell.is_none_or(|c| k.cell == c) {
                 e.valid_until = 0;
             }
@@ -82,7 +98,12 @@ impl StatusTable {
 
     pub(crate) fn break_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        for e in self.map.lock().unwrap_or_else(|e| e.into_inner()).values_mut() {
+        for e in self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values_mut()
+        {
             e.valid_until = 0;
         }
     }

@@ -115,12 +115,15 @@ pub(crate) fn split_volume_suffix(name: &str) -> (&str, VolType) {
     }
 }
 
+/// A located volume and which of its instances a volume id names.
+type VolumeById = (std::sync::Arc<VolumeInfo>, VolType);
+
 /// Cache of VLDB answers, per cell.
 #[derive(Default)]
 pub(crate) struct VolumeDb {
     by_name: Mutex<HashMap<(String, String), std::sync::Arc<VolumeInfo>>>,
     /// (cell, volume id) -> the volume and which instance the id names.
-    by_id: Mutex<HashMap<(String, u32), (std::sync::Arc<VolumeInfo>, VolType)>>,
+    by_id: Mutex<HashMap<(String, u32), VolumeById>>,
     uuids: Mutex<HashMap<Uuid, Vec<Ipv4Addr>>>,
 }
 
@@ -141,7 +144,10 @@ impl VolumeDb {
             }
         }
         if cell.db_servers.is_empty() {
-            return Err(Error::Config(format!("cell {} has no database servers", cell.name)));
+            return Err(Error::Config(format!(
+                "cell {} has no database servers",
+                cell.name
+            )));
         }
         let mut last_err = None;
         let mut entry = None;
@@ -178,7 +184,11 @@ impl VolumeDb {
         let info = std::sync::Arc::new(self.resolve(rpc, vl_peer, &entry).await?);
         self.lock_by_name().insert(key, info.clone());
         let mut by_id = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, t) in [(info.rw_id, VolType::Rw), (info.ro_id, VolType::Ro), (info.bk_id, VolType::Backup)] {
+        for (id, t) in [
+            (info.rw_id, VolType::Rw),
+            (info.ro_id, VolType::Ro),
+            (info.bk_id, VolType::Backup),
+        ] {
             if id != 0 {
                 by_id.insert((cell.name.clone(), id), (info.clone(), t));
             }
@@ -187,7 +197,11 @@ impl VolumeDb {
     }
 
     /// The volume a fid's volume id belongs to, if it was located before.
-    pub(crate) fn by_id(&self, cell: &str, id: u32) -> Option<(std::sync::Arc<VolumeInfo>, VolType)> {
+    pub(crate) fn by_id(
+        &self,
+        cell: &str,
+        id: u32,
+    ) -> Option<(std::sync::Arc<VolumeInfo>, VolType)> {
         self.by_id
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -201,7 +215,12 @@ impl VolumeDb {
         self.by_name.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn resolve(&self, rpc: &RpcClient, vl_peer: SocketAddr, e: &UVldbEntry) -> Result<VolumeInfo> {
+    async fn resolve(
+        &self,
+        rpc: &RpcClient,
+        vl_peer: SocketAddr,
+        e: &UVldbEntry,
+    ) -> Result<VolumeInfo> {
         let mut rw = Vec::new();
         let mut ro = Vec::new();
         for site in e.rw_sites() {
@@ -227,11 +246,21 @@ impl VolumeDb {
 
     /// Addresses of one site. UUID slots are resolved with GetAddrsU, which
     /// lists every address of a multihomed fileserver.
-    async fn site_addrs(&self, rpc: &RpcClient, vl_peer: SocketAddr, addr: VlServerAddr) -> Result<Vec<Ipv4Addr>> {
+    async fn site_addrs(
+        &self,
+        rpc: &RpcClient,
+        vl_peer: SocketAddr,
+        addr: VlServerAddr,
+    ) -> Result<Vec<Ipv4Addr>> {
         match addr {
             VlServerAddr::Ipv4(ip) => Ok(vec![ip]),
             VlServerAddr::Uuid(uuid) => {
-                if let Some(a) = self.uuids.lock().unwrap_or_else(|e| e.into_inner()).get(&uuid) {
+                if let Some(a) = self
+                    .uuids
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&uuid)
+                {
                     return Ok(a.clone());
                 }
                 let reply = rpc.call(vl_peer, &GetAddrsU { uuid }).await?;
@@ -259,7 +288,11 @@ mod tests {
     fn parses_mount_points() {
         assert_eq!(
             MountPoint::parse(b"#root.cell."),
-            Some(MountPoint { kind: MountKind::Regular, cell: None, volume: "root.cell".into() })
+            Some(MountPoint {
+                kind: MountKind::Regular,
+                cell: None,
+                volume: "root.cell".into()
+            })
         );
         assert_eq!(
             MountPoint::parse(b"%Other.Org:user.bob."),
@@ -269,7 +302,11 @@ mod tests {
                 volume: "user.bob".into()
             })
         );
-        assert_eq!(MountPoint::parse(b"#root.cell"), None, "trailing dot required");
+        assert_eq!(
+            MountPoint::parse(b"#root.cell"),
+            None,
+            "trailing dot required"
+        );
         assert_eq!(MountPoint::parse(b"hello.txt"), None);
         assert_eq!(MountPoint::parse(b"#."), None);
         assert_eq!(MountPoint::parse(&[0xff, 0xfe]), None);
@@ -291,13 +328,31 @@ mod tests {
     #[test]
     fn chooses_volume_like_openafs() {
         let v = info(true);
-        assert_eq!(v.choose(VolType::Rw, MountKind::Regular, true), (11, VolType::Ro));
-        assert_eq!(v.choose(VolType::Rw, MountKind::Regular, false), (10, VolType::Rw));
-        assert_eq!(v.choose(VolType::Rw, MountKind::ReadWrite, true), (10, VolType::Rw));
-        assert_eq!(v.choose(VolType::Backup, MountKind::Regular, true), (12, VolType::Backup));
-        assert_eq!(v.choose(VolType::Ro, MountKind::Regular, false), (11, VolType::Ro));
+        assert_eq!(
+            v.choose(VolType::Rw, MountKind::Regular, true),
+            (11, VolType::Ro)
+        );
+        assert_eq!(
+            v.choose(VolType::Rw, MountKind::Regular, false),
+            (10, VolType::Rw)
+        );
+        assert_eq!(
+            v.choose(VolType::Rw, MountKind::ReadWrite, true),
+            (10, VolType::Rw)
+        );
+        assert_eq!(
+            v.choose(VolType::Backup, MountKind::Regular, true),
+            (12, VolType::Backup)
+        );
+        assert_eq!(
+            v.choose(VolType::Ro, MountKind::Regular, false),
+            (11, VolType::Ro)
+        );
         let v = info(false);
-        assert_eq!(v.choose(VolType::Rw, MountKind::Regular, true), (10, VolType::Rw));
+        assert_eq!(
+            v.choose(VolType::Rw, MountKind::Regular, true),
+            (10, VolType::Rw)
+        );
         assert_eq!(split_volume_suffix("a.readonly"), ("a", VolType::Ro));
         assert_eq!(split_volume_suffix("a.backup"), ("a", VolType::Backup));
         assert_eq!(split_volume_suffix("a"), ("a", VolType::Rw));

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use client::{AfsClient, Attr, Invalidation, NodeKind};
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow,
 };
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -92,6 +92,10 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
 impl Filesystem for AfsFs {
     fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
         let _ = config.set_max_readahead(1 << 20);
+        // READDIRPLUS: `ls -l` gets names and attributes in one request.
+        let _ = config.add_capabilities(
+            fuser::consts::FUSE_DO_READDIRPLUS | fuser::consts::FUSE_READDIRPLUS_AUTO,
+        );
         Ok(())
     }
 
@@ -177,17 +181,41 @@ impl Filesystem for AfsFs {
         });
     }
 
+    fn flush(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _fh: u64,
+        _lock_owner: u64,
+        reply: ReplyEmpty,
+    ) {
+        // Nothing is ever dirty in a read-only mount.
+        reply.ok();
+    }
+
     fn opendir(&mut self, _req: &Request<'_>, _ino: u64, _flags: i32, reply: ReplyOpen) {
         reply.opened(0, 0);
     }
 
-    fn readdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
         let c = self.client.clone();
         self.rt.spawn(async move {
             match c.readdir(ino).await {
                 Ok(entries) => {
                     for (i, e) in entries.iter().enumerate().skip(offset.max(0) as usize) {
-                        if reply.add(e.ino, (i + 1) as i64, file_type(e.kind), OsStr::from_bytes(&e.name)) {
+                        if reply.add(
+                            e.ino,
+                            (i + 1) as i64,
+                            file_type(e.kind),
+                            OsStr::from_bytes(&e.name),
+                        ) {
                             break;
                         }
                     }
@@ -201,17 +229,75 @@ impl Filesystem for AfsFs {
         });
     }
 
+    fn readdirplus(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let c = self.client.clone();
+        self.rt.spawn(async move {
+            let start = offset.max(0) as usize;
+            // A reply buffer holds a few dozen entries; look up no more than that.
+            match c.readdirplus(ino, start, 128).await {
+                Ok(entries) => {
+                    for (i, (e, attr)) in entries.iter().enumerate() {
+                        let next = (start + i + 1) as i64;
+                        let name = OsStr::from_bytes(&e.name);
+                        let full = match attr {
+                            Some(a) => reply.add(a.ino, next, name, &TTL, &file_attr(a), 0),
+                            // No attributes: a zero TTL keeps the kernel from caching.
+                            None => {
+                                let a = Attr {
+                                    ino: e.ino,
+                                    kind: e.kind,
+                                    size: 0,
+                                    mode: 0,
+                                    nlink: 1,
+                                    uid: 0,
+                                    gid: 0,
+                                    mtime: 0,
+                                    data_version: 0,
+                                };
+                                reply.add(e.ino, next, name, &Duration::ZERO, &file_attr(&a), 0)
+                            }
+                        };
+                        if full {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => {
+                    tracing::info!(ino, "readdirplus: {e}");
+                    reply.error(e.errno())
+                }
+            }
+        });
+    }
+
     fn statfs(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyStatfs) {
         let c = self.client.clone();
         self.rt.spawn(async move {
             match c.statfs(ino).await {
-                Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, 1024, 255, 1024),
+                Ok(s) => reply.statfs(
+                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, 1024, 255, 1024,
+                ),
                 Err(e) => reply.error(e.errno()),
             }
         });
     }
 
-    fn getxattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
         let c = self.client.clone();
         let name = name.to_string_lossy().into_owned();
         self.rt.spawn(async move {
@@ -255,11 +341,28 @@ impl Filesystem for AfsFs {
         reply.error(libc::EROFS);
     }
 
-    fn mknod(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
+    fn mknod(
+        &mut self,
+        _req: &Request<'_>,
+        _p: u64,
+        _n: &OsStr,
+        _m: u32,
+        _u: u32,
+        _r: u32,
+        reply: ReplyEntry,
+    ) {
         reply.error(libc::EROFS);
     }
 
-    fn mkdir(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &mut self,
+        _req: &Request<'_>,
+        _p: u64,
+        _n: &OsStr,
+        _m: u32,
+        _u: u32,
+        reply: ReplyEntry,
+    ) {
         reply.error(libc::EROFS);
     }
 
@@ -275,7 +378,16 @@ impl Filesystem for AfsFs {
         reply.error(libc::EROFS);
     }
 
-    fn rename(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, _np: u64, _nn: &OsStr, _f: u32, reply: ReplyEmpty) {
+    fn rename(
+        &mut self,
+        _req: &Request<'_>,
+        _p: u64,
+        _n: &OsStr,
+        _np: u64,
+        _nn: &OsStr,
+        _f: u32,
+        reply: ReplyEmpty,
+    ) {
         reply.error(libc::EROFS);
     }
 
@@ -299,11 +411,29 @@ impl Filesystem for AfsFs {
         reply.error(libc::EROFS);
     }
 
-    fn create(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, _m: u32, _u: u32, _f: i32, reply: ReplyCreate) {
+    fn create(
+        &mut self,
+        _req: &Request<'_>,
+        _p: u64,
+        _n: &OsStr,
+        _m: u32,
+        _u: u32,
+        _f: i32,
+        reply: ReplyCreate,
+    ) {
         reply.error(libc::EROFS);
     }
 
-    fn setxattr(&mut self, _req: &Request<'_>, _i: u64, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &mut self,
+        _req: &Request<'_>,
+        _i: u64,
+        _n: &OsStr,
+        _v: &[u8],
+        _f: i32,
+        _p: u32,
+        reply: ReplyEmpty,
+    ) {
         reply.error(libc::EROFS);
     }
 

@@ -1,0 +1,372 @@
+//! Harness for the integration tests against the real test cell brought up
+//! by `cargo xtask cell up`: the cell's environment, a third-party writer
+//! (afscptool on OpenAFS's libafscp), and afsd-rs mounts started in the
+//! cell's client network namespace.
+//!
+//! The tests need root, the cell and the afsd-rs binary; `cargo xtask test`
+//! provides all three through `AFSD_TESTCELL_ENV` and `AFSD_BIN`.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The test cell's settings, from the env file `cargo xtask cell up` wrote.
+pub struct Cell {
+    pub vars: HashMap<String, String>,
+    pub env_file: PathBuf,
+}
+
+impl Cell {
+    /// Reads `$AFSD_TESTCELL_ENV`. Panics with the remedy when it is unset:
+    /// these tests are meant to run under `cargo xtask test`.
+    pub fn from_env() -> Cell {
+        let path = std::env::var("AFSD_TESTCELL_ENV").unwrap_or_else(|_| {
+            panic!(
+                "AFSD_TESTCELL_ENV is not set: run the integration tests with `cargo xtask test`"
+            )
+        });
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        let mut vars = HashMap::new();
+        for line in text.lines() {
+            let line = line.trim();
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            if line.starts_with('#') {
+                continue;
+            }
+            if let Some((k, v)) = line.split_once('=') {
+                let v = v.trim().trim_matches('\'').trim_matches('"');
+                vars.insert(k.trim().to_string(), v.to_string());
+            }
+        }
+        Cell {
+            vars,
+            env_file: PathBuf::from(path),
+        }
+    }
+
+    pub fn var(&self, k: &str) -> &str {
+        self.vars
+            .get(k)
+            .unwrap_or_else(|| panic!("{k} missing from {}", self.env_file.display()))
+    }
+
+    pub fn cell(&self) -> &str {
+        self.var("CELL")
+    }
+
+    /// Runs a command in the client namespace with the cell's view of
+    /// /etc/openafs (labexec), as admin (the admin ccache).
+    pub fn client_exec(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        self.exec_in(self.var("CLIENT_NETNS"), args, stdin)
+    }
+
+    /// Runs a command in the server namespace (for `vos ... -localauth`).
+    pub fn server_exec(&self, args: &[&str]) -> Output {
+        self.exec_in(self.var("SERVER_NETNS"), args, None)
+    }
+
+    fn exec_in(&self, netns: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg("set -a; . \"$0\"; set +a; export KRB5CCNAME=\"${ADMIN_CCACHE}\"; exec \"$LABEXEC\" \"$@\"")
+            .arg(&self.env_file)
+            .arg(netns)
+            .args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning labexec");
+        if let Some(data) = stdin {
+            let mut sin = child.stdin.take().expect("stdin");
+            sin.write_all(data)
+                .expect("writing to the third-party tool");
+        }
+        child.wait_with_output().expect("waiting for labexec")
+    }
+
+    /// The third-party writer (afscptool, authenticated as admin).
+    pub fn third_party(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let tool = self.var("THIRD_PARTY").to_string();
+        let mut v: Vec<&str> = vec![&tool, "-k"];
+        v.extend_from_slice(args);
+        let out = self.client_exec(&v, stdin);
+        assert!(
+            out.status.success(),
+            "third-party {:?} failed: {}",
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Writes a file through the third-party tool (`/afs/.CELL/...` paths).
+    pub fn put(&self, path: &str, data: &[u8]) {
+        self.third_party(&["put", path], Some(data));
+    }
+
+    /// The RW path of the cell root as afscptool names it.
+    pub fn rw(&self, rel: &str) -> String {
+        format!("/afs/.{}/{}", self.cell(), rel)
+    }
+
+    /// `vos release VOLUME -localauth` on the server.
+    pub fn vos_release(&self, volume: &str) {
+        let out = self.server_exec(&["vos", "release", volume, "-localauth"]);
+        assert!(
+            out.status.success(),
+            "vos release {volume}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Cuts or restores the veth link on the server side.
+    pub fn link(&self, up: bool) {
+        let st = Command::new("ip")
+            .args([
+                "-n",
+                self.var("SERVER_NETNS"),
+                "link",
+                "set",
+                self.var("SERVER_IF"),
+            ])
+            .arg(if up { "up" } else { "down" })
+            .status()
+            .expect("ip link");
+        assert!(st.success());
+    }
+}
+
+static MOUNT_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A running `afsd-rs mount --foreground` in the client namespace.
+pub struct Mount {
+    pub dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+pub fn afsd_bin() -> String {
+    std::env::var("AFSD_BIN")
+        .unwrap_or_else(|_| panic!("AFSD_BIN is not set: run with `cargo xtask test`"))
+}
+
+/// A fresh scratch directory under the test target dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let base = std::env::var("AFSD_TEST_SCRATCH").unwrap_or_else(|_| "/tmp/afsd-tests".to_string());
+    let n = MOUNT_SEQ.fetch_add(1, Ordering::SeqCst);
+    let p = PathBuf::from(base).join(format!("{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).expect("scratch dir");
+    p
+}
+
+impl Mount {
+    /// Mounts with a new cache directory.
+    pub fn new(cell: &Cell, extra: &[&str]) -> Mount {
+        let base = scratch("mount");
+        Mount::with_cache(cell, &base.join("cache"), extra)
+    }
+
+    /// Mounts on an existing (or new) cache directory, waiting until the
+    /// cell root answers.
+    pub fn with_cache(cell: &Cell, cache_dir: &Path, extra: &[&str]) -> Mount {
+        let base = scratch("mnt");
+        let dir = base.join("afs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = base.join("afsd.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let netns = format!("--net=/run/netns/{}", cell.var("CLIENT_NETNS"));
+        let child = Command::new("nsenter")
+            .arg(&netns)
+            .arg(afsd_bin())
+            .args([
+                "mount",
+                "--foreground",
+                "--conf-dir",
+                cell.var("AFS_CONF_DIR"),
+                "--cache-dir",
+            ])
+            .arg(cache_dir)
+            .args(extra)
+            .arg(&dir)
+            .env("AFSD_LOG", "info,afs_client=debug")
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .expect("starting afsd-rs");
+        let mut m = Mount {
+            dir,
+            cache_dir: cache_dir.to_path_buf(),
+            log,
+            child: Some(child),
+        };
+        let probe = m.dir.join(cell.cell());
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if is_mountpoint(&m.dir) && std::fs::read_dir(&probe).is_ok() {
+                break;
+            }
+            if let Some(c) = m.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("afsd-rs exited ({st}) before mounting:\n{}", m.log_text());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "afsd-rs did not mount within 40 s:\n{}",
+                m.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        m
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's counters (`afsd-rs stats`), as name -> value.
+    pub fn stats(&self) -> HashMap<String, u64> {
+        let out = Command::new(afsd_bin())
+            .arg("stats")
+            .arg(&self.dir)
+            .output()
+            .expect("afsd-rs stats");
+        assert!(
+            out.status.success(),
+            "afsd-rs stats: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut m = HashMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.as_slice() {
+                ["rpc", name, v] => {
+                    m.insert(name.to_string(), v.parse().unwrap_or(0));
+                }
+                [name, v] => {
+                    if let Ok(v) = v.parse() {
+                        m.insert(name.to_string(), v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        m
+    }
+
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats().get(name).copied().unwrap_or(0)
+    }
+
+    /// Stops the daemon with SIGTERM (clean unmount) and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        lazy_umount(&self.dir);
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: plain kill(2) on our child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        lazy_umount(&self.dir);
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn lazy_umount(dir: &Path) {
+    if is_mountpoint(dir) {
+        let _ = Command::new("umount").arg("-l").arg(dir).status();
+    }
+}
+
+/// True when `dir` is a mount point (its device differs from its parent's).
+pub fn is_mountpoint(dir: &Path) -> bool {
+    let out = Command::new("mountpoint").arg("-q").arg(dir).status();
+    matches!(out, Ok(s) if s.success())
+}
+
+/// Reads an extended attribute.
+pub fn getxattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    let p = CString::new(path.as_os_str().as_bytes())?;
+    let n = CString::new(name)?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the stated size.
+    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+/// Deterministic pseudo-random bytes (a different stream per seed).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+/// Polls `f` every 100 ms until it returns true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Mount {
+    /// The raw stats text, for failure messages.
+    pub fn stats_text(&self) -> String {
+        let out = Command::new(afsd_bin())
+            .arg("stats")
+            .arg(&self.dir)
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,634 @@
+//! `cargo xtask demo` and `cargo xtask bench`: run the afsd-rs FUSE daemon
+//! against the test cell.
+//!
+//! The daemon's CLI (written elsewhere) is assumed to be exactly
+//!   afsd-rs mount [--conf-dir DIR] [--cache-dir DIR] [--foreground] [--dead-time SECS] MOUNTPOINT
+//!   afsd-rs stats MOUNTPOINT
+//! It is started with --foreground as our child under
+//! `nsenter --net=/run/netns/$CLIENT_NETNS` (network namespace only, so the
+//! mount is visible host-wide and `umount` works from the host).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cell::{self, Cell, CellOpts};
+use crate::util::{self, capture, run, secs, wait_timeout, Res};
+
+pub struct Daemon {
+    child: Child,
+    pub mountpoint: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Unmount `m` (lazily if a plain umount fails).
+pub fn umount(m: &Path) -> Res<()> {
+    if !util::is_mount_point(m) {
+        return Ok(());
+    }
+    let plain = capture(Command::new("umount").arg(m), Duration::from_secs(30))?;
+    if !plain.ok() {
+        eprintln!(
+            "umount {} failed ({}); trying umount -l",
+            m.display(),
+            plain.why()
+        );
+        let lazy = capture(
+            Command::new("umount").arg("-l").arg(m),
+            Duration::from_secs(30),
+        )?;
+        if !lazy.ok() {
+            return Err(format!("cannot unmount {}: {}", m.display(), lazy.why()));
+        }
+    }
+    if util::is_mount_point(m) {
+        return Err(format!(
+            "{} is still a mount point after umount",
+            m.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Make `m` an empty, unmounted directory to mount on.
+pub fn prepare_mountpoint(m: &Path) -> Res<()> {
+    if util::is_mount_point(m) {
+        println!("{} is a mount point: unmounting it first", m.display());
+        umount(m)?;
+    }
+    fs::create_dir_all(m).map_err(|e| format!("cannot create {}: {e}", m.display()))
+}
+
+/// Run `f` in a thread; None if it does not finish within `t` (the thread
+/// is left behind, e.g. stuck in a FUSE request).
+fn with_timeout<T: Send + 'static>(
+    t: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(t).ok()
+}
+
+impl Daemon {
+    /// Start `bin mount --foreground ...` in the client netns, output to `log`.
+    /// `detach`: own session (setsid), so it outlives xtask (demo).
+    pub fn start(
+        bin: &Path,
+        c: &Cell,
+        mountpoint: &Path,
+        cache_dir: &Path,
+        extra: &[String],
+        log: &Path,
+        detach: bool,
+    ) -> Res<Daemon> {
+        if !bin.exists() {
+            return Err(format!("{} not built", bin.display()));
+        }
+        if let Some(d) = log.parent() {
+            fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        }
+        let logf =
+            fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let logf2 = logf
+            .try_clone()
+            .map_err(|e| format!("cannot dup log file: {e}"))?;
+        let mut cmd = if detach {
+            let mut c = Command::new("setsid");
+            c.arg("nsenter");
+            c
+        } else {
+            Command::new("nsenter")
+        };
+        cmd.arg(format!("--net=/run/netns/{}", c.client_netns))
+            .arg(bin)
+            .arg("mount")
+            .arg("--conf-dir")
+            .arg(c.afs_conf_dir())
+            .arg("--cache-dir")
+            .arg(cache_dir)
+            .arg("--foreground")
+            .args(extra)
+            .arg(mountpoint)
+            .env("KRB5_CONFIG", c.krb5_config())
+            .current_dir(util::workspace_root())
+            .stdin(Stdio::null())
+            .stdout(logf)
+            .stderr(logf2);
+        println!(
+            "starting: {}  (log: {})",
+            util::show_cmd(&cmd),
+            log.display()
+        );
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", util::show_cmd(&cmd)))?;
+        Ok(Daemon {
+            child,
+            mountpoint: mountpoint.to_path_buf(),
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// Wait until MOUNTPOINT/CELL is listable.
+    pub fn wait_ready(&mut self, cell: &str, limit: Duration) -> Res<()> {
+        let t = Instant::now();
+        let probe = self.mountpoint.join(cell);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Err(format!(
+                    "afsd-rs exited ({}) before {} became listable; last lines of {}:\n{}",
+                    util::describe_status(&st),
+                    probe.display(),
+                    self.log.display(),
+                    util::tail(&self.log, 20)
+                ));
+            }
+            if util::is_mount_point(&self.mountpoint) {
+                let p = probe.clone();
+                let r = with_timeout(Duration::from_secs(5), move || {
+                    fs::read_dir(&p).map(|d| d.count())
+                });
+                if let Some(Ok(n)) = r {
+                    println!(
+                        "{} is listable ({n} entries) after {}",
+                        probe.display(),
+                        secs(t.elapsed())
+                    );
+                    return Ok(());
+                }
+            }
+            if t.elapsed() > limit {
+                return Err(format!(
+                    "{} not listable after {}; last lines of {}:\n{}",
+                    probe.display(),
+                    secs(limit),
+                    self.log.display(),
+                    util::tail(&self.log, 20)
+                ));
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Unmount and wait for the daemon to exit (kill it after 10 s).
+    pub fn stop(mut self) -> Res<()> {
+        let r = umount(&self.mountpoint);
+        if wait_timeout(&mut self.child, Duration::from_secs(10)).is_none() {
+            eprintln!(
+                "afsd-rs (pid {}) did not exit after the unmount: killed",
+                self.child.id()
+            );
+        }
+        r
+    }
+
+    /// Leave it running (demo).
+    pub fn detach(self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kill after a failed start, unmounting if needed.
+    pub fn abort(self) {
+        let _ = self.stop();
+    }
+}
+
+/// Print `$ CMD`, run it with `sh -c`, report failure, never abort.
+fn show(cmd: &str, note: &str, expect_fail: bool, limit: Duration) {
+    println!();
+    if !note.is_empty() {
+        println!("# {note}");
+    }
+    println!("$ {cmd}");
+    let _ = std::io::stdout().flush();
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            println!("  [could not run: {e}]");
+            return;
+        }
+    };
+    let t = Instant::now();
+    match wait_timeout(&mut child, limit) {
+        None => println!("  [timed out after {}, killed]", secs(limit)),
+        Some(st) if st.success() && expect_fail => {
+            println!("  [unexpected: it worked ({})]", secs(t.elapsed()))
+        }
+        Some(st) if st.success() => {}
+        Some(st) if expect_fail => println!(
+            "  [failed as expected: {} after {}]",
+            util::describe_status(&st),
+            secs(t.elapsed())
+        ),
+        Some(st) => println!(
+            "  [FAILED: {} after {}; continuing]",
+            util::describe_status(&st),
+            secs(t.elapsed())
+        ),
+    }
+}
+
+/// The daemon binary: $AFSD_BIN if set (no build), else build it with cargo.
+fn afsd_bin(release: bool) -> Res<PathBuf> {
+    if let Some(b) = std::env::var_os("AFSD_BIN").filter(|b| !b.is_empty()) {
+        let b = util::absolute(Path::new(&b));
+        println!("using AFSD_BIN={} (not building)", b.display());
+        return Ok(b);
+    }
+    let args: &[&str] = if release {
+        &["build", "--release", "-p", "afsd-rs"]
+    } else {
+        &["build", "-p", "afsd-rs"]
+    };
+    println!("==> cargo {}", args.join(" "));
+    run(util::cargo().args(args))?;
+    Ok(util::target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("afsd-rs"))
+}
+
+pub struct DemoOpts {
+    pub dead_time: u32,
+    pub mountpoint: PathBuf,
+    pub cell: CellOpts,
+}
+
+pub fn demo(o: &DemoOpts) -> Res<()> {
+    util::require_root("demo")?;
+    let t0 = Instant::now();
+    cell::install_deps(&["attr"])?;
+    let bin = afsd_bin(false)?;
+    let c = cell::up(&o.cell)?;
+    let afs = o.mountpoint.clone();
+    prepare_mountpoint(&afs)?;
+    let cache = util::target_dir().join("demo-cache");
+    let _ = fs::remove_dir_all(&cache); // fresh cache: the offline part needs uncached files
+    fs::create_dir_all(&cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+    let log = util::target_dir().join("demo-afsd-rs.log");
+    let mut d = Daemon::start(
+        &bin,
+        &c,
+        &afs,
+        &cache,
+        &["--dead-time".into(), o.dead_time.to_string()],
+        &log,
+        true,
+    )?;
+    if let Err(e) = d.wait_ready(&c.cell, Duration::from_secs(30)) {
+        d.abort();
+        return Err(format!("demo: the mount did not come up: {e}"));
+    }
+    let pid = d.detach();
+
+    let cl = &c.cell;
+    let m = afs.display();
+    let b = bin.display();
+    let quick = Duration::from_secs(30);
+    println!("\n======== tour of {m} (afsd-rs pid {pid}, cell {cl}) ========");
+    show(&format!("ls {m}"), "the cells", false, quick);
+    show(
+        &format!("ls -l {m}/{cl}"),
+        "root.cell (its RO clone)",
+        false,
+        quick,
+    );
+    show(&format!("cat {m}/{cl}/hello.txt"), "", false, quick);
+    show(
+        &format!("readlink {m}/{cl}/hello-link"),
+        "a symlink",
+        false,
+        quick,
+    );
+    show(
+        &format!("ls -l {m}/.{cl}/vol"),
+        "the RW path, through the mount point #vol.test.",
+        false,
+        quick,
+    );
+    show(
+        &format!("getfattr -n afs.fid {m}/{cl}/hello.txt"),
+        "volume.vnode.unique of a file",
+        false,
+        quick,
+    );
+    show(&format!("{b} stats {m}"), "daemon statistics", false, quick);
+
+    let offline = Duration::from_secs(u64::from(o.dead_time) * 4 + 30);
+    println!("\n======== going offline ========");
+    show(
+        &format!("ip -n {} link set {} down", c.server_netns, c.server_if),
+        "cut the link on the server side (packets are silently dropped)",
+        false,
+        quick,
+    );
+    show(
+        &format!("cat {m}/{cl}/hello.txt"),
+        "read before: served from the cache",
+        false,
+        offline,
+    );
+    show(
+        &format!("cat {m}/{cl}/random.bin > /dev/null"),
+        &format!(
+            "never read: must fail with a clear error (after the dead time, {} s)",
+            o.dead_time
+        ),
+        true,
+        offline,
+    );
+    show(
+        &format!("ip -n {} link set {} up", c.server_netns, c.server_if),
+        "restore the link",
+        false,
+        quick,
+    );
+    show(
+        &format!("cat {m}/{cl}/random.bin | wc -c"),
+        "online again",
+        false,
+        offline,
+    );
+    println!(
+        "\n{m} stays mounted (afsd-rs pid {pid}, log {}) and the cell stays up ({}).",
+        log.display(),
+        secs(t0.elapsed())
+    );
+    println!("To stop:  umount {m}; cargo xtask cell down");
+    Ok(())
+}
+
+pub struct BenchOpts {
+    pub size_mib: u64,
+    pub runs: u32,
+    pub mountpoint: PathBuf,
+    pub keep_cell: bool,
+    pub cell: CellOpts,
+}
+
+/// Read `path` in 1 MiB blocks; (bytes, seconds).  Errors after `limit`.
+fn timed_read(path: &Path, limit: Duration) -> Res<(u64, f64)> {
+    let p = path.to_path_buf();
+    let r = with_timeout(limit, move || -> Result<(u64, f64), String> {
+        let t = Instant::now();
+        let mut f = fs::File::open(&p).map_err(|e| format!("open {}: {e}", p.display()))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => n += k as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read {} at {n}: {e}", p.display())),
+            }
+        }
+        Ok((n, t.elapsed().as_secs_f64()))
+    });
+    r.unwrap_or_else(|| {
+        Err(format!(
+            "reading {} took over {}",
+            path.display(),
+            secs(limit)
+        ))
+    })
+}
+
+fn afsio_read(c: &Cell, afs_path: &str, limit: Duration) -> Res<(u64, f64)> {
+    let mut cmd = c.labexec(&c.client_netns, ["afsio", "read", "-file", afs_path]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let t = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", util::show_cmd(&cmd)))?;
+    let mut out = child.stdout.take().ok_or("no stdout pipe")?;
+    let mut err = child.stderr.take().ok_or("no stderr pipe")?;
+    let counter = thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        while let Ok(k) = out.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
+        }
+        n
+    });
+    let errs = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let st = wait_timeout(&mut child, limit);
+    let secs_taken = t.elapsed().as_secs_f64();
+    let n = counter.join().unwrap_or(0);
+    let e = errs.join().unwrap_or_default();
+    match st {
+        None => Err(format!("afsio read took over {}", secs(limit))),
+        Some(s) if !s.success() => Err(format!(
+            "afsio read failed ({}): {e}",
+            util::describe_status(&s)
+        )),
+        // afsio's exit status is always 0: judge by the byte count and stderr
+        Some(_) => Ok((n, secs_taken)).and_then(|r| {
+            if e.trim().is_empty() {
+                Ok(r)
+            } else {
+                Err(format!("afsio read: {}", e.trim()))
+            }
+        }),
+    }
+}
+
+fn write_random(path: &Path, bytes: u64) -> Res<()> {
+    if fs::metadata(path)
+        .map(|m| m.len() == bytes)
+        .unwrap_or(false)
+    {
+        println!("reusing {} ({bytes} bytes)", path.display());
+        return Ok(());
+    }
+    let mut src = fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
+    let tmp = path.with_extension("tmp");
+    let mut dst = fs::File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        src.read_exact(&mut buf[..k])
+            .and_then(|_| dst.write_all(&buf[..k]))
+            .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        left -= k as u64;
+    }
+    drop(dst);
+    fs::rename(&tmp, path).map_err(|e| format!("rename to {}: {e}", path.display()))
+}
+
+fn best(v: &[f64]) -> f64 {
+    v.iter().cloned().fold(f64::INFINITY, f64::min)
+}
+
+pub fn bench(o: &BenchOpts) -> Res<()> {
+    util::require_root("bench")?;
+    if o.runs == 0 || o.size_mib == 0 {
+        return Err("bench: --runs and --size-mib must be at least 1".into());
+    }
+    let bin = afsd_bin(true)?;
+    let was_up = cell::running(&o.cell).is_ok();
+    let c = cell::up(&o.cell)?;
+    let dir = util::target_dir().join("bench");
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let bytes = o.size_mib << 20;
+    let local = dir.join("bench.bin");
+    write_random(&local, bytes)?;
+
+    // third-party write into the RW root.cell, as admin, rxkad clear (crypt
+    // would run at ~3 MB/s in userspace fcrypt)
+    let rw_path = format!("/afs/.{}/bench.bin", c.cell);
+    let t = Instant::now();
+    let input = fs::File::open(&local).map_err(|e| format!("open {}: {e}", local.display()))?;
+    let mut put = c.labexec(
+        &c.client_netns,
+        [
+            c.third_party.display().to_string(),
+            "-k".into(),
+            "-clear".into(),
+            "put".into(),
+            rw_path.clone(),
+        ],
+    );
+    put.env("KRB5CCNAME", format!("FILE:{}", c.admin_ccache().display()))
+        .stdin(input);
+    run(&mut put).map_err(|e| format!("writing {rw_path} with afscptool failed: {e}"))?;
+    println!(
+        "put {rw_path} ({} MiB) in {}",
+        o.size_mib,
+        secs(t.elapsed())
+    );
+
+    let limit = Duration::from_secs(600);
+    let rel = format!(".{}/bench.bin", c.cell);
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    let mut afsio = Vec::new();
+    let mut localr = Vec::new();
+    let check = |what: &str, n: u64| -> Res<()> {
+        if n == bytes {
+            Ok(())
+        } else {
+            Err(format!("{what}: read {n} bytes, expected {bytes}"))
+        }
+    };
+    let result = (|| -> Res<()> {
+        for i in 1..=o.runs {
+            prepare_mountpoint(&o.mountpoint)?;
+            let cache = dir.join("cache");
+            let _ = fs::remove_dir_all(&cache);
+            fs::create_dir_all(&cache)
+                .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+            let mut d = Daemon::start(
+                &bin,
+                &c,
+                &o.mountpoint,
+                &cache,
+                &[],
+                &dir.join("afsd-rs.log"),
+                false,
+            )?;
+            if let Err(e) = d.wait_ready(&c.cell, Duration::from_secs(30)) {
+                d.abort();
+                return Err(e);
+            }
+            let f = o.mountpoint.join(&rel);
+            let r = timed_read(&f, limit).and_then(|(n, s)| {
+                check("afsd-rs cold", n)?;
+                let (n2, s2) = timed_read(&f, limit)?;
+                check("afsd-rs warm", n2)?;
+                Ok((s, s2))
+            });
+            let stopped = d.stop();
+            let (s, s2) = r?;
+            stopped?;
+            println!("run {i}: afsd-rs cold {s:.3} s, warm {s2:.3} s");
+            cold.push(s);
+            warm.push(s2);
+        }
+        for i in 1..=o.runs {
+            let (n, s) = afsio_read(&c, &rw_path, limit)?;
+            check("afsio", n)?;
+            println!("run {i}: afsio {s:.3} s");
+            afsio.push(s);
+        }
+        for i in 1..=o.runs {
+            let (n, s) = timed_read(&local, limit)?;
+            check("local", n)?;
+            println!("run {i}: local {s:.3} s");
+            localr.push(s);
+        }
+        Ok(())
+    })();
+    // the file only lives in the RW volume (not released): remove it again
+    let _ = capture(
+        c.labexec(
+            &c.client_netns,
+            [
+                c.third_party.display().to_string(),
+                "-k".into(),
+                "rm".into(),
+                rw_path.clone(),
+            ],
+        )
+        .env("KRB5CCNAME", format!("FILE:{}", c.admin_ccache().display())),
+        Duration::from_secs(60),
+    );
+    if !was_up && !o.keep_cell {
+        cell::down(&o.cell)?;
+    }
+    result?;
+
+    let mib = o.size_mib as f64;
+    let (tc, ta, tw, tl) = (best(&cold), best(&afsio), best(&warm), best(&localr));
+    let rows = [
+        (
+            "afsd-rs cold (fresh mount, empty cache)",
+            tc,
+            format!("{:.2}x afsio", ta / tc),
+        ),
+        ("afsio read (OpenAFS libafscp)", ta, String::new()),
+        (
+            "afsd-rs warm (second read, same mount)",
+            tw,
+            format!("{:.2}x local", tl / tw),
+        ),
+        ("local file (page cache)", tl, String::new()),
+    ];
+    let mut md = format!(
+        "# Sequential read, {} MiB random file\n\n\
+         File `/afs/.{}/bench.bin` (RW root.cell) over the veth of the test cell; \
+         best of {} runs each; cold = new mount with an empty cache dir each run.\n\
+         ratio = throughput relative to the reference (1.00x = as fast, <1 slower).\n\n\
+         | case | seconds | MiB/s | ratio |\n|---|---:|---:|---:|\n",
+        o.size_mib, c.cell, o.runs
+    );
+    for (name, s, ratio) in &rows {
+        md.push_str(&format!("| {name} | {s:.3} | {:.1} | {ratio} |\n", mib / s));
+    }
+    println!();
+    print!("{md}");
+    let out = dir.join("read.md");
+    fs::write(&out, &md).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!("\nwritten to {}", out.display());
+    Ok(())
+}
