@@ -226,6 +226,17 @@ impl AfsClient {
         self.lookup(ROOT_INO, &name).await.map(|_| ())
     }
 
+    /// The address of the Rx socket our calls leave from and the callback
+    /// service listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.rpc.endpoint.local_addr()
+    }
+
+    /// The client's UUID, stable for the life of its cache.
+    pub fn uuid(&self) -> Uuid {
+        self.inner.uuid
+    }
+
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
@@ -643,16 +654,47 @@ impl Inner {
     }
 
     /// Calls the fileservers of a node's volume in turn until one answers.
+    /// When the volume has moved (VNOVOL, VMOVED from every site), its
+    /// location is asked anew from the VLDB and the call tried once more.
     async fn fs_call<R: afs_proto::Rpc>(&self, node: &NodeRef, rpc: &R) -> Result<R::Reply> {
-        let (vol, t) = self
-            .volumes
-            .by_id(&node.cell, node.fid.volume)
-            .ok_or_else(|| {
-                Error::NoSuchVolume(format!("{} in cell {}", node.fid.volume, node.cell))
-            })?;
-        let servers = vol.servers(t);
+        let mut relocated = false;
+        loop {
+            let (vol, t) = self
+                .volumes
+                .by_id(&node.cell, node.fid.volume)
+                .ok_or_else(|| {
+                    Error::NoSuchVolume(format!("{} in cell {}", node.fid.volume, node.cell))
+                })?;
+            match self.call_sites(vol.servers(t), rpc).await {
+                Err(Error::Server { code, .. })
+                    if !relocated
+                        && (code == afs_proto::errors::VNOVOL
+                            || code == afs_proto::errors::VMOVED) =>
+                {
+                    relocated = true;
+                    tracing::info!(volume = %vol.name, code, "volume moved; asking the VLDB again");
+                    let cell = self
+                        .cells
+                        .get(&node.cell)
+                        .ok_or_else(|| Error::UnknownCell(node.cell.clone()))?
+                        .clone();
+                    self.volumes.forget(&node.cell, &vol.name);
+                    self.volumes
+                        .locate(&self.rpc, &cell, &vol.name, self.config.vldb_ttl)
+                        .await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_sites<R: afs_proto::Rpc>(
+        &self,
+        servers: &[SocketAddr],
+        rpc: &R,
+    ) -> Result<R::Reply> {
         if servers.is_empty() {
-            return Err(Error::NoSuchVolume(format!("{} has no sites", vol.name)));
+            return Err(Error::NoSuchVolume("volume has no sites".into()));
         }
         let mut last = None;
         for s in servers {

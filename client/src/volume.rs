@@ -209,6 +209,12 @@ impl VolumeDb {
             .cloned()
     }
 
+    /// Drops what the VLDB said of a volume, so the next lookup asks again.
+    pub(crate) fn forget(&self, cell: &str, name: &str) {
+        self.lock_by_name()
+            .remove(&(cell.to_string(), name.to_string()));
+    }
+
     fn lock_by_name(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<(String, String), std::sync::Arc<VolumeInfo>>> {
