@@ -185,6 +185,7 @@ impl AfsClient {
             rpc: RpcClient {
                 endpoint,
                 stats: stats.clone(),
+                down: Mutex::new(HashMap::new()),
             },
             store,
             stats,

@@ -1,7 +1,9 @@
 //! Typed RPC calls over the shared Rx endpoint, counted per opcode.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use afs_proto::Rpc;
 use rx::{CallError, ConnKey, RxEndpoint};
@@ -12,10 +14,17 @@ use crate::{Error, Result, Stats};
 /// own connections by using other values.
 pub(crate) const ANONYMOUS: u64 = 0;
 
+/// After a call to a server timed out, further calls to it fail at once for
+/// this long instead of each waiting out the dead time again (OpenAFS marks
+/// such a server down until a probe succeeds).
+const DOWN_HOLD: Duration = Duration::from_secs(5);
+
 /// Makes typed calls and counts them.
 pub(crate) struct RpcClient {
     pub(crate) endpoint: Arc<RxEndpoint>,
     pub(crate) stats: Arc<Stats>,
+    /// Servers whose last call timed out, and when.
+    pub(crate) down: Mutex<HashMap<SocketAddr, Instant>>,
 }
 
 impl RpcClient {
@@ -23,6 +32,17 @@ impl RpcClient {
     /// become [`Error::Server`] with the server's code.
     pub(crate) async fn call<R: Rpc>(&self, peer: SocketAddr, rpc: &R) -> Result<R::Reply> {
         let name = R::NAME;
+        if let Some(since) = self
+            .down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&peer)
+        {
+            if since.elapsed() < DOWN_HOLD {
+                self.stats.rpc_error(name);
+                return Err(Error::TimedOut(format!("{name} to {peer} (server down)")));
+            }
+        }
         self.stats.rpc(name);
         let key = ConnKey {
             peer,
@@ -31,9 +51,22 @@ impl RpcClient {
         };
         let request = afs_proto::encode_request(rpc);
         let reply = match self.endpoint.call(key, request).await {
-            Ok(r) => r,
+            Ok(r) => {
+                self.down
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&peer);
+                r
+            }
             Err(e) => {
                 self.stats.rpc_error(name);
+                if matches!(e, CallError::Timeout) {
+                    tracing::warn!(server = %peer, "server not responding; marked down");
+                    self.down
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(peer, Instant::now());
+                }
                 return Err(map_call_error(e, name, peer));
             }
         };

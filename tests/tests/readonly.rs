@@ -245,8 +245,10 @@ fn link_cut_fails_cleanly_and_recovers() {
     let c = cell.cell();
     let cached = format!("cut-cached-{}.txt", std::process::id());
     let uncached = format!("cut-uncached-{}.txt", std::process::id());
+    let uncached2 = format!("cut-uncached2-{}.txt", std::process::id());
     cell.put(&cell.rw(&cached), b"cached\n");
     cell.put(&cell.rw(&uncached), b"uncached\n");
+    cell.put(&cell.rw(&uncached2), b"uncached2\n");
     let m = Mount::new(&cell, &["--dead-time", "6"]);
     assert_eq!(
         std::fs::read(m.path(&format!(".{c}/{cached}"))).unwrap(),
@@ -274,6 +276,16 @@ fn link_cut_fails_cleanly_and_recovers() {
     // Liveness bound, not a performance figure: the call must give up
     // rather than hang (dead time 6 s).
     assert!(took < Duration::from_secs(30), "read hung for {took:?}");
+    // The server is now known down: the next miss fails at once, without
+    // sending another FetchData64 to wait out the dead time again.
+    let sent = m.stat("RXAFS_FetchData64");
+    let err = std::fs::read(m.path(&format!(".{c}/{uncached2}"))).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT), "{err}");
+    assert_eq!(
+        m.stat("RXAFS_FetchData64"),
+        sent,
+        "a down server must not be called again at once"
+    );
     // Cached data still reads while the callback holds.
     assert_eq!(
         std::fs::read(m.path(&format!(".{c}/{cached}"))).unwrap(),
