@@ -111,6 +111,15 @@ fn mount(config: ClientConfig, mountpoint: &Path, foreground: bool) -> ExitCode 
         );
         return ExitCode::FAILURE;
     }
+    // The daemon changes to "/": make the paths absolute first.
+    let mut config = config;
+    if let Ok(p) = std::path::absolute(&config.cache_dir) {
+        config.cache_dir = p;
+    }
+    if let Ok(p) = std::path::absolute(&config.conf_dir) {
+        config.conf_dir = p;
+    }
+    let mountpoint = &std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     // Without --foreground the parent waits until the child has mounted (or
     // failed), so that the exit status and error message are the mount's.
     let mut status_pipe = None;
@@ -195,6 +204,12 @@ async fn run(config: ClientConfig, mountpoint: &Path, report: &dyn Fn(&str)) -> 
     }
     client.shutdown().await;
     mounted.unmount();
+    // fuser unmounts with a plain umount(2), which fails while a process
+    // still uses the mount; detach it so /afs is not left dead (ENOTCONN).
+    if let Ok(mp) = CString::new(mountpoint.as_os_str().as_bytes()) {
+        // SAFETY: umount2 on a valid C string; failure (not mounted) is fine.
+        unsafe { libc::umount2(mp.as_ptr(), libc::MNT_DETACH) };
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -256,6 +271,8 @@ fn daemonize(cache_dir: &Path) -> std::io::Result<Option<ExitCode>> {
     // SAFETY: plain system calls on descriptors we own.
     unsafe {
         libc::setsid();
+        // Keep no directory busy (the one we were started in may be unmounted).
+        libc::chdir(c"/".as_ptr());
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         if null >= 0 {
             libc::dup2(null, 0);

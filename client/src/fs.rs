@@ -376,13 +376,21 @@ impl AfsClient {
         let entries = self.readdir(ino).await?;
         let mut out = Vec::with_capacity(max.min(entries.len()));
         for e in entries.into_iter().skip(offset).take(max) {
-            let attr = if e.name == b"." || e.name == b".." {
+            // The root lists cells: looking each up would ask every cell's
+            // VL server just to list /afs.
+            let attr = if ino == ROOT_INO || e.name == b"." || e.name == b".." {
                 None
             } else {
                 match self.lookup(ino, &e.name).await {
                     Ok(a) => Some(a),
-                    Err(err) if err.should_fail_over() => return Err(err),
-                    Err(_) => None,
+                    Err(err) => {
+                        tracing::debug!(name = %String::from_utf8_lossy(&e.name), "readdirplus lookup: {err}");
+                        // The last status we had is better than none.
+                        let node = self.inner.node(e.ino).ok();
+                        node.and_then(|n| self.inner.statuses.known(&n.key()))
+                            .filter(|st| !is_mount_point(st))
+                            .map(|st| attr_of(e.ino, &st))
+                    }
                 }
             };
             out.push((e, attr));
@@ -754,6 +762,15 @@ impl Inner {
         mut batch: Batch,
     ) -> Result<StatusRecord> {
         let rec = record_of(st, cb, start);
+        if let Some(valid) = self.statuses.valid(key) {
+            if valid.data_version > rec.data_version {
+                // A reply that left the server before a newer one we already
+                // hold (a slow read-ahead): keep the newer status. The batch
+                // (chunks keyed by their own data version) is still stored.
+                self.store.apply(batch)?;
+                return Ok(rec);
+            }
+        }
         let old = match self.statuses.known(key) {
             Some(s) => Some(s),
             None => self.store.get_status(key)?,
@@ -879,6 +896,20 @@ impl Inner {
                 )
                 .await?;
             Stats::add(&self.stats.bytes_fetched, reply.data.len() as u64);
+            if reply.data.len() as u64 != reply.status.length {
+                // The directory changed size between our status and the
+                // fetch: the blob is cut short. Record the new status and
+                // fetch again rather than cache a partial listing.
+                self.apply_status(
+                    &key,
+                    &reply.status,
+                    &reply.callback,
+                    start,
+                    epoch,
+                    Batch::new(),
+                )?;
+                continue;
+            }
             let entries = afs_proto::dir::parse_dir(&reply.data)
                 .map_err(|e| Error::Protocol(format!("directory {:?}: {e}", key)))?;
             let rec = DirRecord {

@@ -248,7 +248,10 @@ impl Filesystem for AfsFs {
                         let name = OsStr::from_bytes(&e.name);
                         let full = match attr {
                             Some(a) => reply.add(a.ino, next, name, &TTL, &file_attr(a), 0),
-                            // No attributes: a zero TTL keeps the kernel from caching.
+                            // No attributes (the cells in /afs, "." and ".."): the
+                            // kernel skips "." and ".."; for the rest the zero
+                            // TTL makes it ask again at first use. (Node id 0
+                            // would hide the name from the listing.)
                             None => {
                                 let a = Attr {
                                     ino: e.ino,

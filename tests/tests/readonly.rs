@@ -100,6 +100,17 @@ fn symlinks_mount_points_and_xattrs() {
         std::fs::read_to_string(m.path(&format!(".{c}/hello.txt"))).unwrap()
     );
 
+    // In a listing, mount points are directories and symlinks symlinks.
+    for e in std::fs::read_dir(m.path(&format!(".{c}"))).unwrap() {
+        let e = e.unwrap();
+        let t = e.file_type().unwrap();
+        match e.file_name().to_str().unwrap() {
+            "vol" | "vol-rw" => assert!(t.is_dir(), "{:?}", e.file_name()),
+            "hello-link" => assert!(t.is_symlink()),
+            "hello.txt" => assert!(t.is_file()),
+            _ => {}
+        }
+    }
     let regular = m.path(&format!(".{c}/vol"));
     let rw = m.path(&format!(".{c}/vol-rw"));
     assert!(std::fs::metadata(&regular).unwrap().is_dir());
