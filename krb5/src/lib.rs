@@ -1,0 +1,1 @@
+//! Kerberos 5 credentials for AFS tokens, as aklog gets them.
