@@ -7,6 +7,7 @@ use crate::call::{split_payload, Call, Phase, RecvOutcome, SendQueue};
 use crate::conn::{Conn, ConnMeta, Role, CHANNELS};
 use crate::error::{codes, CallError};
 use crate::packet::{self, flags, Body, Header, Packet, PacketType, HEADER_LEN};
+use crate::rxkad::ClientSecurity;
 use crate::security::Null;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -20,9 +21,9 @@ use tracing::{debug, trace, warn};
 pub struct CallId(pub u64);
 
 /// Which connection a client call uses. Calls with equal keys share
-/// connections (4 calls each); `identity` keeps connections of different
-/// users apart (rxkad will add the security class here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// connections (4 calls each); `identity` and `security` keep connections
+/// of different users and tokens apart.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnKey {
     /// Server address.
     pub peer: SocketAddr,
@@ -30,6 +31,8 @@ pub struct ConnKey {
     pub service_id: u16,
     /// Opaque user identity; connections are never shared across values.
     pub identity: u64,
+    /// Security class and token (index 0 for `Null`, 2 for rxkad).
+    pub security: ClientSecurity,
 }
 
 /// A datagram to send.
@@ -160,6 +163,11 @@ pub struct Stats {
     pub calls_failed: u64,
     /// Server calls delivered as `Event::Incoming`.
     pub incoming_calls: u64,
+    /// DATA packets dropped because the security class rejected them (bad
+    /// rxkad checksum, seal or length).
+    pub security_drops: u64,
+    /// CHALLENGE packets answered with a RESPONSE.
+    pub responses_sent: u64,
 }
 
 /// Largest datagram we advertise as acceptable (the same value libafscp
@@ -302,12 +310,8 @@ impl Out<'_> {
         ch: u8,
         call: &mut Call,
         h: &Header,
-        mut payload: Vec<u8>,
+        payload: Vec<u8>,
     ) -> RecvOutcome {
-        if let Err(e) = meta.security.verify_incoming(h, &mut payload) {
-            debug!(error = %e.0, "dropping DATA that failed the security check");
-            return RecvOutcome::Duplicate;
-        }
         let len = payload.len();
         let outcome = call
             .rx
@@ -335,6 +339,19 @@ impl Out<'_> {
             }
         }
         outcome
+    }
+
+    /// Run the connection's security check on an incoming DATA payload
+    /// (may decrypt it); a failure drops the packet and is counted.
+    fn verify_data(&mut self, meta: &mut ConnMeta, h: &Header, payload: &mut Vec<u8>) -> bool {
+        match meta.security.verify_incoming(h, payload) {
+            Ok(()) => true,
+            Err(e) => {
+                self.stats.security_drops += 1;
+                debug!(error = %e.0, seq = h.seq, call = h.call_number, "dropping DATA that failed the security check");
+                false
+            }
+        }
     }
 
     /// Process the ACK-state fields common to all ACKs for `call`.
@@ -538,8 +555,11 @@ impl Endpoint {
             None => (self.new_client_conn(now, key), 0),
         };
         let cfg = &self.config;
+        let max_payload = self.conns.get(&h).map_or(cfg.max_packet_payload, |c| {
+            c.meta.security.max_payload(cfg.max_packet_payload)
+        });
         call.tx = SendQueue::new(
-            split_payload(&call.request, cfg.max_packet_payload),
+            split_payload(&call.request, max_payload),
             cfg.initial_window,
             cfg.max_window,
         );
@@ -585,14 +605,14 @@ impl Endpoint {
             self.config.epoch,
             cid,
             key.service_id,
-            Some(key),
-            Box::new(Null),
+            Some(key.clone()),
+            key.security.new_security(self.config.epoch, cid),
             now,
             self.config.max_window,
         );
         self.conns.insert(h, Conn::new(meta));
         self.client_by_cid.insert(cid, h);
-        self.client_by_key.entry(key).or_default().push(h);
+        self.client_by_key.entry(key.clone()).or_default().push(h);
         debug!(cid, peer = %key.peer, "new client connection");
         h
     }
@@ -638,8 +658,12 @@ impl Endpoint {
             debug!(id = id.0, phase = ?call.phase, "reply in wrong phase ignored");
             return;
         }
+        let max_payload = conn
+            .meta
+            .security
+            .max_payload(self.config.max_packet_payload);
         call.tx = SendQueue::new(
-            split_payload(&data, self.config.max_packet_payload),
+            split_payload(&data, max_payload),
             self.config.initial_window,
             self.config.max_window,
         );
@@ -788,7 +812,21 @@ impl Endpoint {
                 }
             }
             Body::Other(ref body) if hdr.ptype() == Some(PacketType::Challenge) => {
-                if let Err(e) = conn.meta.security.respond_to_challenge(&hdr, body) {
+                let mut call_numbers = [0u32; CHANNELS];
+                for (n, c) in call_numbers.iter_mut().zip(conn.channels.iter()) {
+                    *n = c.call_number;
+                }
+                let answer = conn
+                    .meta
+                    .security
+                    .challenge_response(&hdr, body, &call_numbers);
+                if let Ok(resp) = answer.as_ref() {
+                    // rx.c `rxi_ReceiveChallengePacket`: RESPONSE on call 0.
+                    let rh = conn.meta.header(0, 0, 0, PacketType::Response, 0);
+                    out.stats.responses_sent += 1;
+                    out.send(&mut conn.meta, rh, Body::Other(resp.clone()));
+                }
+                if let Err(e) = answer {
                     warn!(peer = %from, "{}", e.0);
                     for c in 0..CHANNELS as u8 {
                         if let Some(call) = conn.channels[c as usize].call.as_ref() {
@@ -813,14 +851,14 @@ impl Endpoint {
                         if call.busy_retries > out.config.max_busy_retries {
                             conn.channels[ch as usize].call = Some(call);
                             out.finish_client(conn, ch, Err(CallError::Busy));
-                        } else if let Some(key) = conn.meta.key {
+                        } else if let Some(key) = conn.meta.key.clone() {
                             debug!(id = call.id.0, "BUSY, retrying on another channel");
                             retry = Some((key, call));
                         }
                     }
                 }
             }
-            Body::Data(payload) => {
+            Body::Data(mut payload) => {
                 let channel = &mut conn.channels[ch as usize];
                 let Some(call) = channel
                     .call
@@ -843,6 +881,9 @@ impl Endpoint {
                     }
                     return;
                 };
+                if !out.verify_data(&mut conn.meta, &hdr, &mut payload) {
+                    return;
+                }
                 call.last_heard = now;
                 if !call.reply_started {
                     // rx.c: the first reply packet acknowledges the request.
@@ -950,7 +991,10 @@ impl Endpoint {
         let ch = hdr.channel();
         let mut out = out!(self, now);
         match p.body {
-            Body::Data(payload) => {
+            Body::Data(mut payload) => {
+                if !out.verify_data(&mut conn.meta, &hdr, &mut payload) {
+                    return;
+                }
                 let channel = &mut conn.channels[ch as usize];
                 if hdr.call_number == 0 || hdr.call_number < channel.call_number {
                     return;
@@ -1229,11 +1273,11 @@ impl Endpoint {
         match conn.meta.role {
             Role::Client => {
                 self.client_by_cid.remove(&conn.meta.cid);
-                if let Some(key) = conn.meta.key {
-                    if let Some(v) = self.client_by_key.get_mut(&key) {
+                if let Some(key) = conn.meta.key.as_ref() {
+                    if let Some(v) = self.client_by_key.get_mut(key) {
                         v.retain(|&x| x != h);
                         if v.is_empty() {
-                            self.client_by_key.remove(&key);
+                            self.client_by_key.remove(key);
                         }
                     }
                 }

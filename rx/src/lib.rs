@@ -4,6 +4,9 @@
 //!   decoding of untrusted bytes.
 //! * [`proto`]: the sans-IO state machine ([`proto::Endpoint`]): feed it
 //!   datagrams and the current time, drain transmits and events.
+//! * [`security`] / [`rxkad`] / [`fcrypt`]: security classes; rxkad
+//!   (index 2) client side at levels clear, auth and crypt, chosen per call
+//!   through [`ConnKey::security`](crate::ConnKey).
 //! * [`driver`]: a thin tokio layer ([`RxEndpoint`]) owning one UDP socket.
 //!
 //! Wire rules follow OpenAFS 1.8 (src/rx/rx.c, rx_packet.c, rx.h).
@@ -16,8 +19,10 @@ mod conn;
 pub mod driver;
 mod endpoint;
 pub mod error;
+pub mod fcrypt;
 pub mod packet;
 pub mod rtt;
+pub mod rxkad;
 pub mod security;
 
 /// The sans-IO core.
@@ -30,3 +35,4 @@ pub use driver::{IncomingCall, RxEndpoint};
 pub use endpoint::{CallId, Config, ConnKey, Event, Stats, Transmit};
 pub use error::{CallError, Error};
 pub use packet::{decode_packet, PacketError};
+pub use rxkad::{ClientSecurity, RxkadLevel};

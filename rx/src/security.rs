@@ -4,8 +4,8 @@
 //! `RXS_PreparePacket`, `RXS_CheckPacket`, `RXS_GetChallenge`/
 //! `RXS_GetResponse`): before sending a DATA packet (may encrypt the payload
 //! and set the header checksum), after receiving one (may verify/decrypt),
-//! and when a server CHALLENGE arrives on a client connection. Only the null
-//! class exists today.
+//! and when a server CHALLENGE arrives on a client connection. Classes:
+//! [`Null`] here and [`crate::rxkad::RxkadClient`].
 
 use crate::packet::Header;
 
@@ -32,6 +32,23 @@ pub trait Security: Send + std::fmt::Debug {
         header: &Header,
         challenge: &[u8],
     ) -> Result<Vec<u8>, SecurityError>;
+    /// Answer a CHALLENGE knowing the connection's call number on each
+    /// channel (rxkad v2 responses carry them). Defaults to
+    /// [`Security::respond_to_challenge`].
+    fn challenge_response(
+        &mut self,
+        header: &Header,
+        challenge: &[u8],
+        call_numbers: &[u32; 4],
+    ) -> Result<Vec<u8>, SecurityError> {
+        let _ = call_numbers;
+        self.respond_to_challenge(header, challenge)
+    }
+    /// Largest user payload per DATA packet when the wire allows
+    /// `max_wire` payload bytes (security headers and padding shrink it).
+    fn max_payload(&self, max_wire: usize) -> usize {
+        max_wire
+    }
 }
 
 /// rxnull: no protection, checksum 0, challenges are refused.

@@ -45,11 +45,12 @@ async fn loopback_calls_including_1mib_reply() {
         peer: server.local_addr(),
         service_id: 1,
         identity: 0,
+        security: Default::default(),
     };
-    let small = client.call(key, vec![0, 1, 2, 3]).await.unwrap();
+    let small = client.call(key.clone(), vec![0, 1, 2, 3]).await.unwrap();
     assert_eq!(small, vec![0, 1, 2, 3]);
 
-    let big = tokio::time::timeout(Duration::from_secs(30), client.call(key, vec![1]))
+    let big = tokio::time::timeout(Duration::from_secs(30), client.call(key.clone(), vec![1]))
         .await
         .expect("1 MiB reply took too long")
         .unwrap();
@@ -66,6 +67,7 @@ async fn loopback_calls_including_1mib_reply() {
     for _ in 0..6 {
         let c = client2.clone();
         let r = req.clone();
+        let key = key.clone();
         handles.push(tokio::spawn(async move { c.call(key, r).await }));
     }
     for h in handles {
@@ -73,14 +75,14 @@ async fn loopback_calls_including_1mib_reply() {
     }
 
     assert_eq!(
-        client.call(key, vec![2]).await,
+        client.call(key.clone(), vec![2]).await,
         Err(CallError::Aborted(-455))
     );
 
     // Unknown service -> RX_INVALID_OPERATION.
     let vl = ConnKey {
         service_id: 52,
-        ..key
+        ..key.clone()
     };
     assert_eq!(client.call(vl, vec![0]).await, Err(CallError::Aborted(-2)));
 
@@ -113,13 +115,15 @@ async fn dropping_the_future_cancels_and_unreachable_peer_does_not_kill_endpoint
         peer: dead,
         service_id: 1,
         identity: 0,
+        security: Default::default(),
     };
     // Cancelled by timeout (future dropped).
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), client.call(key, vec![1]))
-            .await
-            .is_err()
-    );
+    assert!(tokio::time::timeout(
+        Duration::from_millis(200),
+        client.call(key.clone(), vec![1])
+    )
+    .await
+    .is_err());
     // Fails at dead time, not earlier.
     let t = std::time::Instant::now();
     assert_eq!(client.call(key, vec![1]).await, Err(CallError::Timeout));

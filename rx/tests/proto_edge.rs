@@ -17,6 +17,7 @@ fn key() -> ConnKey {
         peer: addr(FS),
         service_id: 1,
         identity: 0,
+        security: Default::default(),
     }
 }
 

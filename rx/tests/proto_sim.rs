@@ -16,6 +16,7 @@ fn key(service_id: u16) -> ConnKey {
         peer: addr(FS),
         service_id,
         identity: 0,
+        security: Default::default(),
     }
 }
 
@@ -403,6 +404,7 @@ fn connection_reuse_and_call_numbers() {
     let now = net.now;
     let other = ConnKey {
         identity: 7,
+        security: Default::default(),
         ..key(1)
     };
     let id = net.nodes[client].ep.start_call(now, other, vec![9]);
