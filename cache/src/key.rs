@@ -49,6 +49,7 @@ pub(crate) const KIND_STATUS: u8 = b's';
 pub(crate) const KIND_CHUNK: u8 = b'c';
 pub(crate) const KIND_DIR: u8 = b'd';
 pub(crate) const KIND_META: u8 = b'm';
+pub(crate) const KIND_TOKEN: u8 = b't';
 
 pub(crate) fn status_key(fid: &FidKey) -> Vec<u8> {
     let mut k = Vec::with_capacity(32);
@@ -91,4 +92,21 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0xff; prefix.len() + 1]
+}
+
+/// Tokens sort by uid, then cell.
+pub(crate) fn token_prefix(uid: u32) -> Vec<u8> {
+    let mut k = vec![KIND_TOKEN];
+    k.extend_from_slice(&uid.to_be_bytes());
+    k
+}
+
+pub(crate) fn token_key(uid: u32, cell: &str) -> Vec<u8> {
+    let mut k = token_prefix(uid);
+    k.extend_from_slice(cell.as_bytes());
+    k
+}
+
+pub(crate) fn all_tokens_prefix() -> Vec<u8> {
+    vec![KIND_TOKEN]
 }

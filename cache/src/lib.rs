@@ -20,6 +20,6 @@ mod store;
 pub use error::{Error, Result};
 pub use key::FidKey;
 pub use memory::MemoryStore;
-pub use record::{DirEntryRecord, DirRecord, StatusRecord};
+pub use record::{DirEntryRecord, DirRecord, StatusRecord, TokenRecord};
 pub use rocks::RocksStore;
 pub use store::{Batch, Op, Store};

@@ -3,8 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::key::{chunk_key, chunk_prefix, dir_key, meta_key, prefix_end, status_key};
-use crate::{Batch, DirRecord, FidKey, Op, Result, StatusRecord, Store};
+use crate::key::{
+    all_tokens_prefix, chunk_key, chunk_prefix, dir_key, meta_key, prefix_end, status_key,
+    token_key,
+};
+use crate::{Batch, DirRecord, FidKey, Op, Result, StatusRecord, Store, TokenRecord};
 
 /// Keeps encoded records in an ordered map, so range deletes behave exactly
 /// as on disk.
@@ -46,6 +49,14 @@ impl Store for MemoryStore {
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.get(&meta_key(name)))
     }
+    fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let start = all_tokens_prefix();
+        let end = prefix_end(&start);
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.range(start..end)
+            .map(|(k, v)| crate::rocks::decode(k, v))
+            .collect()
+    }
     fn apply(&self, batch: Batch) -> Result<()> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         for op in batch.ops {
@@ -80,6 +91,12 @@ impl Store for MemoryStore {
                 }
                 Op::PutMeta(name, v) => {
                     map.insert(meta_key(&name), v);
+                }
+                Op::PutToken(t) => {
+                    map.insert(token_key(t.uid, &t.cell), crate::rocks::encode(&t));
+                }
+                Op::DeleteToken { uid, cell } => {
+                    map.remove(&token_key(uid, &cell));
                 }
             }
         }

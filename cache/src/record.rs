@@ -40,3 +40,21 @@ pub struct DirRecord {
     pub data_version: u64,
     pub entries: Vec<DirEntryRecord>,
 }
+
+/// An AFS token of one local user for one cell, as `afsd-rs aklog` made it.
+///
+/// Kept after it expires: an expired token is never sent to a server, but it
+/// names the identity whose cached rights anchor offline use later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub uid: u32,
+    pub cell: String,
+    /// The AFS id (PT NameToID), 0 when unknown (`aklog -noprdb`).
+    pub vice_id: i32,
+    pub principal: String,
+    pub kvno: u32,
+    pub ticket: Vec<u8>,
+    pub session_key: [u8; 8],
+    pub start: u64,
+    pub end: u64,
+}

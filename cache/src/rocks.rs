@@ -5,8 +5,11 @@ use std::path::Path;
 use rocksdb::{Options, WriteBatch, DB};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::key::{chunk_key, chunk_prefix, dir_key, meta_key, prefix_end, status_key};
-use crate::{Batch, DirRecord, Error, FidKey, Op, Result, StatusRecord, Store};
+use crate::key::{
+    all_tokens_prefix, chunk_key, chunk_prefix, dir_key, meta_key, prefix_end, status_key,
+    token_key,
+};
+use crate::{Batch, DirRecord, Error, FidKey, Op, Result, StatusRecord, Store, TokenRecord};
 
 /// A RocksDB database in the cache directory. RocksDB's lock file keeps a
 /// second daemon from opening the same cache.
@@ -20,6 +23,14 @@ impl RocksStore {
             path: dir.display().to_string(),
             source,
         })?;
+        // The store holds tokens: only the daemon's user may enter.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| Error::Dir {
+                path: dir.display().to_string(),
+                source,
+            },
+        )?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_max_open_files(256);
@@ -60,6 +71,22 @@ impl Store for RocksStore {
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         self.get_raw(&meta_key(name))
     }
+    fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let start = all_tokens_prefix();
+        let end = prefix_end(&start);
+        let mut out = Vec::new();
+        for item in self.db.iterator(rocksdb::IteratorMode::From(
+            &start,
+            rocksdb::Direction::Forward,
+        )) {
+            let (k, v) = item?;
+            if k.as_ref() >= end.as_slice() {
+                break;
+            }
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
     fn apply(&self, batch: Batch) -> Result<()> {
         let mut wb = WriteBatch::default();
         for op in batch.ops {
@@ -80,6 +107,8 @@ impl Store for RocksStore {
                 Op::PutDir(fid, rec) => wb.put(dir_key(&fid), encode(&rec)),
                 Op::DeleteDir(fid) => wb.delete(dir_key(&fid)),
                 Op::PutMeta(name, v) => wb.put(meta_key(&name), v),
+                Op::PutToken(t) => wb.put(token_key(t.uid, &t.cell), encode(&t)),
+                Op::DeleteToken { uid, cell } => wb.delete(token_key(uid, &cell)),
             }
         }
         self.db.write(wb)?;
@@ -170,6 +199,32 @@ mod tests {
         store.apply(batch).unwrap();
         assert_eq!(store.get_dir(&b).unwrap(), Some(dir));
         assert_eq!(store.get_meta("uuid").unwrap(), Some(vec![1, 2]));
+
+        let tok = |uid: u32, cell: &str| crate::TokenRecord {
+            uid,
+            cell: cell.into(),
+            vice_id: 2,
+            principal: "alice@TEST.LAB".into(),
+            kvno: 256,
+            ticket: vec![0x61, 1, 2],
+            session_key: [1; 8],
+            start: 10,
+            end: 20,
+        };
+        let mut batch = Batch::new();
+        batch.push(Op::PutToken(tok(1000, "a.lab")));
+        batch.push(Op::PutToken(tok(1000, "b.lab")));
+        batch.push(Op::PutToken(tok(1001, "a.lab")));
+        store.apply(batch).unwrap();
+        assert_eq!(store.tokens().unwrap().len(), 3);
+        let mut batch = Batch::new();
+        batch.push(Op::DeleteToken {
+            uid: 1000,
+            cell: "a.lab".into(),
+        });
+        store.apply(batch).unwrap();
+        let left = store.tokens().unwrap();
+        assert_eq!(left, vec![tok(1000, "b.lab"), tok(1001, "a.lab")]);
     }
 
     #[test]
@@ -191,6 +246,7 @@ mod tests {
             Some(&b"other"[..])
         );
         assert_eq!(store.get_meta("uuid").unwrap(), Some(vec![1, 2]));
+        assert_eq!(store.tokens().unwrap().len(), 2, "tokens survive a reopen");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The store abstraction and its single write path.
 
-use crate::{DirRecord, FidKey, Result, StatusRecord};
+use crate::{DirRecord, FidKey, Result, StatusRecord, TokenRecord};
 
 /// One change to the cache. Changes are only ever applied in a [`Batch`].
 #[derive(Clone, Debug)]
@@ -20,6 +20,11 @@ pub enum Op {
     DeleteDir(FidKey),
     /// Small named values: the client's UUID, the chunk size in use.
     PutMeta(String, Vec<u8>),
+    PutToken(TokenRecord),
+    DeleteToken {
+        uid: u32,
+        cell: String,
+    },
 }
 
 /// An atomic group of changes.
@@ -48,6 +53,8 @@ pub trait Store: Send + Sync {
     fn get_chunk(&self, fid: &FidKey, data_version: u64, index: u64) -> Result<Option<Vec<u8>>>;
     fn get_dir(&self, fid: &FidKey) -> Result<Option<DirRecord>>;
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Every stored token, of every user.
+    fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// The single write path: applies every op of the batch atomically.
     fn apply(&self, batch: Batch) -> Result<()>;
 }
