@@ -19,6 +19,9 @@ pub struct ClientConfig {
     pub readahead_chunks: u64,
     /// How long a VLDB answer is trusted before it is asked again.
     pub vldb_ttl: Duration,
+    /// rxkad level of authenticated connections. Crypt, as OpenAFS's cache
+    /// manager defaults to.
+    pub rxkad_level: rx::RxkadLevel,
 }
 
 impl ClientConfig {
@@ -30,6 +33,7 @@ impl ClientConfig {
             chunk_size: 1 << 20,
             readahead_chunks: 4,
             vldb_ttl: Duration::from_secs(600),
+            rxkad_level: rx::RxkadLevel::Crypt,
         }
     }
 }

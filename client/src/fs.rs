@@ -17,6 +17,9 @@ use cache::{Batch, DirEntryRecord, DirRecord, FidKey, Op, RocksStore, StatusReco
 use rx::RxEndpoint;
 use tokio::sync::{mpsc, OnceCell};
 
+use crate::identity::{
+    Identity, RightsTable, TokenInfo, Tokens, ANONYMOUS, PRSFS_LOOKUP, PRSFS_READ,
+};
 use crate::inode::{Inodes, NodeRef};
 use crate::rpc::RpcClient;
 use crate::status::{now_secs, StatusTable};
@@ -120,6 +123,8 @@ pub(crate) struct Inner {
     servers_used: Mutex<Vec<SocketAddr>>,
     inval: mpsc::UnboundedSender<Invalidation>,
     pub(crate) uuid: Uuid,
+    tokens: Tokens,
+    rights: RightsTable,
 }
 
 /// The cache manager. Cheap to clone; all clones share one state.
@@ -168,6 +173,8 @@ impl AfsClient {
                 Uuid::from_bytes(a)
             }
         };
+        let stored_tokens = store.tokens()?;
+        let rx_level = config.rxkad_level;
         let rx_config = rx::Config {
             dead_time: config.dead_time,
             served_services: vec![afs_proto::cb::CB_SERVICE_ID],
@@ -198,6 +205,8 @@ impl AfsClient {
             servers_used: Mutex::new(Vec::new()),
             inval,
             uuid,
+            tokens: Tokens::new(rx_level, stored_tokens),
+            rights: RightsTable::default(),
         });
         tokio::spawn(crate::callback::serve(Arc::downgrade(&inner), incoming));
         tracing::info!(uuid = %uuid, "cache manager started");
@@ -224,7 +233,7 @@ impl AfsClient {
     /// a misconfiguration is reported at once.
     pub async fn check_cell(&self, cell: &str) -> Result<()> {
         let name = cell.as_bytes().to_vec();
-        self.lookup(ROOT_INO, &name).await.map(|_| ())
+        self.lookup(0, ROOT_INO, &name).await.map(|_| ())
     }
 
     /// The address of the Rx socket our calls leave from and the callback
@@ -236,6 +245,46 @@ impl AfsClient {
     /// The client's UUID, stable for the life of its cache.
     pub fn uuid(&self) -> Uuid {
         self.inner.uuid
+    }
+
+    /// Sets `uid`'s token for a cell (from `afsd-rs aklog` over the control
+    /// socket, whose peer credentials named the uid). Kept in the cache's
+    /// store, so it survives restarts.
+    pub fn set_token(&self, token: cache::TokenRecord) -> Result<()> {
+        let cell = token.cell.to_ascii_lowercase();
+        if self.inner.cells.get(&cell).is_none() {
+            return Err(Error::UnknownCell(cell));
+        }
+        let token = cache::TokenRecord {
+            cell: cell.clone(),
+            ..token
+        };
+        let mut b = Batch::new();
+        b.push(Op::PutToken(token.clone()));
+        self.inner.store.apply(b)?;
+        self.inner.tokens.clear_warning(token.uid, &cell);
+        tracing::info!(uid = token.uid, cell = %cell, principal = %token.principal, "token set");
+        self.inner.tokens.insert(token);
+        Ok(())
+    }
+
+    /// `uid`'s tokens, expired ones included and marked.
+    pub fn tokens(&self, uid: u32) -> Vec<TokenInfo> {
+        self.inner.tokens.list(uid)
+    }
+
+    /// Drops `uid`'s tokens (one cell, or all). Returns the cells dropped.
+    pub fn unlog(&self, uid: u32, cell: Option<&str>) -> Result<Vec<String>> {
+        let cells = self.inner.tokens.remove(uid, cell);
+        let mut b = Batch::new();
+        for c in &cells {
+            b.push(Op::DeleteToken {
+                uid,
+                cell: c.clone(),
+            });
+        }
+        self.inner.store.apply(b)?;
+        Ok(cells)
     }
 
     /// Counters.
@@ -266,47 +315,52 @@ impl AfsClient {
         }
     }
 
-    pub async fn getattr(&self, ino: u64) -> Result<Attr> {
+    pub async fn getattr(&self, uid: u32, ino: u64) -> Result<Attr> {
         if ino == ROOT_INO {
             return Ok(root_attr());
         }
         let node = self.inner.node(ino)?;
-        let st = self.inner.valid_status(&node).await?;
+        let who = self.inner.who(uid, &node);
+        let st = self.inner.valid_status(&node, &who).await?;
         Ok(attr_of(ino, &st))
     }
 
-    pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+    pub async fn lookup(&self, uid: u32, parent: u64, name: &[u8]) -> Result<Attr> {
         if name.is_empty() || name.len() > 255 || name.contains(&b'/') {
             return Err(Error::NotFound);
         }
         let inner = &self.inner;
         if parent == ROOT_INO {
             let node = inner.cell_root(name).await?;
-            return inner.attr_of_node(node).await;
+            let who = inner.who(uid, &node);
+            return inner.attr_of_node(node, &who).await;
         }
         let pnode = inner.node(parent)?;
-        let dir = inner.dir(&pnode).await?;
+        let who = inner.who(uid, &pnode);
+        let dir = inner.dir(&pnode, &who).await?;
+        inner.require(&pnode, &who, PRSFS_LOOKUP)?;
         if name == b"." {
-            return self.getattr(parent).await;
+            return self.getattr(uid, parent).await;
         }
         let Some(&i) = dir.index.get(name) else {
             return Err(Error::NotFound);
         };
         let e = &dir.entries[i];
         let child = pnode.with_fid(Fid::new(pnode.fid.volume, e.vnode, e.unique));
-        if name != b".." && inner.statuses.valid(&child.key()).is_none() {
-            inner.bulk_prefetch(&pnode, &dir, i).await;
+        if name != b".." && !inner.has_valid(&child, &who) {
+            inner.bulk_prefetch(&pnode, &dir, i, &who).await;
         }
-        let st = inner.valid_status(&child).await?;
+        let st = inner.valid_status(&child, &who).await?;
         if is_mount_point(&st) {
-            let target = inner.resolve_mount_point(&child, &st).await?;
-            return inner.attr_of_node(target).await;
+            let target = inner.resolve_mount_point(&child, &st, &who).await?;
+            let who = inner.who(uid, &target);
+            return inner.attr_of_node(target, &who).await;
         }
         let ino = inner.intern(child);
         Ok(attr_of(ino, &st))
     }
 
-    pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntryOut>> {
+    pub async fn readdir(&self, uid: u32, ino: u64) -> Result<Vec<DirEntryOut>> {
         let inner = &self.inner;
         if ino == ROOT_INO {
             let mut out = vec![
@@ -337,7 +391,9 @@ impl AfsClient {
             return Ok(out);
         }
         let node = inner.node(ino)?;
-        let dir = inner.dir(&node).await?;
+        let who = inner.who(uid, &node);
+        let dir = inner.dir(&node, &who).await?;
+        inner.require(&node, &who, PRSFS_LOOKUP)?;
         let mut out = Vec::with_capacity(dir.entries.len());
         for e in &dir.entries {
             let child = node.with_fid(Fid::new(node.fid.volume, e.vnode, e.unique));
@@ -369,11 +425,12 @@ impl AfsClient {
     /// listed without attributes.
     pub async fn readdirplus(
         &self,
+        uid: u32,
         ino: u64,
         offset: usize,
         max: usize,
     ) -> Result<Vec<(DirEntryOut, Option<Attr>)>> {
-        let entries = self.readdir(ino).await?;
+        let entries = self.readdir(uid, ino).await?;
         let mut out = Vec::with_capacity(max.min(entries.len()));
         for e in entries.into_iter().skip(offset).take(max) {
             // The root lists cells: looking each up would ask every cell's
@@ -381,7 +438,7 @@ impl AfsClient {
             let attr = if ino == ROOT_INO || e.name == b"." || e.name == b".." {
                 None
             } else {
-                match self.lookup(ino, &e.name).await {
+                match self.lookup(uid, ino, &e.name).await {
                     Ok(a) => Some(a),
                     Err(err) => {
                         tracing::debug!(name = %String::from_utf8_lossy(&e.name), "readdirplus lookup: {err}");
@@ -398,33 +455,49 @@ impl AfsClient {
         Ok(out)
     }
 
-    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub async fn read(&self, uid: u32, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         if ino == ROOT_INO {
             return Err(Error::IsDir);
         }
         let node = self.inner.node(ino)?;
-        self.inner.read(&node, offset, size as u64).await
+        let who = self.inner.who(uid, &node);
+        self.inner.valid_status(&node, &who).await?;
+        self.inner.require(&node, &who, PRSFS_READ)?;
+        self.inner.read(&node, offset, size as u64, &who).await
     }
 
-    pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+    pub async fn readlink(&self, uid: u32, ino: u64) -> Result<Vec<u8>> {
         if ino == ROOT_INO {
             return Err(Error::NotSymlink);
         }
         let node = self.inner.node(ino)?;
-        let st = self.inner.valid_status(&node).await?;
+        let who = self.inner.who(uid, &node);
+        let st = self.inner.valid_status(&node, &who).await?;
         if st.file_type != FileType::Symlink.as_u32() {
             return Err(Error::NotSymlink);
         }
-        self.inner.read(&node, 0, st.length.min(4096)).await
+        self.inner.read(&node, 0, st.length.min(4096), &who).await
     }
 
     /// Called at open: the status is revalidated so that an open always
-    /// sees the current data version (AFS open-to-close consistency).
-    pub async fn open(&self, ino: u64) -> Result<Attr> {
-        self.getattr(ino).await
+    /// sees the current data version (AFS open-to-close consistency), and
+    /// the caller's right to read is checked, whatever the cache holds.
+    pub async fn open(&self, uid: u32, ino: u64) -> Result<Attr> {
+        let attr = self.getattr(uid, ino).await?;
+        if ino != ROOT_INO {
+            let node = self.inner.node(ino)?;
+            let who = self.inner.who(uid, &node);
+            let needed = if attr.kind == NodeKind::Dir {
+                PRSFS_LOOKUP
+            } else {
+                PRSFS_READ
+            };
+            self.inner.require(&node, &who, needed)?;
+        }
+        Ok(attr)
     }
 
-    pub async fn statfs(&self, ino: u64) -> Result<StatFs> {
+    pub async fn statfs(&self, uid: u32, ino: u64) -> Result<StatFs> {
         let generic = StatFs {
             blocks: 1 << 30,
             bfree: 1 << 30,
@@ -436,10 +509,12 @@ impl AfsClient {
             return Ok(generic);
         }
         let node = self.inner.node(ino)?;
+        let who = self.inner.who(uid, &node);
         let vs = self
             .inner
             .fs_call(
                 &node,
+                &who,
                 &rpcs::GetVolumeStatus {
                     volume: node.fid.volume,
                 },
@@ -595,8 +670,50 @@ impl Inner {
             .intern(node)
     }
 
-    async fn attr_of_node(&self, node: NodeRef) -> Result<Attr> {
-        let st = self.valid_status(&node).await?;
+    /// The identity `uid` has in the cell of `node`.
+    fn who(&self, uid: u32, node: &NodeRef) -> Identity {
+        self.tokens.identity(uid, &node.cell)
+    }
+
+    /// True when both the status and `who`'s rights on it are current.
+    fn has_valid(&self, node: &NodeRef, who: &Identity) -> bool {
+        let key = node.key();
+        self.statuses.valid(&key).is_some() && self.rights.get(who.id, &key).is_some()
+    }
+
+    /// Checks `who`'s rights (learned by the last valid_status) against
+    /// `needed`. A denial to a user whose token expired says so in the log.
+    fn require(&self, node: &NodeRef, who: &Identity, needed: u32) -> Result<()> {
+        let have = self.rights.get(who.id, &node.key()).unwrap_or(0);
+        if have & needed == needed {
+            Ok(())
+        } else {
+            self.tokens.warn_expired(who, &node.cell);
+            Err(Error::Access)
+        }
+    }
+
+    /// Records the rights a status reply grants: the caller's, and the
+    /// anonymous ones, which hold for any caller without a token.
+    fn learn_rights(
+        &self,
+        key: &FidKey,
+        who: &Identity,
+        st: &FetchStatus,
+        rec: &StatusRecord,
+        epoch: u64,
+    ) {
+        if self.statuses.epoch() != epoch {
+            return;
+        }
+        self.rights
+            .set(who.id, key, st.caller_access, rec.callback_expires);
+        self.rights
+            .set(ANONYMOUS, key, st.anonymous_access, rec.callback_expires);
+    }
+
+    async fn attr_of_node(&self, node: NodeRef, who: &Identity) -> Result<Attr> {
+        let st = self.valid_status(&node, who).await?;
         let ino = self.intern(node);
         Ok(attr_of(ino, &st))
     }
@@ -634,8 +751,9 @@ impl Inner {
         self: &Arc<Self>,
         mp: &NodeRef,
         st: &StatusRecord,
+        who: &Identity,
     ) -> Result<NodeRef> {
-        let contents = self.read(mp, 0, st.length.min(1024)).await?;
+        let contents = self.read(mp, 0, st.length.min(1024), who).await?;
         let parsed = MountPoint::parse(&contents).ok_or_else(|| {
             Error::Protocol(format!(
                 "bad mount point contents {:?}",
@@ -665,7 +783,12 @@ impl Inner {
     /// Calls the fileservers of a node's volume in turn until one answers.
     /// When the volume has moved (VNOVOL, VMOVED from every site), its
     /// location is asked anew from the VLDB and the call tried once more.
-    async fn fs_call<R: afs_proto::Rpc>(&self, node: &NodeRef, rpc: &R) -> Result<R::Reply> {
+    async fn fs_call<R: afs_proto::Rpc>(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        rpc: &R,
+    ) -> Result<R::Reply> {
         let mut relocated = false;
         loop {
             let (vol, t) = self
@@ -674,7 +797,11 @@ impl Inner {
                 .ok_or_else(|| {
                     Error::NoSuchVolume(format!("{} in cell {}", node.fid.volume, node.cell))
                 })?;
-            match self.call_sites(vol.servers(t), rpc).await {
+            let result = self.call_sites(vol.servers(t), who, rpc).await;
+            if matches!(&result, Err(e) if e.errno() == libc::EACCES) {
+                self.tokens.warn_expired(who, &node.cell);
+            }
+            match result {
                 Err(Error::Server { code, .. })
                     if !relocated
                         && (code == afs_proto::errors::VNOVOL
@@ -700,6 +827,7 @@ impl Inner {
     async fn call_sites<R: afs_proto::Rpc>(
         &self,
         servers: &[SocketAddr],
+        who: &Identity,
         rpc: &R,
     ) -> Result<R::Reply> {
         if servers.is_empty() {
@@ -707,7 +835,7 @@ impl Inner {
         }
         let mut last = None;
         for s in servers {
-            match self.rpc.call(*s, rpc).await {
+            match self.rpc.call_as(*s, who, rpc).await {
                 Ok(r) => {
                     let mut used = self.servers_used.lock().unwrap_or_else(|e| e.into_inner());
                     if !used.contains(s) {
@@ -727,26 +855,45 @@ impl Inner {
 
     /// The node's status with a callback that holds now; fetched from the
     /// fileserver when the callback expired or was broken.
-    async fn valid_status(&self, node: &NodeRef) -> Result<StatusRecord> {
+    async fn valid_status(&self, node: &NodeRef, who: &Identity) -> Result<StatusRecord> {
         let key = node.key();
-        if let Some(st) = self.statuses.valid(&key) {
-            Stats::add(&self.stats.status_hits, 1);
-            return Ok(st);
+        match (self.statuses.valid(&key), self.rights.get(who.id, &key)) {
+            (Some(st), Some(_)) => {
+                Stats::add(&self.stats.status_hits, 1);
+                return Ok(st);
+            }
+            // A recent denial without a callback: do not ask again yet.
+            (_, Some(0)) => {
+                self.tokens.warn_expired(who, &node.cell);
+                return Err(Error::Access);
+            }
+            _ => {}
         }
         Stats::add(&self.stats.status_misses, 1);
         let epoch = self.statuses.epoch();
         let start = now_secs();
-        let reply = self
-            .fs_call(node, &rpcs::FetchStatus { fid: node.fid })
-            .await?;
-        self.apply_status(
+        let reply = match self
+            .fs_call(node, who, &rpcs::FetchStatus { fid: node.fid })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.errno() == libc::EACCES => {
+                self.rights.deny(who.id, &key);
+                self.tokens.warn_expired(who, &node.cell);
+                return Err(Error::Access);
+            }
+            Err(e) => return Err(e),
+        };
+        let rec = self.apply_status(
             &key,
             &reply.status,
             &reply.callback,
             start,
             epoch,
             Batch::new(),
-        )
+        )?;
+        self.learn_rights(&key, who, &reply.status, &rec, epoch);
+        Ok(rec)
     }
 
     /// Records a status from the server, together with `batch`. When the
@@ -810,7 +957,13 @@ impl Inner {
     /// Fetches the statuses of up to 50 entries of a directory in one
     /// InlineBulkStatus call, starting at entry `from`: a lookup is usually
     /// followed by lookups of its neighbours (`ls -l`).
-    async fn bulk_prefetch(&self, dir_node: &NodeRef, dir: &ParsedDir, from: usize) {
+    async fn bulk_prefetch(
+        &self,
+        dir_node: &NodeRef,
+        dir: &ParsedDir,
+        from: usize,
+        who: &Identity,
+    ) {
         let n = dir.entries.len();
         let mut fids = Vec::new();
         for j in 0..n {
@@ -819,7 +972,7 @@ impl Inner {
                 continue;
             }
             let fid = Fid::new(dir_node.fid.volume, e.vnode, e.unique);
-            if self.statuses.valid(&dir_node.with_fid(fid).key()).is_none() {
+            if !self.has_valid(&dir_node.with_fid(fid), who) {
                 fids.push(fid);
             }
             if fids.len() == afs_proto::fs::AFSCBMAX {
@@ -834,17 +987,23 @@ impl Inner {
         };
         let epoch = self.statuses.epoch();
         let start = now_secs();
-        match self.fs_call(dir_node, &call).await {
+        match self.fs_call(dir_node, who, &call).await {
             Ok(reply) => {
                 for (fid, e) in fids.iter().zip(reply.entries.iter()) {
                     if e.status.error_code != 0 {
                         continue;
                     }
                     let key = dir_node.with_fid(*fid).key();
-                    if let Err(err) =
-                        self.apply_status(&key, &e.status, &e.callback, start, epoch, Batch::new())
-                    {
-                        tracing::warn!("storing bulk status: {err}");
+                    match self.apply_status(
+                        &key,
+                        &e.status,
+                        &e.callback,
+                        start,
+                        epoch,
+                        Batch::new(),
+                    ) {
+                        Ok(rec) => self.learn_rights(&key, who, &e.status, &rec, epoch),
+                        Err(err) => tracing::warn!("storing bulk status: {err}"),
                     }
                 }
             }
@@ -853,13 +1012,15 @@ impl Inner {
     }
 
     /// The parsed directory for the current data version.
-    async fn dir(&self, node: &NodeRef) -> Result<Arc<ParsedDir>> {
+    async fn dir(&self, node: &NodeRef, who: &Identity) -> Result<Arc<ParsedDir>> {
         let key = node.key();
         for _ in 0..MAX_RETRIES {
-            let st = self.valid_status(node).await?;
+            let st = self.valid_status(node, who).await?;
             if st.file_type != FileType::Directory.as_u32() {
                 return Err(Error::NotDir);
             }
+            // Listing or searching needs the lookup right, cached or not.
+            self.require(node, who, PRSFS_LOOKUP)?;
             if let Some(d) = self
                 .dirs
                 .lock()
@@ -888,6 +1049,7 @@ impl Inner {
             let reply = self
                 .fs_call(
                     node,
+                    who,
                     &rpcs::FetchData64 {
                         fid: node.fid,
                         pos: 0,
@@ -927,6 +1089,7 @@ impl Inner {
             batch.push(Op::PutDir(key.clone(), rec.clone()));
             let new =
                 self.apply_status(&key, &reply.status, &reply.callback, start, epoch, batch)?;
+            self.learn_rights(&key, who, &reply.status, &new, epoch);
             if new.data_version == rec.data_version {
                 let d = Arc::new(ParsedDir::new(rec));
                 self.dirs
@@ -940,11 +1103,17 @@ impl Inner {
     }
 
     /// Reads `[offset, offset+size)` of the node's current data version.
-    async fn read(self: &Arc<Self>, node: &NodeRef, offset: u64, size: u64) -> Result<Vec<u8>> {
+    async fn read(
+        self: &Arc<Self>,
+        node: &NodeRef,
+        offset: u64,
+        size: u64,
+        who: &Identity,
+    ) -> Result<Vec<u8>> {
         let key = node.key();
         let cs = self.config.chunk_size;
         'attempt: for _ in 0..MAX_RETRIES {
-            let st = self.valid_status(node).await?;
+            let st = self.valid_status(node, who).await?;
             if st.file_type == FileType::Directory.as_u32() {
                 return Err(Error::IsDir);
             }
@@ -956,7 +1125,7 @@ impl Inner {
             let last = (end - 1) / cs;
             let mut out = Vec::with_capacity((end - offset) as usize);
             for idx in first..=last {
-                let Some(chunk) = self.chunk(node, st.data_version, idx).await? else {
+                let Some(chunk) = self.chunk(node, st.data_version, idx, who).await? else {
                     continue 'attempt;
                 };
                 let cstart = idx * cs;
@@ -964,13 +1133,14 @@ impl Inner {
                 if (chunk.len() as u64) < want_len {
                     // Shorter than the status says: the file changed under us.
                     self.statuses.break_fid(&key);
+                    self.rights.break_fid(&key);
                     continue 'attempt;
                 }
                 let from = offset.max(cstart) - cstart;
                 let to = end.min(cstart + cs) - cstart;
                 out.extend_from_slice(&chunk[from as usize..to as usize]);
             }
-            self.readahead(node, st.data_version, st.length, last + 1);
+            self.readahead(node, st.data_version, st.length, last + 1, who);
             return Ok(out);
         }
         Err(Error::Protocol(format!(
@@ -978,7 +1148,14 @@ impl Inner {
         )))
     }
 
-    fn readahead(self: &Arc<Self>, node: &NodeRef, dv: u64, length: u64, from: u64) {
+    fn readahead(
+        self: &Arc<Self>,
+        node: &NodeRef,
+        dv: u64,
+        length: u64,
+        from: u64,
+        who: &Identity,
+    ) {
         let cs = self.config.chunk_size;
         let chunks = length.div_ceil(cs);
         for idx in from..chunks.min(from + self.config.readahead_chunks) {
@@ -994,8 +1171,9 @@ impl Inner {
             }
             let me = self.clone();
             let node = node.clone();
+            let who = who.clone();
             tokio::spawn(async move {
-                if let Err(e) = me.chunk(&node, dv, idx).await {
+                if let Err(e) = me.chunk(&node, dv, idx, &who).await {
                     tracing::debug!("read-ahead of chunk {idx}: {e}");
                 }
             });
@@ -1027,6 +1205,7 @@ impl Inner {
         node: &NodeRef,
         dv: u64,
         idx: u64,
+        who: &Identity,
     ) -> Result<Option<Arc<Vec<u8>>>> {
         let k: ChunkKey = (node.key(), dv, idx);
         if let Some(c) = self.mem_chunk(&k) {
@@ -1049,7 +1228,7 @@ impl Inner {
         let res = cell
             .get_or_init(|| async {
                 Stats::add(&self.stats.chunk_misses, 1);
-                self.fetch_chunk(node, dv, idx)
+                self.fetch_chunk(node, dv, idx, who)
                     .await
                     .map_err(|e| (e.errno(), e.to_string()))
             })
@@ -1062,7 +1241,13 @@ impl Inner {
         res.map_err(|(errno, msg)| Error::Shared { errno, msg })
     }
 
-    async fn fetch_chunk(&self, node: &NodeRef, dv: u64, idx: u64) -> Result<Option<Arc<Vec<u8>>>> {
+    async fn fetch_chunk(
+        &self,
+        node: &NodeRef,
+        dv: u64,
+        idx: u64,
+        who: &Identity,
+    ) -> Result<Option<Arc<Vec<u8>>>> {
         let key = node.key();
         let cs = self.config.chunk_size;
         let epoch = self.statuses.epoch();
@@ -1070,6 +1255,7 @@ impl Inner {
         let reply = self
             .fs_call(
                 node,
+                who,
                 &rpcs::FetchData64 {
                     fid: node.fid,
                     pos: idx * cs,
@@ -1087,7 +1273,8 @@ impl Inner {
             index: idx,
             data: data.to_vec(),
         });
-        self.apply_status(&key, &reply.status, &reply.callback, start, epoch, batch)?;
+        let rec = self.apply_status(&key, &reply.status, &reply.callback, start, epoch, batch)?;
+        self.learn_rights(&key, who, &reply.status, &rec, epoch);
         self.remember_chunk((key, got_dv, idx), data.clone());
         Ok((got_dv == dv).then_some(data))
     }
@@ -1102,6 +1289,7 @@ impl Inner {
             let inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
             if fid.vnode == 0 {
                 self.statuses.break_volume(None, fid.volume);
+                self.rights.break_volume(fid.volume);
                 inodes.inos_of_volume(None, fid.volume)
             } else {
                 let mut v = Vec::new();
@@ -1122,6 +1310,7 @@ impl Inner {
         tracing::info!(%from, "fileserver reset its callback state");
         Stats::add(&self.stats.callback_breaks, 1);
         self.statuses.break_all();
+        self.rights.break_all();
         let inos = self.inodes.lock().unwrap_or_else(|e| e.into_inner()).all();
         for ino in inos {
             let _ = self.inval.send(Invalidation { ino });

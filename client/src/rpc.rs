@@ -10,10 +10,6 @@ use rx::{CallError, ConnKey, RxEndpoint};
 
 use crate::{Error, Result, Stats};
 
-/// The identity of anonymous (rxnull) calls. Per-user identities get their
-/// own connections by using other values.
-pub(crate) const ANONYMOUS: u64 = 0;
-
 /// After a call to a server timed out, further calls to it fail at once for
 /// this long instead of each waiting out the dead time again (OpenAFS marks
 /// such a server down until a probe succeeds).
@@ -31,6 +27,18 @@ impl RpcClient {
     /// Sends `rpc` to `peer` and decodes its reply. Aborts from the server
     /// become [`Error::Server`] with the server's code.
     pub(crate) async fn call<R: Rpc>(&self, peer: SocketAddr, rpc: &R) -> Result<R::Reply> {
+        self.call_as(peer, &crate::identity::Identity::anonymous(0), rpc)
+            .await
+    }
+
+    /// As [`RpcClient::call`], on the connections of identity `who` (its
+    /// token decides the security class).
+    pub(crate) async fn call_as<R: Rpc>(
+        &self,
+        peer: SocketAddr,
+        who: &crate::identity::Identity,
+        rpc: &R,
+    ) -> Result<R::Reply> {
         let name = R::NAME;
         if let Some(since) = self
             .down
@@ -47,7 +55,8 @@ impl RpcClient {
         let key = ConnKey {
             peer,
             service_id: R::SERVICE_ID,
-            identity: ANONYMOUS,
+            identity: who.id,
+            security: who.security.clone(),
         };
         let request = afs_proto::encode_request(rpc);
         let reply = match self.endpoint.call(key, request).await {
@@ -79,6 +88,15 @@ impl RpcClient {
 
 fn map_call_error(e: CallError, name: &str, peer: SocketAddr) -> Error {
     match e {
+        // rxkad refused the token (expired, bad ticket, wrong key): to the
+        // user this is a permission problem, not an I/O error.
+        CallError::Aborted(code)
+            if (afs_proto::errors::RXKAD_BASE..afs_proto::errors::RXKAD_BASE + 20)
+                .contains(&code) =>
+        {
+            tracing::warn!("{name} to {peer}: the server refused the token (rxkad error {code})");
+            Error::Access
+        }
         CallError::Aborted(code) => Error::Server {
             what: format!("{name} to {peer}"),
             code,

@@ -43,6 +43,7 @@ fn key(peer: SocketAddr) -> ConnKey {
         peer,
         service_id: cb::CB_SERVICE_ID,
         identity: 0,
+        security: rx::ClientSecurity::Null,
     }
 }
 

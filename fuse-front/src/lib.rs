@@ -99,11 +99,12 @@ impl Filesystem for AfsFs {
         Ok(())
     }
 
-    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         let c = self.client.clone();
+        let uid = req.uid();
         let name = name.as_bytes().to_vec();
         self.rt.spawn(async move {
-            match c.lookup(parent, &name).await {
+            match c.lookup(uid, parent, &name).await {
                 Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
                 Err(e) => {
                     tracing::debug!(parent, name = %String::from_utf8_lossy(&name), "lookup: {e}");
@@ -113,10 +114,11 @@ impl Filesystem for AfsFs {
         });
     }
 
-    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+    fn getattr(&mut self, req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
         let c = self.client.clone();
+        let uid = req.uid();
         self.rt.spawn(async move {
-            match c.getattr(ino).await {
+            match c.getattr(uid, ino).await {
                 Ok(a) => reply.attr(&TTL, &file_attr(&a)),
                 Err(e) => {
                     tracing::debug!(ino, "getattr: {e}");
@@ -126,24 +128,26 @@ impl Filesystem for AfsFs {
         });
     }
 
-    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+    fn readlink(&mut self, req: &Request<'_>, ino: u64, reply: ReplyData) {
         let c = self.client.clone();
+        let uid = req.uid();
         self.rt.spawn(async move {
-            match c.readlink(ino).await {
+            match c.readlink(uid, ino).await {
                 Ok(d) => reply.data(&d),
                 Err(e) => reply.error(e.errno()),
             }
         });
     }
 
-    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+    fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        let uid = req.uid();
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             reply.error(libc::EROFS);
             return;
         }
         let c = self.client.clone();
         self.rt.spawn(async move {
-            match c.open(ino).await {
+            match c.open(uid, ino).await {
                 Ok(a) if a.kind == NodeKind::Dir => reply.error(libc::EISDIR),
                 Ok(_) => reply.opened(0, 0),
                 Err(e) => {
@@ -156,7 +160,7 @@ impl Filesystem for AfsFs {
 
     fn read(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
         _fh: u64,
         offset: i64,
@@ -170,8 +174,9 @@ impl Filesystem for AfsFs {
             return;
         }
         let c = self.client.clone();
+        let uid = req.uid();
         self.rt.spawn(async move {
-            match c.read(ino, offset as u64, size).await {
+            match c.read(uid, ino, offset as u64, size).await {
                 Ok(d) => reply.data(&d),
                 Err(e) => {
                     tracing::info!(ino, offset, "read: {e}");
@@ -193,21 +198,31 @@ impl Filesystem for AfsFs {
         reply.ok();
     }
 
-    fn opendir(&mut self, _req: &Request<'_>, _ino: u64, _flags: i32, reply: ReplyOpen) {
-        reply.opened(0, 0);
+    fn opendir(&mut self, req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        // Listing needs the lookup right; checked here so that a directory
+        // cached for one user is not listed to another.
+        let c = self.client.clone();
+        let uid = req.uid();
+        self.rt.spawn(async move {
+            match c.open(uid, ino).await {
+                Ok(_) => reply.opened(0, 0),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
     }
 
     fn readdir(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
         _fh: u64,
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
         let c = self.client.clone();
+        let uid = req.uid();
         self.rt.spawn(async move {
-            match c.readdir(ino).await {
+            match c.readdir(uid, ino).await {
                 Ok(entries) => {
                     for (i, e) in entries.iter().enumerate().skip(offset.max(0) as usize) {
                         if reply.add(
@@ -231,17 +246,18 @@ impl Filesystem for AfsFs {
 
     fn readdirplus(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
         _fh: u64,
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let c = self.client.clone();
+        let uid = req.uid();
         self.rt.spawn(async move {
             let start = offset.max(0) as usize;
             // A reply buffer holds a few dozen entries; look up no more than that.
-            match c.readdirplus(ino, start, 128).await {
+            match c.readdirplus(uid, ino, start, 128).await {
                 Ok(entries) => {
                     for (i, (e, attr)) in entries.iter().enumerate() {
                         let next = (start + i + 1) as i64;
@@ -281,10 +297,11 @@ impl Filesystem for AfsFs {
         });
     }
 
-    fn statfs(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyStatfs) {
+    fn statfs(&mut self, req: &Request<'_>, ino: u64, reply: ReplyStatfs) {
         let c = self.client.clone();
+        let uid = req.uid();
         self.rt.spawn(async move {
-            match c.statfs(ino).await {
+            match c.statfs(uid, ino).await {
                 Ok(s) => reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, 1024, 255, 1024,
                 ),
