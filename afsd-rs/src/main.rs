@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use client::{AfsClient, ClientConfig};
+
+mod aklog;
+mod control;
 
 #[derive(Parser)]
 #[command(
@@ -38,8 +41,46 @@ enum Command {
         /// Seconds a server may stay silent before a call fails (ETIMEDOUT).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=3600))]
         dead_time: u64,
+        /// The control socket (aklog, tokens, unlog talk to it).
+        #[arg(long, default_value = control::DEFAULT_SOCKET)]
+        control_socket: PathBuf,
+        /// rxkad level of authenticated connections.
+        #[arg(long, value_enum, default_value_t = Level::Crypt)]
+        rxkad_level: Level,
         /// Where to mount.
         mountpoint: PathBuf,
+    },
+    /// Get an AFS token from your Kerberos tickets (kinit first) and give it
+    /// to the daemon, as OpenAFS's aklog does.
+    Aklog {
+        /// The cell (default: ThisCell).
+        #[arg(short = 'c', long = "cell")]
+        cell: Option<String>,
+        /// The Kerberos realm (default: the cell's realm).
+        #[arg(short = 'k', long = "realm")]
+        realm: Option<String>,
+        /// Print each step.
+        #[arg(short = 'd')]
+        debug: bool,
+        /// Do not look up the AFS id in the protection database.
+        #[arg(long = "noprdb")]
+        noprdb: bool,
+        #[arg(long, default_value = "/etc/openafs")]
+        conf_dir: PathBuf,
+        #[arg(long, env = "AFSD_CONTROL", default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// List your tokens.
+    Tokens {
+        #[arg(long, env = "AFSD_CONTROL", default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Discard your tokens (all, or one cell's).
+    Unlog {
+        #[arg(short = 'c', long = "cell")]
+        cell: Option<String>,
+        #[arg(long, env = "AFSD_CONTROL", default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
     },
     /// Print the counters of the daemon serving MOUNTPOINT: RPCs per
     /// opcode, cache hits and misses, bytes fetched.
@@ -49,19 +90,85 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Level {
+    Clear,
+    Auth,
+    Crypt,
+}
+
+/// OpenAFS commands take single-dash long options (`-noprdb`, `-cell`).
+fn openafs_style_args() -> Vec<std::ffi::OsString> {
+    std::env::args_os()
+        .map(|a| match a.to_str() {
+            Some("-noprdb") | Some("-cell") | Some("-realm") => {
+                format!("-{}", a.to_string_lossy()).into()
+            }
+            _ => a,
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(openafs_style_args());
     match cli.command {
         Command::Mount {
             conf_dir,
             cache_dir,
             foreground,
             dead_time,
+            control_socket,
+            rxkad_level,
             mountpoint,
         } => {
             let mut config = ClientConfig::new(conf_dir, cache_dir);
             config.dead_time = Duration::from_secs(dead_time);
-            mount(config, &mountpoint, foreground)
+            config.rxkad_level = match rxkad_level {
+                Level::Clear => rx::RxkadLevel::Clear,
+                Level::Auth => rx::RxkadLevel::Auth,
+                Level::Crypt => rx::RxkadLevel::Crypt,
+            };
+            mount(config, &mountpoint, foreground, &control_socket)
+        }
+        Command::Aklog {
+            cell,
+            realm,
+            debug,
+            noprdb,
+            conf_dir,
+            socket,
+        } => {
+            match aklog::run(aklog::Options {
+                cell,
+                realm,
+                debug,
+                noprdb,
+                conf_dir: &conf_dir,
+                socket: &socket,
+            }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("aklog: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Tokens { socket } => tokens(&socket),
+        Command::Unlog { cell, socket } => {
+            match control::call(&socket, &control::Request::Unlog { cell }) {
+                Ok(control::Response::Ok(msg)) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Ok(other) => {
+                    eprintln!("unlog: {other:?}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("unlog: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Stats { mountpoint } => match read_xattr(&mountpoint, "afsd.stats") {
             Ok(text) => {
@@ -79,6 +186,61 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints the caller's tokens in the shape of OpenAFS's `tokens`.
+fn tokens(socket: &Path) -> ExitCode {
+    match control::call(socket, &control::Request::Tokens) {
+        Ok(control::Response::Tokens { uid, tokens }) => {
+            println!("\nTokens held by afsd-rs for uid {uid}:\n");
+            for t in tokens {
+                let user = t
+                    .principal
+                    .split('@')
+                    .next()
+                    .unwrap_or("")
+                    .replace('/', ".");
+                let when = if t.expired {
+                    ">> Expired <<".to_string()
+                } else {
+                    format!("Expires {}", format_time(t.end))
+                };
+                println!(
+                    "User's (AFS ID {}) rxkad tokens for {}@{} [{}]",
+                    t.vice_id, user, t.cell, when
+                );
+            }
+            println!("   --End of list--");
+            ExitCode::SUCCESS
+        }
+        Ok(other) => {
+            eprintln!("tokens: {other:?}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("tokens: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `Nov 25 19:43 2026`, local time, as OpenAFS prints expiry.
+fn format_time(secs: u64) -> String {
+    let t = secs as libc::time_t;
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: localtime_r fills the struct we own.
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {:2} {:02}:{:02} {}",
+        MONTHS[(tm.tm_mon.clamp(0, 11)) as usize],
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_year + 1900
+    )
+}
+
 fn read_xattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
     let p = CString::new(path.as_os_str().as_bytes())?;
     let n = CString::new(name)?;
@@ -92,7 +254,16 @@ fn read_xattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn mount(config: ClientConfig, mountpoint: &Path, foreground: bool) -> ExitCode {
+fn mount(
+    config: ClientConfig,
+    mountpoint: &Path,
+    foreground: bool,
+    control_socket: &Path,
+) -> ExitCode {
+    // Tokens live in the cache's store: nothing the daemon creates is
+    // readable by other users.
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
     match std::fs::metadata(mountpoint) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -154,7 +325,9 @@ fn mount(config: ClientConfig, mountpoint: &Path, foreground: bool) -> ExitCode 
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(run(config, mountpoint, &report));
+    let control_socket =
+        std::path::absolute(control_socket).unwrap_or_else(|_| control_socket.to_path_buf());
+    let result = rt.block_on(run(config, mountpoint, &control_socket, &report));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
@@ -165,7 +338,12 @@ fn mount(config: ClientConfig, mountpoint: &Path, foreground: bool) -> ExitCode 
     }
 }
 
-async fn run(config: ClientConfig, mountpoint: &Path, report: &dyn Fn(&str)) -> Result<(), String> {
+async fn run(
+    config: ClientConfig,
+    mountpoint: &Path,
+    control_socket: &Path,
+    report: &dyn Fn(&str),
+) -> Result<(), String> {
     let check_timeout = config.dead_time.min(Duration::from_secs(20)) + Duration::from_secs(2);
     let (client, invalidations) = AfsClient::start(config).await.map_err(|e| e.to_string())?;
     let cells = client.cells();
@@ -187,6 +365,8 @@ async fn run(config: ClientConfig, mountpoint: &Path, report: &dyn Fn(&str)) -> 
         invalidations,
     )
     .map_err(|e| e.to_string())?;
+    control::serve(control_socket, client.clone())
+        .map_err(|e| format!("control socket {}: {e}", control_socket.display()))?;
     tracing::info!(mountpoint = %mountpoint.display(), cells = ?cells, "mounted");
     report("OK\n");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -203,6 +383,7 @@ async fn run(config: ClientConfig, mountpoint: &Path, report: &dyn Fn(&str)) -> 
         }
     }
     client.shutdown().await;
+    let _ = std::fs::remove_file(control_socket);
     mounted.unmount();
     // fuser unmounts with a plain umount(2), which fails while a process
     // still uses the mount; detach it so /afs is not left dead (ENOTCONN).

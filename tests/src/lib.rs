@@ -193,6 +193,8 @@ impl Mount {
                 "--cache-dir",
             ])
             .arg(cache_dir)
+            .arg("--control-socket")
+            .arg(cache_dir.parent().unwrap_or(cache_dir).join("control.sock"))
             .args(extra)
             .arg(&dir)
             .env("AFSD_LOG", "info,afs_client=debug")
@@ -368,5 +370,137 @@ impl Mount {
             .output();
         out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
+    }
+}
+
+/// Local uids the authentication tests act as (no passwd entries needed).
+pub const ALICE_UID: u32 = 61000;
+pub const BOB_UID: u32 = 61001;
+
+impl Cell {
+    /// `kinit` in the client namespace into a FILE ccache owned by `uid`.
+    pub fn kinit(
+        &self,
+        user: &str,
+        password: &str,
+        ccache: &Path,
+        uid: u32,
+        lifetime: Option<&str>,
+    ) {
+        let _ = std::fs::remove_file(ccache);
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.var("CLIENT_NETNS")))
+            .arg("kinit");
+        if let Some(l) = lifetime {
+            cmd.args(["-l", l]);
+        }
+        let mut child = cmd
+            .arg(user)
+            .env("KRB5_CONFIG", self.var("KRB5_CONFIG"))
+            .env("KRB5CCNAME", format!("FILE:{}", ccache.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kinit");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kinit {user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::os::unix::fs::chown(ccache, Some(uid), Some(uid)).unwrap();
+    }
+
+    /// Runs `afsd-rs ARGS` as `uid` in the client namespace, with the
+    /// cell's krb5.conf, `ccache` and the mount's control socket.
+    pub fn afsd_as(&self, uid: u32, m: &Mount, ccache: &Path, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.var("CLIENT_NETNS")))
+            .args([
+                "setpriv",
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .arg(afsd_bin())
+            .args(args)
+            .env("KRB5_CONFIG", self.var("KRB5_CONFIG"))
+            .env("KRB5CCNAME", format!("FILE:{}", ccache.display()))
+            .env("AFSD_CONTROL", m.control_socket())
+            .output()
+            .expect("afsd-rs as user")
+    }
+
+    /// `afsd-rs aklog` as `uid`; asserts success.
+    pub fn aklog_as(&self, uid: u32, m: &Mount, ccache: &Path) {
+        let out = self.afsd_as(
+            uid,
+            m,
+            ccache,
+            &["aklog", "--conf-dir", self.var("AFS_CONF_DIR")],
+        );
+        assert!(
+            out.status.success(),
+            "aklog as {uid}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Runs a command as `uid` (outside any namespace: file access through the
+/// mount) and returns its output.
+pub fn run_as(uid: u32, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ])
+        .args(args)
+        .output()
+        .expect("setpriv")
+}
+
+/// Reads a file as `uid`: Ok(bytes) or the errno.
+pub fn read_as(uid: u32, path: &Path) -> Result<Vec<u8>, String> {
+    let out = run_as(uid, &["cat", path.to_str().unwrap()]);
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+impl Mount {
+    pub fn control_socket(&self) -> PathBuf {
+        self.cache_dir
+            .parent()
+            .unwrap_or(&self.cache_dir)
+            .join("control.sock")
+    }
+
+    /// A counter from the Rx line of the stats (`responses_sent`, ...).
+    pub fn rx_stat(&self, name: &str) -> u64 {
+        let text = self.stats_text();
+        let Some(line) = text.lines().find(|l| l.starts_with("rx ")) else {
+            return 0;
+        };
+        let Some(pos) = line.find(&format!("{name}: ")) else {
+            return 0;
+        };
+        line[pos + name.len() + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0)
     }
 }

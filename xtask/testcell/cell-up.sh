@@ -191,6 +191,10 @@ echo "seed" | cli "$THIRD_PARTY" put "$RW"/shared/afsio.txt
 "${T[@]}" mkmount "$RW"/vol vol.test                   # "#vol.test."
 "${T[@]}" mkmount "$RW"/vol-rw vol.test -rw            # "%vol.test."
 echo "hello from vol.test" | "${T[@]}" put "$RW"/vol/inside.txt
+# $USER1's private directory: readable by $USER1 only (no system:anyuser).
+"${T[@]}" mkdir "$RW"/private
+echo "alice's secret" | "${T[@]}" put "$RW"/private/secret.txt
+"${T[@]}" setacl "$RW"/private system:administrators all "$USER1" rl
 [ "$(cli afsio read -file "$RW"/shared/afsio.txt)" = seed ] || die "afsio read of shared/afsio.txt failed"
 "${T[@]}" cat "$RW"/random.bin | cmp - "$CELLDIR/random.bin" || die "random.bin round trip failed"
 [ "$(cli "$THIRD_PARTY" cat "$RW"/vol-rw/inside.txt)" = "hello from vol.test" ] || die "vol-rw/inside.txt read back failed"
