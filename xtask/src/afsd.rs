@@ -2,7 +2,9 @@
 //! against the test cell.
 //!
 //! The daemon's CLI (written elsewhere) is assumed to be exactly
-//!   afsd-rs mount [--conf-dir DIR] [--cache-dir DIR] [--foreground] [--dead-time SECS] MOUNTPOINT
+//!   afsd-rs mount [--conf-dir DIR] [--cache-dir DIR] [--foreground] [--dead-time SECS]
+//!                 [--control-socket PATH] [--rxkad-level clear|auth|crypt] MOUNTPOINT
+//!   afsd-rs aklog --conf-dir DIR   (socket from $AFSD_CONTROL)
 //!   afsd-rs stats MOUNTPOINT
 //! It is started with --foreground as our child under
 //! `nsenter --net=/run/netns/$CLIENT_NETNS` (network namespace only, so the
@@ -405,7 +407,14 @@ fn timed_read(path: &Path, limit: Duration) -> Res<(u64, f64)> {
 }
 
 fn afsio_read(c: &Cell, afs_path: &str, limit: Duration) -> Res<(u64, f64)> {
-    let mut cmd = c.labexec(&c.client_netns, ["afsio", "read", "-file", afs_path]);
+    let cmd = c.labexec(&c.client_netns, ["afsio", "read", "-file", afs_path]);
+    timed_stdout(cmd, "afsio read", limit)
+}
+
+/// Run `cmd`, counting the bytes of its stdout; (bytes, seconds).  Fails
+/// on a non-zero exit, on any stderr output (afsio always exits 0), or
+/// after `limit`.
+fn timed_stdout(mut cmd: Command, what: &str, limit: Duration) -> Res<(u64, f64)> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -436,9 +445,9 @@ fn afsio_read(c: &Cell, afs_path: &str, limit: Duration) -> Res<(u64, f64)> {
     let n = counter.join().unwrap_or(0);
     let e = errs.join().unwrap_or_default();
     match st {
-        None => Err(format!("afsio read took over {}", secs(limit))),
+        None => Err(format!("{what} took over {}", secs(limit))),
         Some(s) if !s.success() => Err(format!(
-            "afsio read failed ({}): {e}",
+            "{what} failed ({}): {e}",
             util::describe_status(&s)
         )),
         // afsio's exit status is always 0: judge by the byte count and stderr
@@ -446,7 +455,7 @@ fn afsio_read(c: &Cell, afs_path: &str, limit: Duration) -> Res<(u64, f64)> {
             if e.trim().is_empty() {
                 Ok(r)
             } else {
-                Err(format!("afsio read: {}", e.trim()))
+                Err(format!("{what}: {}", e.trim()))
             }
         }),
     }
@@ -478,6 +487,170 @@ fn write_random(path: &Path, bytes: u64) -> Res<()> {
 
 fn best(v: &[f64]) -> f64 {
     v.iter().cloned().fold(f64::INFINITY, f64::min)
+}
+
+/// Local uid the rxkad part of the benchmark reads as (tests' ALICE_UID;
+/// no passwd entry needed).
+const BENCH_UID: u32 = 61000;
+
+/// rxkad levels of the second table; the first is the reference.
+const LEVELS: [&str; 3] = ["clear", "auth", "crypt"];
+
+/// `setpriv` arguments to run as `uid` (gid `uid`, no groups).
+fn setpriv_args(uid: u32) -> [String; 4] {
+    [
+        "setpriv".into(),
+        format!("--reuid={uid}"),
+        format!("--regid={uid}"),
+        "--clear-groups".into(),
+    ]
+}
+
+/// `kinit user` in the client netns into the FILE ccache `cc`, then chown
+/// it to `uid` (as tests/src/lib.rs `Cell::kinit`).
+fn kinit_as(c: &Cell, user: &str, pw: &str, cc: &Path, uid: u32) -> Res<()> {
+    let _ = fs::remove_file(cc);
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", c.client_netns))
+        .arg("kinit")
+        .arg(user)
+        .env("KRB5_CONFIG", c.krb5_config())
+        .env("KRB5CCNAME", format!("FILE:{}", cc.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", util::show_cmd(&cmd)))?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(format!("{pw}\n").as_bytes())
+            .map_err(|e| format!("kinit {user}: writing the password: {e}"))?;
+    }
+    let st = wait_timeout(&mut child, Duration::from_secs(60));
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    match st {
+        None => return Err(format!("kinit {user} timed out")),
+        Some(s) if !s.success() => {
+            return Err(format!(
+                "kinit {user} failed ({}): {}",
+                util::describe_status(&s),
+                err.trim()
+            ))
+        }
+        Some(_) => {}
+    }
+    std::os::unix::fs::chown(cc, Some(uid), Some(uid))
+        .map_err(|e| format!("chown {} to {uid}: {e}", cc.display()))
+}
+
+/// `afsd-rs aklog` as `uid` in the client netns, giving the token to the
+/// daemon behind `socket` (as tests/src/lib.rs `Cell::aklog_as`).
+fn aklog_as(c: &Cell, bin: &Path, uid: u32, cc: &Path, socket: &Path) -> Res<()> {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", c.client_netns))
+        .args(setpriv_args(uid))
+        .arg(bin)
+        .arg("aklog")
+        .arg("--conf-dir")
+        .arg(c.afs_conf_dir())
+        .env("KRB5_CONFIG", c.krb5_config())
+        .env("KRB5CCNAME", format!("FILE:{}", cc.display()))
+        .env("AFSD_CONTROL", socket);
+    let out = capture(&mut cmd, Duration::from_secs(60))?;
+    if out.ok() {
+        Ok(())
+    } else {
+        Err(format!("aklog as uid {uid} failed: {}", out.why()))
+    }
+}
+
+/// A counter of the `rx` line of `afsd-rs stats MOUNTPOINT`.
+fn rx_stat(bin: &Path, mountpoint: &Path, name: &str) -> Res<u64> {
+    let out = capture(
+        Command::new(bin).arg("stats").arg(mountpoint),
+        Duration::from_secs(30),
+    )?;
+    if !out.ok() {
+        return Err(format!("afsd-rs stats failed: {}", out.why()));
+    }
+    let key = format!("{name}: ");
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with("rx "))
+        .and_then(|l| l.find(&key).map(|p| &l[p + key.len()..]))
+        .and_then(|v| {
+            v.chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| format!("no rx {name} in afsd-rs stats:\n{}", out.stdout))
+}
+
+/// One cold read of `rel` as `uid`, on a fresh mount (empty cache) at
+/// rxkad `level` holding `uid`'s token; seconds.
+#[allow(clippy::too_many_arguments)]
+fn cold_read_as(
+    bin: &Path,
+    c: &Cell,
+    o: &BenchOpts,
+    dir: &Path,
+    level: &str,
+    cc: &Path,
+    rel: &str,
+    bytes: u64,
+    limit: Duration,
+) -> Res<f64> {
+    prepare_mountpoint(&o.mountpoint)?;
+    let cache = dir.join("cache");
+    let socket = dir.join("control.sock");
+    let _ = fs::remove_dir_all(&cache);
+    let _ = fs::remove_file(&socket);
+    fs::create_dir_all(&cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+    let mut d = Daemon::start(
+        bin,
+        c,
+        &o.mountpoint,
+        &cache,
+        &[
+            "--control-socket".into(),
+            socket.display().to_string(),
+            "--rxkad-level".into(),
+            level.into(),
+        ],
+        &dir.join(format!("afsd-rs-{level}.log")),
+        false,
+    )?;
+    if let Err(e) = d.wait_ready(&c.cell, Duration::from_secs(30)) {
+        d.abort();
+        return Err(e);
+    }
+    let r = (|| -> Res<f64> {
+        aklog_as(c, bin, BENCH_UID, cc, &socket)?;
+        // through the mount, visible host-wide: no netns needed
+        let [sp, ids @ ..] = setpriv_args(BENCH_UID);
+        let mut cat = Command::new(sp);
+        cat.args(ids).arg("cat").arg(o.mountpoint.join(rel));
+        let (n, s) = timed_stdout(cat, &format!("cat as uid {BENCH_UID} ({level})"), limit)?;
+        if n != bytes {
+            return Err(format!("{level}: read {n} bytes, expected {bytes}"));
+        }
+        // the token must have been used: one rxkad RESPONSE at least
+        if rx_stat(bin, &o.mountpoint, "responses_sent")? == 0 {
+            return Err(format!(
+                "{level}: no rxkad RESPONSE sent: the read did not use the token"
+            ));
+        }
+        Ok(s)
+    })();
+    let stopped = d.stop();
+    let s = r?;
+    stopped?;
+    Ok(s)
 }
 
 pub fn bench(o: &BenchOpts) -> Res<()> {
@@ -524,6 +697,7 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
     let mut warm = Vec::new();
     let mut afsio = Vec::new();
     let mut localr = Vec::new();
+    let mut levels: Vec<(&str, Vec<f64>)> = LEVELS.iter().map(|l| (*l, Vec::new())).collect();
     let check = |what: &str, n: u64| -> Res<()> {
         if n == bytes {
             Ok(())
@@ -577,6 +751,22 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
             println!("run {i}: local {s:.3} s");
             localr.push(s);
         }
+        // the same file as user1 with a token, at each rxkad level
+        let rdir = dir.join("rxkad");
+        fs::create_dir_all(&rdir).map_err(|e| format!("cannot create {}: {e}", rdir.display()))?;
+        let cc = rdir.join(format!("{}.cc", c.user1));
+        kinit_as(&c, &c.user1, &c.user1_pw, &cc, BENCH_UID)?;
+        println!("kinit {} into {} (uid {BENCH_UID})", c.user1, cc.display());
+        for (level, times) in &mut levels {
+            for i in 1..=o.runs {
+                let s = cold_read_as(&bin, &c, o, &rdir, level, &cc, &rel, bytes, limit)?;
+                println!(
+                    "run {i}: afsd-rs cold as {} at rxkad {level}: {s:.3} s",
+                    c.user1
+                );
+                times.push(s);
+            }
+        }
         Ok(())
     })();
     // the file only lives in the RW volume (not released): remove it again
@@ -624,6 +814,28 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
     );
     for (name, s, ratio) in &rows {
         md.push_str(&format!("| {name} | {s:.3} | {:.1} | {ratio} |\n", mib / s));
+    }
+    let tclear = best(&levels[0].1);
+    md.push_str(&format!(
+        "\n# Cold read through /afs: rxkad crypt vs clear\n\n\
+         The same file read with `cat` as uid {BENCH_UID} holding {}'s token \
+         (`afsd-rs aklog`), on a fresh mount with `--rxkad-level LEVEL` and an \
+         empty cache dir each run; best of {} runs each.\n\
+         ratio = time relative to clear (1.00x = as fast, >1 slower).\n\n\
+         | level | seconds | MiB/s | ratio |\n|---|---:|---:|---:|\n",
+        c.user1, o.runs
+    ));
+    for (level, times) in &levels {
+        let s = best(times);
+        let ratio = if *level == LEVELS[0] {
+            String::new()
+        } else {
+            format!("{:.2}x clear", s / tclear)
+        };
+        md.push_str(&format!(
+            "| {level} | {s:.3} | {:.1} | {ratio} |\n",
+            mib / s
+        ));
     }
     println!();
     print!("{md}");

@@ -34,9 +34,10 @@ usage: cargo xtask <command> [options]
                  tour (incl. offline reads; --dead-time default 10, passed
                  to the daemon); leaves it mounted and the cell up
   bench [--size-mib N] [--runs N] [--mountpoint DIR] [--keep-cell]
-                 sequential read: afsd-rs cold/warm vs afsio vs local file
+                 sequential read: afsd-rs cold/warm vs afsio vs local file,
+                 then cold reads as user1 (aklog) at rxkad clear/auth/crypt
                  (release build; default 256 MiB, best of 3, /afs);
-                 table also in target/bench/read.md
+                 tables also in target/bench/read.md
   help           this text
 
 demo and bench use $AFSD_BIN instead of building afsd-rs if it is set.
