@@ -88,6 +88,7 @@ impl Store for RocksStore {
         Ok(out)
     }
     fn apply(&self, batch: Batch) -> Result<()> {
+        let batch_durable = batch.durable;
         let mut wb = WriteBatch::default();
         for op in batch.ops {
             match op {
@@ -111,7 +112,9 @@ impl Store for RocksStore {
                 Op::DeleteToken { uid, cell } => wb.delete(token_key(uid, &cell)),
             }
         }
-        self.db.write(wb)?;
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.disable_wal(!batch_durable);
+        self.db.write_opt(wb, &wo)?;
         Ok(())
     }
 }

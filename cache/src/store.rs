@@ -28,14 +28,37 @@ pub enum Op {
 }
 
 /// An atomic group of changes.
-#[derive(Clone, Debug, Default)]
+///
+/// `durable` batches (tokens, the client's UUID, and later anything a user
+/// wrote) go through RocksDB's write-ahead log and survive a daemon crash.
+/// Clean batches hold only what was fetched from a server and can be fetched
+/// again: they skip the log, which halves the disk writes of a cold read.
+#[derive(Clone, Debug)]
 pub struct Batch {
     pub ops: Vec<Op>,
+    pub durable: bool,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            ops: Vec::new(),
+            durable: true,
+        }
+    }
 }
 
 impl Batch {
+    /// A durable batch: the safe default.
     pub fn new() -> Self {
         Batch::default()
+    }
+    /// A batch of refetchable server data, written without the log.
+    pub fn clean() -> Self {
+        Batch {
+            ops: Vec::new(),
+            durable: false,
+        }
     }
     pub fn push(&mut self, op: Op) -> &mut Self {
         self.ops.push(op);

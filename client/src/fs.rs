@@ -890,7 +890,7 @@ impl Inner {
             &reply.callback,
             start,
             epoch,
-            Batch::new(),
+            Batch::clean(),
         )?;
         self.learn_rights(&key, who, &reply.status, &rec, epoch);
         Ok(rec)
@@ -931,7 +931,10 @@ impl Inner {
             ops.push(Op::DeleteDir(key.clone()));
         }
         ops.append(&mut batch.ops);
-        self.store.apply(Batch { ops })?;
+        self.store.apply(Batch {
+            ops,
+            durable: batch.durable,
+        })?;
         if moved {
             self.dirs
                 .lock()
@@ -1000,7 +1003,7 @@ impl Inner {
                         &e.callback,
                         start,
                         epoch,
-                        Batch::new(),
+                        Batch::clean(),
                     ) {
                         Ok(rec) => self.learn_rights(&key, who, &e.status, &rec, epoch),
                         Err(err) => tracing::warn!("storing bulk status: {err}"),
@@ -1068,7 +1071,7 @@ impl Inner {
                     &reply.callback,
                     start,
                     epoch,
-                    Batch::new(),
+                    Batch::clean(),
                 )?;
                 continue;
             }
@@ -1085,7 +1088,7 @@ impl Inner {
                     })
                     .collect(),
             };
-            let mut batch = Batch::new();
+            let mut batch = Batch::clean();
             batch.push(Op::PutDir(key.clone(), rec.clone()));
             let new =
                 self.apply_status(&key, &reply.status, &reply.callback, start, epoch, batch)?;
@@ -1266,7 +1269,7 @@ impl Inner {
         Stats::add(&self.stats.bytes_fetched, reply.data.len() as u64);
         let got_dv = reply.status.data_version;
         let data = Arc::new(reply.data);
-        let mut batch = Batch::new();
+        let mut batch = Batch::clean();
         batch.push(Op::PutChunk {
             fid: key.clone(),
             data_version: got_dv,

@@ -114,6 +114,7 @@ impl RxEndpoint {
     ) -> std::io::Result<(Arc<RxEndpoint>, mpsc::Receiver<IncomingCall>)> {
         let std_sock = std::net::UdpSocket::bind(addr)?;
         std_sock.set_nonblocking(true)?;
+        grow_socket_buffers(&std_sock);
         let socket = UdpSocket::from_std(std_sock)?;
         let local_addr = socket.local_addr()?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -314,6 +315,36 @@ impl Task {
         }
         if let Ok(mut s) = self.stats.lock() {
             *s = self.ep.stats();
+        }
+    }
+}
+
+/// Socket buffer size asked for: several calls' windows of 1444-byte
+/// packets arrive back to back, and a datagram the kernel drops for want of
+/// buffer costs a retransmission timeout at the server (about 200 ms).
+const SOCKET_BUFFER: libc::c_int = 8 << 20;
+
+/// Grows the socket's receive and send buffers. As root the FORCE variants
+/// exceed `net.core.rmem_max`; otherwise the kernel caps the request. Best
+/// effort: a small buffer costs speed, not correctness.
+fn grow_socket_buffers(sock: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        let v = SOCKET_BUFFER;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let p = (&v as *const libc::c_int).cast();
+        // SAFETY: setsockopt with a pointer to a live c_int and its size.
+        let ok = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, force, p, len) } == 0
+            || unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, plain, p, len) } == 0;
+        if !ok {
+            tracing::debug!(
+                "could not grow socket buffer: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
