@@ -50,6 +50,41 @@ pub(crate) const KIND_CHUNK: u8 = b'c';
 pub(crate) const KIND_DIR: u8 = b'd';
 pub(crate) const KIND_META: u8 = b'm';
 pub(crate) const KIND_TOKEN: u8 = b't';
+/// Usage index of a chunk: same suffix as its chunk key, value a
+/// [`crate::usage::ChunkMeta`]. Always written in the batch that writes the chunk.
+pub(crate) const KIND_USAGE: u8 = b'u';
+
+/// Every key of `kind` belonging to one volume of one cell. The fid encoding is
+/// kind, cell length, cell, volume (big-endian), ... so this is a prefix and a
+/// volume is one contiguous range.
+pub(crate) fn volume_prefix(kind: u8, cell: &str, volume: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16 + cell.len());
+    k.push(kind);
+    let cell = cell.as_bytes();
+    let n = cell.len().min(255);
+    k.push(n as u8);
+    k.extend_from_slice(&cell[..n]);
+    k.extend_from_slice(&volume.to_be_bytes());
+    k
+}
+
+/// The usage-index key of a chunk key: same suffix, other kind.
+pub(crate) fn usage_key_of(chunk_key: &[u8]) -> Vec<u8> {
+    let mut k = chunk_key.to_vec();
+    k[0] = KIND_USAGE;
+    k
+}
+
+/// The chunk key of a usage-index key.
+pub(crate) fn chunk_key_of(usage_key: &[u8]) -> Vec<u8> {
+    let mut k = usage_key.to_vec();
+    k[0] = KIND_CHUNK;
+    k
+}
+
+pub(crate) fn all_usage_prefix() -> Vec<u8> {
+    vec![KIND_USAGE]
+}
 
 pub(crate) fn status_key(fid: &FidKey) -> Vec<u8> {
     let mut k = Vec::with_capacity(32);

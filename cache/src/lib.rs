@@ -16,6 +16,7 @@ mod memory;
 mod record;
 mod rocks;
 mod store;
+mod usage;
 
 pub use error::{Error, Result};
 pub use key::FidKey;
@@ -23,3 +24,7 @@ pub use memory::MemoryStore;
 pub use record::{DirEntryRecord, DirRecord, StatusRecord, TokenRecord};
 pub use rocks::RocksStore;
 pub use store::{Batch, Op, Store};
+pub use usage::{EvictReport, Limits, Usage};
+
+#[cfg(test)]
+mod tests;

@@ -1,19 +1,25 @@
 //! An in-memory store with the same semantics as the RocksDB one.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
-use crate::key::{
-    all_tokens_prefix, chunk_key, chunk_prefix, dir_key, meta_key, prefix_end, status_key,
-    token_key,
+use crate::key::{all_tokens_prefix, chunk_key, dir_key, meta_key, prefix_end, status_key};
+use crate::usage::{translate, Accounting};
+use crate::{
+    Batch, DirRecord, EvictReport, FidKey, Limits, Result, StatusRecord, Store, TokenRecord, Usage,
 };
-use crate::{Batch, DirRecord, FidKey, Op, Result, StatusRecord, Store, TokenRecord};
 
 /// Keeps encoded records in an ordered map, so range deletes behave exactly
-/// as on disk.
+/// as on disk. Usage records are kept in the map too, as on disk.
 #[derive(Default)]
 pub struct MemoryStore {
-    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    acc: Accounting,
 }
 
 impl MemoryStore {
@@ -21,12 +27,17 @@ impl MemoryStore {
         Self::default()
     }
 
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        self.lock().map.get(key).cloned()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        self.lock().acc.check_invariants();
     }
 }
 
@@ -52,54 +63,50 @@ impl Store for MemoryStore {
     fn tokens(&self) -> Result<Vec<TokenRecord>> {
         let start = all_tokens_prefix();
         let end = prefix_end(&start);
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.range(start..end)
+        let inner = self.lock();
+        inner
+            .map
+            .range(start..end)
             .map(|(k, v)| crate::rocks::decode(k, v))
             .collect()
     }
     fn apply(&self, batch: Batch) -> Result<()> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        for op in batch.ops {
-            match op {
-                Op::PutStatus(fid, rec) => {
-                    map.insert(status_key(&fid), crate::rocks::encode(&rec));
-                }
-                Op::DeleteStatus(fid) => {
-                    map.remove(&status_key(&fid));
-                }
-                Op::PutChunk {
-                    fid,
-                    data_version,
-                    index,
-                    data,
-                } => {
-                    map.insert(chunk_key(&fid, data_version, index), data);
-                }
-                Op::DeleteChunks(fid) => {
-                    let start = chunk_prefix(&fid);
-                    let end = prefix_end(&start);
-                    let doomed: Vec<_> = map.range(start..end).map(|(k, _)| k.clone()).collect();
-                    for k in doomed {
-                        map.remove(&k);
-                    }
-                }
-                Op::PutDir(fid, rec) => {
-                    map.insert(dir_key(&fid), crate::rocks::encode(&rec));
-                }
-                Op::DeleteDir(fid) => {
-                    map.remove(&dir_key(&fid));
-                }
-                Op::PutMeta(name, v) => {
-                    map.insert(meta_key(&name), v);
-                }
-                Op::PutToken(t) => {
-                    map.insert(token_key(t.uid, &t.cell), crate::rocks::encode(&t));
-                }
-                Op::DeleteToken { uid, cell } => {
-                    map.remove(&token_key(uid, &cell));
-                }
-            }
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if translate(&mut inner.acc, batch.ops, &mut inner.map) && inner.acc.over_limits() {
+            inner.acc.evict(&mut inner.map);
         }
+        Ok(())
+    }
+    fn usage(&self) -> Usage {
+        self.lock().acc.usage()
+    }
+    fn set_limits(&self, limits: Limits) {
+        self.lock().acc.set_limits(limits);
+    }
+    fn touch(&self, fid: &FidKey, data_version: u64, index: u64) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if inner.acc.touch(&chunk_key(fid, data_version, index)) {
+            inner.acc.drain_touches(&mut inner.map);
+        }
+    }
+    fn evict(&self) -> Result<EvictReport> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.acc.drain_touches(&mut inner.map);
+        Ok(inner.acc.evict(&mut inner.map).0)
+    }
+    fn flush_fid(&self, fid: &FidKey) -> Result<()> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.acc.flush_fid(fid, &mut inner.map);
+        Ok(())
+    }
+    fn flush_volume(&self, cell: &str, volume: u32) -> Result<()> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.acc.flush_volume(cell, volume, &mut inner.map);
         Ok(())
     }
 }

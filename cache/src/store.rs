@@ -1,6 +1,6 @@
 //! The store abstraction and its single write path.
 
-use crate::{DirRecord, FidKey, Result, StatusRecord, TokenRecord};
+use crate::{DirRecord, EvictReport, FidKey, Limits, Result, StatusRecord, TokenRecord, Usage};
 
 /// One change to the cache. Changes are only ever applied in a [`Batch`].
 #[derive(Clone, Debug)]
@@ -8,13 +8,30 @@ pub enum Op {
     PutStatus(FidKey, StatusRecord),
     /// Forget a status (callback broken and object gone, or flushed).
     DeleteStatus(FidKey),
+    /// A chunk of file data fetched from the fileserver: clean, evictable.
+    /// Replaces a stored chunk of the same key, dirty or not.
     PutChunk {
         fid: FidKey,
         data_version: u64,
         index: u64,
         data: Vec<u8>,
     },
-    /// Drop every chunk of a fid, of every data version.
+    /// A chunk written locally and not yet stored to the fileserver: never
+    /// evicted nor flushed until [`Op::MarkClean`]. Put it in a durable batch.
+    PutDirtyChunk {
+        fid: FidKey,
+        data_version: u64,
+        index: u64,
+        data: Vec<u8>,
+    },
+    /// The chunk was stored to the fileserver: it becomes evictable. A no-op
+    /// when the chunk is not in the cache.
+    MarkClean {
+        fid: FidKey,
+        data_version: u64,
+        index: u64,
+    },
+    /// Drop every chunk of a fid, of every data version, dirty ones included.
     DeleteChunks(FidKey),
     PutDir(FidKey, DirRecord),
     DeleteDir(FidKey),
@@ -79,5 +96,26 @@ pub trait Store: Send + Sync {
     /// Every stored token, of every user.
     fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// The single write path: applies every op of the batch atomically.
+    /// When the batch added file data and usage is above the limits, clean
+    /// chunks are then evicted (see [`Store::evict`]).
     fn apply(&self, batch: Batch) -> Result<()>;
+
+    /// What the file-data chunks occupy now (values only, keys not counted).
+    fn usage(&self) -> Usage;
+    /// Bounds of the file-data cache (0 = unlimited). Takes effect at the
+    /// next batch that adds data, or at once through [`Store::evict`].
+    fn set_limits(&self, limits: Limits);
+    /// Records a use of a chunk for LRU eviction. Cheap: kept in memory and
+    /// persisted in groups, on eviction and when the store is closed. A
+    /// no-op for a chunk not in the cache. Reads do not touch by themselves.
+    fn touch(&self, fid: &FidKey, data_version: u64, index: u64);
+    /// Removes least-recently-used clean chunks until usage is within the
+    /// limits. Dirty chunks are never removed, even when that leaves usage
+    /// above a limit ([`EvictReport::over_limit`]).
+    fn evict(&self) -> Result<EvictReport>;
+    /// Forgets the clean chunks, directory and status of one fid. Dirty
+    /// chunks stay.
+    fn flush_fid(&self, fid: &FidKey) -> Result<()>;
+    /// [`Store::flush_fid`] for every fid of a volume of a cell.
+    fn flush_volume(&self, cell: &str, volume: u32) -> Result<()>;
 }
