@@ -35,6 +35,12 @@ pub enum Error {
     Cache(#[from] cache::Error),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("cross-volume rename or link")]
+    CrossVolume,
+    #[error("directory not empty")]
+    NotEmpty,
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     /// The outcome of a fetch shared by several waiters.
@@ -53,7 +59,9 @@ impl Error {
             Error::NotFound | Error::NoSuchVolume(_) | Error::UnknownCell(_) => libc::ENOENT,
             Error::NotDir => libc::ENOTDIR,
             Error::IsDir => libc::EISDIR,
-            Error::NotSymlink => libc::EINVAL,
+            Error::NotSymlink | Error::Invalid(_) => libc::EINVAL,
+            Error::CrossVolume => libc::EXDEV,
+            Error::NotEmpty => libc::ENOTEMPTY,
             Error::Access => libc::EACCES,
             Error::ReadOnly => libc::EROFS,
             Error::TimedOut(_) => libc::ETIMEDOUT,

@@ -21,6 +21,7 @@ use crate::identity::{
     Identity, RightsTable, TokenInfo, Tokens, ANONYMOUS, PRSFS_LOOKUP, PRSFS_READ,
 };
 use crate::inode::{Inodes, NodeRef};
+use crate::mutation::{create_status, name_str, Mutation, SetAttrs};
 use crate::rpc::RpcClient;
 use crate::status::{now_secs, StatusTable};
 use crate::volume::{split_volume_suffix, VolumeDb};
@@ -125,6 +126,15 @@ pub(crate) struct Inner {
     pub(crate) uuid: Uuid,
     tokens: Tokens,
     rights: RightsTable,
+    /// Files being written: their whole new contents, stored at close.
+    dirty: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirtyFile>>>>,
+}
+
+/// A file open for writing. AFS stores whole files at close, so the new
+/// contents are kept here until flush.
+struct DirtyFile {
+    data: Vec<u8>,
+    modified: bool,
 }
 
 /// The cache manager. Cheap to clone; all clones share one state.
@@ -207,6 +217,7 @@ impl AfsClient {
             uuid,
             tokens: Tokens::new(rx_level, stored_tokens),
             rights: RightsTable::default(),
+            dirty: Mutex::new(HashMap::new()),
         });
         tokio::spawn(crate::callback::serve(Arc::downgrade(&inner), incoming));
         tracing::info!(uuid = %uuid, "cache manager started");
@@ -789,6 +800,17 @@ impl Inner {
         who: &Identity,
         rpc: &R,
     ) -> Result<R::Reply> {
+        self.fs_call_data(node, who, rpc, &[]).await
+    }
+
+    /// As `fs_call`, with raw bytes after the arguments (StoreData64).
+    async fn fs_call_data<R: afs_proto::Rpc>(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        rpc: &R,
+        data: &[u8],
+    ) -> Result<R::Reply> {
         let mut relocated = false;
         loop {
             let (vol, t) = self
@@ -797,7 +819,7 @@ impl Inner {
                 .ok_or_else(|| {
                     Error::NoSuchVolume(format!("{} in cell {}", node.fid.volume, node.cell))
                 })?;
-            let result = self.call_sites(vol.servers(t), who, rpc).await;
+            let result = self.call_sites(vol.servers(t), who, rpc, data).await;
             if matches!(&result, Err(e) if e.errno() == libc::EACCES) {
                 self.tokens.warn_expired(who, &node.cell);
             }
@@ -829,13 +851,14 @@ impl Inner {
         servers: &[SocketAddr],
         who: &Identity,
         rpc: &R,
+        data: &[u8],
     ) -> Result<R::Reply> {
         if servers.is_empty() {
             return Err(Error::NoSuchVolume("volume has no sites".into()));
         }
         let mut last = None;
         for s in servers {
-            match self.rpc.call_as(*s, who, rpc).await {
+            match self.rpc.call_with_data(*s, who, rpc, data).await {
                 Ok(r) => {
                     let mut used = self.servers_used.lock().unwrap_or_else(|e| e.into_inner());
                     if !used.contains(s) {
@@ -1318,5 +1341,719 @@ impl Inner {
         for ino in inos {
             let _ = self.inval.send(Invalidation { ino });
         }
+    }
+}
+
+/// Most bytes sent in one StoreData64 call (the call is held in memory).
+const STORE_PIECE: u64 = 8 << 20;
+
+/// The outcome of a mutation that creates an object.
+struct Created {
+    node: NodeRef,
+    status: StatusRecord,
+}
+
+impl AfsClient {
+    /// Creates an empty file (FUSE create).
+    pub async fn create(&self, uid: u32, parent: u64, name: &[u8], mode: u32) -> Result<Attr> {
+        let (pnode, who) = self.inner.writable_dir(uid, parent).await?;
+        let m = Mutation::CreateFile {
+            dir: pnode.fid,
+            name: name.to_vec(),
+            mode,
+        };
+        let c = self.inner.execute_create(&pnode, &who, m).await?;
+        let ino = self.inner.intern(c.node);
+        Ok(attr_of(ino, &c.status))
+    }
+
+    pub async fn mkdir(&self, uid: u32, parent: u64, name: &[u8], mode: u32) -> Result<Attr> {
+        let (pnode, who) = self.inner.writable_dir(uid, parent).await?;
+        let m = Mutation::MakeDir {
+            dir: pnode.fid,
+            name: name.to_vec(),
+            mode,
+        };
+        let c = self.inner.execute_create(&pnode, &who, m).await?;
+        let ino = self.inner.intern(c.node);
+        Ok(attr_of(ino, &c.status))
+    }
+
+    pub async fn symlink(&self, uid: u32, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr> {
+        let (pnode, who) = self.inner.writable_dir(uid, parent).await?;
+        let m = Mutation::Symlink {
+            dir: pnode.fid,
+            name: name.to_vec(),
+            target: target.to_vec(),
+        };
+        let c = self.inner.execute_create(&pnode, &who, m).await?;
+        let ino = self.inner.intern(c.node);
+        Ok(attr_of(ino, &c.status))
+    }
+
+    /// A hard link to file `ino` in `newparent` (same volume only).
+    pub async fn link(&self, uid: u32, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
+        let target = self.inner.node(ino)?;
+        let (pnode, who) = self.inner.writable_dir(uid, newparent).await?;
+        if target.fid.volume != pnode.fid.volume || target.cell != pnode.cell {
+            return Err(Error::CrossVolume);
+        }
+        let m = Mutation::Link {
+            dir: pnode.fid,
+            name: newname.to_vec(),
+            existing: target.fid,
+        };
+        self.inner.execute(&pnode, &who, m).await?;
+        self.getattr(uid, ino).await
+    }
+
+    pub async fn unlink(&self, uid: u32, parent: u64, name: &[u8]) -> Result<()> {
+        let (pnode, who) = self.inner.writable_dir(uid, parent).await?;
+        self.inner
+            .execute(
+                &pnode,
+                &who,
+                Mutation::RemoveFile {
+                    dir: pnode.fid,
+                    name: name.to_vec(),
+                },
+            )
+            .await
+    }
+
+    pub async fn rmdir(&self, uid: u32, parent: u64, name: &[u8]) -> Result<()> {
+        let (pnode, who) = self.inner.writable_dir(uid, parent).await?;
+        self.inner
+            .execute(
+                &pnode,
+                &who,
+                Mutation::RemoveDir {
+                    dir: pnode.fid,
+                    name: name.to_vec(),
+                },
+            )
+            .await
+            .map_err(|e| {
+                // The fileserver says EEXIST for a non-empty directory; POSIX
+                // says ENOTEMPTY (OpenAFS's Linux client maps it too).
+                if e.errno() == libc::EEXIST {
+                    Error::NotEmpty
+                } else {
+                    e
+                }
+            })
+    }
+
+    /// Rename within a volume; across volumes the answer is EXDEV, as on
+    /// any Unix file system, so `mv` falls back to copying.
+    pub async fn rename(
+        &self,
+        uid: u32,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+    ) -> Result<()> {
+        let (from, who) = self.inner.writable_dir(uid, parent).await?;
+        let (to, _) = self.inner.writable_dir(uid, newparent).await?;
+        if from.fid.volume != to.fid.volume || from.cell != to.cell {
+            return Err(Error::CrossVolume);
+        }
+        let m = Mutation::Rename {
+            from_dir: from.fid,
+            from_name: name.to_vec(),
+            to_dir: to.fid,
+            to_name: newname.to_vec(),
+        };
+        self.inner.execute_rename(&from, &to, &who, m).await
+    }
+
+    /// chmod, utimes and truncate.
+    pub async fn setattr(&self, uid: u32, ino: u64, attrs: SetAttrs) -> Result<Attr> {
+        if ino == ROOT_INO {
+            return Err(Error::ReadOnly);
+        }
+        let node = self.inner.node(ino)?;
+        if node.vol_type != VolType::Rw {
+            return Err(Error::ReadOnly);
+        }
+        let who = self.inner.who(uid, &node);
+        if let Some(size) = attrs.size {
+            let dirty = self.inner.dirty_of(ino);
+            match dirty {
+                Some(d) => {
+                    let mut d = d.lock().await;
+                    d.data.resize(size as usize, 0);
+                    d.modified = true;
+                }
+                None => {
+                    let mut data = self.inner.read(&node, 0, size, &who).await?;
+                    data.resize(size as usize, 0);
+                    self.inner.store_data(&node, &who, &data).await?;
+                }
+            }
+        }
+        if attrs.mode.is_some() || attrs.mtime.is_some() {
+            let start = now_secs();
+            let epoch = self.inner.statuses.epoch();
+            let old = self.inner.statuses.known(&node.key());
+            let reply = self
+                .inner
+                .fs_call(
+                    &node,
+                    &who,
+                    &rpcs::StoreStatus {
+                        fid: node.fid,
+                        status: attrs.store_status(),
+                    },
+                )
+                .await?;
+            self.inner.apply_own(
+                &node,
+                &who,
+                &reply.status,
+                old.as_ref(),
+                start,
+                epoch,
+                Batch::clean(),
+            )?;
+        }
+        let mut attr = self.getattr(uid, ino).await?;
+        if let Some(d) = self.inner.dirty_of(ino) {
+            attr.size = d.lock().await.data.len() as u64;
+        }
+        Ok(attr)
+    }
+
+    /// Opens `ino` for writing: its current contents become the dirty copy
+    /// that writes change and close stores (`truncate`: start empty).
+    pub async fn open_write(&self, uid: u32, ino: u64, truncate: bool) -> Result<()> {
+        let node = self.inner.node(ino)?;
+        if node.vol_type != VolType::Rw {
+            return Err(Error::ReadOnly);
+        }
+        let who = self.inner.who(uid, &node);
+        let st = self.inner.valid_status(&node, &who).await?;
+        if st.file_type != FileType::File.as_u32() {
+            return Err(Error::IsDir);
+        }
+        if self.inner.dirty_of(ino).is_some() {
+            if truncate {
+                if let Some(d) = self.inner.dirty_of(ino) {
+                    let mut d = d.lock().await;
+                    d.data.clear();
+                    d.modified = true;
+                }
+            }
+            return Ok(());
+        }
+        let data = if truncate {
+            Vec::new()
+        } else {
+            self.inner.read(&node, 0, st.length, &who).await?
+        };
+        let file = DirtyFile {
+            data,
+            modified: truncate,
+        };
+        self.inner
+            .dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ino)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(file)));
+        Ok(())
+    }
+
+    pub async fn write(&self, uid: u32, ino: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        if self.inner.dirty_of(ino).is_none() {
+            self.open_write(uid, ino, false).await?;
+        }
+        let d = self
+            .inner
+            .dirty_of(ino)
+            .ok_or(Error::Invalid("file not open for writing".into()))?;
+        let mut d = d.lock().await;
+        let end = offset as usize + data.len();
+        if d.data.len() < end {
+            d.data.resize(end, 0);
+        }
+        d.data[offset as usize..end].copy_from_slice(data);
+        d.modified = true;
+        Ok(data.len() as u32)
+    }
+
+    /// Stores the file's new contents if it changed (close and fsync): when
+    /// this returns Ok the fileserver has the data.
+    pub async fn flush(&self, uid: u32, ino: u64) -> Result<()> {
+        let Some(d) = self.inner.dirty_of(ino) else {
+            return Ok(());
+        };
+        let mut d = d.lock().await;
+        if !d.modified {
+            return Ok(());
+        }
+        let node = self.inner.node(ino)?;
+        let who = self.inner.who(uid, &node);
+        self.inner.store_data(&node, &who, &d.data).await?;
+        d.modified = false;
+        Ok(())
+    }
+
+    /// The last close: the dirty copy goes (flush has stored it).
+    pub fn release(&self, ino: u64) {
+        self.inner
+            .dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ino);
+    }
+
+    /// Size of a file being written, for getattr while it is open.
+    pub async fn dirty_size(&self, ino: u64) -> Option<u64> {
+        let d = self.inner.dirty_of(ino)?;
+        let len = d.lock().await.data.len() as u64;
+        Some(len)
+    }
+
+    /// Reads from the dirty copy of a file open for writing, if any.
+    pub async fn read_dirty(&self, ino: u64, offset: u64, size: u32) -> Option<Vec<u8>> {
+        let d = self.inner.dirty_of(ino)?;
+        let d = d.lock().await;
+        let start = (offset as usize).min(d.data.len());
+        let end = (start + size as usize).min(d.data.len());
+        Some(d.data[start..end].to_vec())
+    }
+}
+
+impl Inner {
+    fn dirty_of(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<DirtyFile>>> {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ino)
+            .cloned()
+    }
+
+    /// The directory a change happens in: RW, and current.
+    async fn writable_dir(&self, uid: u32, parent: u64) -> Result<(NodeRef, Identity)> {
+        if parent == ROOT_INO {
+            return Err(Error::ReadOnly);
+        }
+        let pnode = self.node(parent)?;
+        if pnode.vol_type != VolType::Rw {
+            return Err(Error::ReadOnly);
+        }
+        let who = self.who(uid, &pnode);
+        self.dir(&pnode, &who).await?;
+        Ok((pnode, who))
+    }
+
+    /// Records a status the server returned for our own change. The
+    /// callback we held stays valid (a fileserver never breaks the callback
+    /// of the client that made the change); the directory edit, if any,
+    /// rides in `batch`.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_own(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        st: &FetchStatus,
+        old: Option<&StatusRecord>,
+        start: u64,
+        epoch: u64,
+        batch: Batch,
+    ) -> Result<StatusRecord> {
+        let key = node.key();
+        let remaining = old
+            .filter(|o| o.callback_expires > start)
+            .map(|o| (o.callback_expires - start) as u32)
+            .unwrap_or(0);
+        let cb = CallBack {
+            version: 1,
+            expiration_time: remaining,
+            callback_type: 1,
+        };
+        let rec = self.apply_status(&key, st, &cb, start, epoch, batch)?;
+        self.learn_rights(&key, who, st, &rec, epoch);
+        Ok(rec)
+    }
+
+    /// Applies a directory's new status after our change. When its data
+    /// version moved by exactly one (our change alone), the cached listing
+    /// is edited in place; otherwise it is dropped and fetched at next use.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_dir_change(
+        &self,
+        dir: &NodeRef,
+        who: &Identity,
+        new_status: &FetchStatus,
+        old: Option<&StatusRecord>,
+        start: u64,
+        epoch: u64,
+        edit: impl FnOnce(&mut Vec<DirEntryRecord>) -> bool,
+    ) -> Result<()> {
+        let key = dir.key();
+        let cached = self
+            .dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        let mut batch = Batch::clean();
+        let mut new_dir = None;
+        if let (Some(o), Some(d)) = (old, cached) {
+            if d.data_version == o.data_version && new_status.data_version == o.data_version + 1 {
+                let mut entries = d.entries.clone();
+                if edit(&mut entries) {
+                    let rec = DirRecord {
+                        data_version: new_status.data_version,
+                        entries,
+                    };
+                    batch.push(Op::PutDir(key.clone(), rec.clone()));
+                    new_dir = Some(rec);
+                }
+            }
+        }
+        self.apply_own(dir, who, new_status, old, start, epoch, batch)?;
+        if let Some(rec) = new_dir {
+            self.dirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, Arc::new(ParsedDir::new(rec)));
+        }
+        Ok(())
+    }
+
+    /// Executes a creating mutation and applies its results.
+    async fn execute_create(&self, dir: &NodeRef, who: &Identity, m: Mutation) -> Result<Created> {
+        let start = now_secs();
+        let epoch = self.statuses.epoch();
+        let old = self.statuses.known(&dir.key());
+        let (name, fid, st, dir_st, cb) = match &m {
+            Mutation::CreateFile { name, mode, .. } | Mutation::MakeDir { name, mode, .. } => {
+                let n = name_str(name)?;
+                let status = create_status(*mode);
+                let r = if matches!(m, Mutation::CreateFile { .. }) {
+                    self.fs_call(
+                        dir,
+                        who,
+                        &rpcs::CreateFile {
+                            dir: dir.fid,
+                            name: n,
+                            status,
+                        },
+                    )
+                    .await?
+                } else {
+                    self.fs_call(
+                        dir,
+                        who,
+                        &rpcs::MakeDir {
+                            dir: dir.fid,
+                            name: n,
+                            status,
+                        },
+                    )
+                    .await?
+                };
+                (name.clone(), r.fid, r.status, r.dir_status, r.callback)
+            }
+            Mutation::Symlink { name, target, .. } => {
+                let n = name_str(name)?;
+                let t = String::from_utf8(target.clone())
+                    .map_err(|_| Error::Invalid("symlink target must be UTF-8".into()))?;
+                let r = self
+                    .fs_call(
+                        dir,
+                        who,
+                        &rpcs::Symlink {
+                            dir: dir.fid,
+                            name: n,
+                            target: t,
+                            status: create_status(0o755),
+                        },
+                    )
+                    .await?;
+                let cb = CallBack {
+                    version: 1,
+                    expiration_time: 0,
+                    callback_type: 0,
+                };
+                (name.clone(), r.fid, r.status, r.dir_status, cb)
+            }
+            _ => return Err(Error::Invalid("not a creating mutation".into())),
+        };
+        tracing::debug!(?m, ?fid, "executed");
+        let node = dir.with_fid(fid);
+        let rec = self.apply_status(&node.key(), &st, &cb, start, epoch, Batch::clean())?;
+        self.learn_rights(&node.key(), who, &st, &rec, epoch);
+        self.apply_dir_change(dir, who, &dir_st, old.as_ref(), start, epoch, |entries| {
+            entries.push(DirEntryRecord {
+                name,
+                vnode: fid.vnode,
+                unique: fid.unique,
+            });
+            true
+        })?;
+        Ok(Created { node, status: rec })
+    }
+
+    /// Executes a mutation that changes one directory.
+    async fn execute(&self, dir: &NodeRef, who: &Identity, m: Mutation) -> Result<()> {
+        let start = now_secs();
+        let epoch = self.statuses.epoch();
+        let old = self.statuses.known(&dir.key());
+        tracing::debug!(?m, "executing");
+        let (name, is_dir) = match m {
+            Mutation::RemoveFile { name, .. } => (name, false),
+            Mutation::RemoveDir { name, .. } => (name, true),
+            Mutation::Link { name, existing, .. } => {
+                let n = name_str(&name)?;
+                let reply = self
+                    .fs_call(
+                        dir,
+                        who,
+                        &rpcs::Link {
+                            dir: dir.fid,
+                            name: n,
+                            existing,
+                        },
+                    )
+                    .await?;
+                let target = dir.with_fid(existing);
+                let told = self.statuses.known(&target.key());
+                self.apply_own(
+                    &target,
+                    who,
+                    &reply.status,
+                    told.as_ref(),
+                    start,
+                    epoch,
+                    Batch::clean(),
+                )?;
+                return self.apply_dir_change(
+                    dir,
+                    who,
+                    &reply.dir_status,
+                    old.as_ref(),
+                    start,
+                    epoch,
+                    |entries| {
+                        entries.push(DirEntryRecord {
+                            name,
+                            vnode: existing.vnode,
+                            unique: existing.unique,
+                        });
+                        true
+                    },
+                );
+            }
+            other => {
+                return Err(Error::Invalid(format!(
+                    "{other:?} is not a directory mutation"
+                )))
+            }
+        };
+        let n = name_str(&name)?;
+        // The removed object's link count changes: forget its status.
+        let victim = self
+            .dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&dir.key())
+            .and_then(|d| {
+                d.index
+                    .get(&name)
+                    .map(|&i| (d.entries[i].vnode, d.entries[i].unique))
+            });
+        if let Some((vnode, unique)) = victim {
+            self.statuses
+                .break_fid(&dir.with_fid(Fid::new(dir.fid.volume, vnode, unique)).key());
+        }
+        let reply = if is_dir {
+            self.fs_call(
+                dir,
+                who,
+                &rpcs::RemoveDir {
+                    dir: dir.fid,
+                    name: n,
+                },
+            )
+            .await?
+        } else {
+            self.fs_call(
+                dir,
+                who,
+                &rpcs::RemoveFile {
+                    dir: dir.fid,
+                    name: n,
+                },
+            )
+            .await?
+        };
+        self.apply_dir_change(
+            dir,
+            who,
+            &reply.status,
+            old.as_ref(),
+            start,
+            epoch,
+            |entries| {
+                entries.retain(|e| e.name != name);
+                true
+            },
+        )
+    }
+
+    async fn execute_rename(
+        &self,
+        from: &NodeRef,
+        to: &NodeRef,
+        who: &Identity,
+        m: Mutation,
+    ) -> Result<()> {
+        let Mutation::Rename {
+            from_name, to_name, ..
+        } = m
+        else {
+            return Err(Error::Invalid("not a rename".into()));
+        };
+        let start = now_secs();
+        let epoch = self.statuses.epoch();
+        let old_from = self.statuses.known(&from.key());
+        let old_to = self.statuses.known(&to.key());
+        let moved = self
+            .dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&from.key())
+            .and_then(|d| d.index.get(&from_name).map(|&i| d.entries[i].clone()));
+        let reply = self
+            .fs_call(
+                from,
+                who,
+                &rpcs::Rename {
+                    old_dir: from.fid,
+                    old_name: name_str(&from_name)?,
+                    new_dir: to.fid,
+                    new_name: name_str(&to_name)?,
+                },
+            )
+            .await?;
+        if from.fid == to.fid {
+            let found = moved.is_some();
+            return self.apply_dir_change(
+                from,
+                who,
+                &reply.new_dir_status,
+                old_from.as_ref(),
+                start,
+                epoch,
+                |entries| {
+                    if !found {
+                        return false;
+                    }
+                    entries.retain(|e| e.name != to_name);
+                    for x in entries.iter_mut() {
+                        if x.name == from_name {
+                            x.name = to_name.clone();
+                        }
+                    }
+                    true
+                },
+            );
+        }
+        self.apply_dir_change(
+            from,
+            who,
+            &reply.old_dir_status,
+            old_from.as_ref(),
+            start,
+            epoch,
+            |entries| {
+                entries.retain(|e| e.name != from_name);
+                true
+            },
+        )?;
+        self.apply_dir_change(
+            to,
+            who,
+            &reply.new_dir_status,
+            old_to.as_ref(),
+            start,
+            epoch,
+            |entries| {
+                entries.retain(|e| e.name != to_name);
+                match moved {
+                    Some(mut e) => {
+                        e.name = to_name.clone();
+                        entries.push(e);
+                        true
+                    }
+                    // Without the entry we cannot edit: fetch the listing again.
+                    None => false,
+                }
+            },
+        )
+    }
+
+    /// Stores a file's whole new contents (StoreData64, in pieces), then
+    /// keeps what was stored as the cached data of the new data version.
+    async fn store_data(&self, node: &NodeRef, who: &Identity, data: &[u8]) -> Result<()> {
+        let start = now_secs();
+        let epoch = self.statuses.epoch();
+        let old = self.statuses.known(&node.key());
+        let total = data.len() as u64;
+        let mut pos = 0u64;
+        let mut last;
+        loop {
+            let len = STORE_PIECE.min(total - pos);
+            let status = afs_proto::types::StoreStatus {
+                mask: afs_proto::types::store_mask::SET_MODTIME,
+                client_modtime: now_secs() as u32,
+                owner: 0,
+                group: 0,
+                unix_mode_bits: 0,
+                seg_size: 0,
+            };
+            let call = rpcs::StoreData64 {
+                fid: node.fid,
+                status,
+                pos,
+                length: len,
+                file_length: total,
+            };
+            let reply = self
+                .fs_call_data(node, who, &call, &data[pos as usize..(pos + len) as usize])
+                .await?;
+            last = Some(reply.status);
+            pos += len;
+            if pos >= total {
+                break;
+            }
+        }
+        let st = last.ok_or_else(|| Error::Protocol("no StoreData64 reply".into()))?;
+        tracing::debug!(mutation = ?Mutation::StoreData { fid: node.fid, length: total }, "executed");
+        // Our own data is the new version: keep it as clean chunks.
+        let cs = self.config.chunk_size;
+        let mut batch = Batch::clean();
+        let mut idx = 0u64;
+        while idx * cs < total || (idx == 0 && total == 0) {
+            let from = (idx * cs) as usize;
+            let to = ((idx + 1) * cs).min(total) as usize;
+            batch.push(Op::PutChunk {
+                fid: node.key(),
+                data_version: st.data_version,
+                index: idx,
+                data: data[from..to].to_vec(),
+            });
+            idx += 1;
+            if total == 0 {
+                break;
+            }
+        }
+        self.apply_own(node, who, &st, old.as_ref(), start, epoch, batch)?;
+        Ok(())
     }
 }

@@ -39,6 +39,17 @@ impl RpcClient {
         who: &crate::identity::Identity,
         rpc: &R,
     ) -> Result<R::Reply> {
+        self.call_with_data(peer, who, rpc, &[]).await
+    }
+
+    /// A split call whose raw bytes follow the arguments (StoreData64).
+    pub(crate) async fn call_with_data<R: Rpc>(
+        &self,
+        peer: SocketAddr,
+        who: &crate::identity::Identity,
+        rpc: &R,
+        data: &[u8],
+    ) -> Result<R::Reply> {
         let name = R::NAME;
         if let Some(since) = self
             .down
@@ -58,7 +69,8 @@ impl RpcClient {
             identity: who.id,
             security: who.security.clone(),
         };
-        let request = afs_proto::encode_request(rpc);
+        let mut request = afs_proto::encode_request(rpc);
+        request.extend_from_slice(data);
         let reply = match self.endpoint.call(key, request).await {
             Ok(r) => {
                 self.down

@@ -119,7 +119,12 @@ impl Filesystem for AfsFs {
         let uid = req.uid();
         self.rt.spawn(async move {
             match c.getattr(uid, ino).await {
-                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+                Ok(mut a) => {
+                    if let Some(size) = c.dirty_size(ino).await {
+                        a.size = size;
+                    }
+                    reply.attr(&TTL, &file_attr(&a))
+                }
                 Err(e) => {
                     tracing::debug!(ino, "getattr: {e}");
                     reply.error(e.errno())
@@ -141,15 +146,23 @@ impl Filesystem for AfsFs {
 
     fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let uid = req.uid();
-        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
-            reply.error(libc::EROFS);
-            return;
-        }
         let c = self.client.clone();
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let truncate = flags & libc::O_TRUNC != 0;
         self.rt.spawn(async move {
-            match c.open(uid, ino).await {
-                Ok(a) if a.kind == NodeKind::Dir => reply.error(libc::EISDIR),
-                Ok(_) => reply.opened(0, 0),
+            let r = if write {
+                c.open_write(uid, ino, truncate).await
+            } else {
+                c.open(uid, ino).await.and_then(|a| {
+                    if a.kind == NodeKind::Dir {
+                        Err(client::Error::IsDir)
+                    } else {
+                        Ok(())
+                    }
+                })
+            };
+            match r {
+                Ok(()) => reply.opened(0, 0),
                 Err(e) => {
                     tracing::info!(ino, "open: {e}");
                     reply.error(e.errno())
@@ -176,6 +189,10 @@ impl Filesystem for AfsFs {
         let c = self.client.clone();
         let uid = req.uid();
         self.rt.spawn(async move {
+            if let Some(d) = c.read_dirty(ino, offset as u64, size).await {
+                reply.data(&d);
+                return;
+            }
             match c.read(uid, ino, offset as u64, size).await {
                 Ok(d) => reply.data(&d),
                 Err(e) => {
@@ -186,16 +203,63 @@ impl Filesystem for AfsFs {
         });
     }
 
+    /// close(2): AFS stores the whole file at close, and close returns
+    /// only once the fileserver has it.
     fn flush(
         &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
+        req: &Request<'_>,
+        ino: u64,
         _fh: u64,
         _lock_owner: u64,
         reply: ReplyEmpty,
     ) {
-        // Nothing is ever dirty in a read-only mount.
-        reply.ok();
+        let c = self.client.clone();
+        let uid = req.uid();
+        self.rt.spawn(async move {
+            match c.flush(uid, ino).await {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    tracing::warn!(ino, "storing at close: {e}");
+                    reply.error(e.errno())
+                }
+            }
+        });
+    }
+
+    fn fsync(&mut self, req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
+        let c = self.client.clone();
+        let uid = req.uid();
+        self.rt.spawn(async move {
+            match c.flush(uid, ino).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn release(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let c = self.client.clone();
+        let uid = req.uid();
+        self.rt.spawn(async move {
+            // flush normally stored everything already; this catches a
+            // writer whose data is still unstored.
+            let r = c.flush(uid, ino).await;
+            c.release(ino);
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
     }
 
     fn opendir(&mut self, req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
@@ -338,18 +402,19 @@ impl Filesystem for AfsFs {
         reply_xattr(reply, size, &buf);
     }
 
-    // Mutations: this milestone serves /afs read-only.
+    // Mutations: each becomes one client call, the client's single
+    // mutation path.
 
     fn setattr(
         &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        _mode: Option<u32>,
+        req: &Request<'_>,
+        ino: u64,
+        mode: Option<u32>,
         _uid: Option<u32>,
         _gid: Option<u32>,
-        _size: Option<u64>,
+        size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<u64>,
         _crtime: Option<SystemTime>,
@@ -358,7 +423,24 @@ impl Filesystem for AfsFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        reply.error(libc::EROFS);
+        let c = self.client.clone();
+        let uid = req.uid();
+        let secs = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as u32)
+                .unwrap_or(0)
+        };
+        let mtime = mtime.map(|t| match t {
+            TimeOrNow::SpecificTime(t) => secs(t),
+            TimeOrNow::Now => secs(SystemTime::now()),
+        });
+        let attrs = client::SetAttrs { mode, mtime, size };
+        self.rt.spawn(async move {
+            match c.setattr(uid, ino, attrs).await {
+                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
     }
 
     fn mknod(
@@ -371,77 +453,170 @@ impl Filesystem for AfsFs {
         _r: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(libc::EROFS);
+        // AFS has no device nodes or FIFOs.
+        reply.error(libc::EPERM);
     }
 
     fn mkdir(
         &mut self,
-        _req: &Request<'_>,
-        _p: u64,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(libc::EROFS);
+        let c = self.client.clone();
+        let uid = req.uid();
+        let name = name.as_bytes().to_vec();
+        self.rt.spawn(async move {
+            match c.mkdir(uid, parent, &name, mode & !umask).await {
+                Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
     }
 
-    fn unlink(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(libc::EROFS);
+    fn unlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        let c = self.client.clone();
+        let uid = req.uid();
+        let name = name.as_bytes().to_vec();
+        self.rt.spawn(async move {
+            match c.unlink(uid, parent, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
     }
 
-    fn rmdir(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(libc::EROFS);
+    fn rmdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        let c = self.client.clone();
+        let uid = req.uid();
+        let name = name.as_bytes().to_vec();
+        self.rt.spawn(async move {
+            match c.rmdir(uid, parent, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
     }
 
-    fn symlink(&mut self, _req: &Request<'_>, _p: u64, _n: &OsStr, _t: &Path, reply: ReplyEntry) {
-        reply.error(libc::EROFS);
+    fn symlink(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let c = self.client.clone();
+        let uid = req.uid();
+        let name = link_name.as_bytes().to_vec();
+        let target = target.as_os_str().as_bytes().to_vec();
+        self.rt.spawn(async move {
+            match c.symlink(uid, parent, &name, &target).await {
+                Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
     }
 
     fn rename(
         &mut self,
-        _req: &Request<'_>,
-        _p: u64,
-        _n: &OsStr,
-        _np: u64,
-        _nn: &OsStr,
-        _f: u32,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(libc::EROFS);
+        if flags != 0 {
+            // RENAME_NOREPLACE and RENAME_EXCHANGE have no AFS equivalent.
+            reply.error(libc::EINVAL);
+            return;
+        }
+        let c = self.client.clone();
+        let uid = req.uid();
+        let name = name.as_bytes().to_vec();
+        let newname = newname.as_bytes().to_vec();
+        self.rt.spawn(async move {
+            match c.rename(uid, parent, &name, newparent, &newname).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
     }
 
-    fn link(&mut self, _req: &Request<'_>, _i: u64, _np: u64, _nn: &OsStr, reply: ReplyEntry) {
-        reply.error(libc::EROFS);
+    fn link(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        newparent: u64,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let c = self.client.clone();
+        let uid = req.uid();
+        let name = newname.as_bytes().to_vec();
+        self.rt.spawn(async move {
+            match c.link(uid, ino, newparent, &name).await {
+                Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
+        req: &Request<'_>,
+        ino: u64,
         _fh: u64,
-        _offset: i64,
-        _data: &[u8],
+        offset: i64,
+        data: &[u8],
         _write_flags: u32,
         _flags: i32,
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        reply.error(libc::EROFS);
+        if offset < 0 {
+            reply.error(libc::EINVAL);
+            return;
+        }
+        let c = self.client.clone();
+        let uid = req.uid();
+        let data = data.to_vec();
+        self.rt.spawn(async move {
+            match c.write(uid, ino, offset as u64, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
     }
 
     fn create(
         &mut self,
-        _req: &Request<'_>,
-        _p: u64,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
         _f: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(libc::EROFS);
+        let c = self.client.clone();
+        let uid = req.uid();
+        let name = name.as_bytes().to_vec();
+        self.rt.spawn(async move {
+            let r = match c.create(uid, parent, &name, mode & !umask).await {
+                Ok(a) => c.open_write(uid, a.ino, true).await.map(|_| a),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(a) => reply.created(&TTL, &file_attr(&a), 0, 0, 0),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
     }
 
     fn setxattr(
@@ -454,11 +629,11 @@ impl Filesystem for AfsFs {
         _p: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(libc::EROFS);
+        reply.error(libc::ENOTSUP);
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, _i: u64, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(libc::EROFS);
+        reply.error(libc::ENOTSUP);
     }
 }
 
@@ -489,7 +664,6 @@ pub fn mount(
     let options = vec![
         MountOption::FSName("afsd-rs".into()),
         MountOption::Subtype("afs".into()),
-        MountOption::RO,
         MountOption::AllowOther,
         MountOption::NoDev,
         MountOption::NoSuid,
