@@ -316,23 +316,38 @@ fn link_cut_fails_cleanly_and_recovers() {
     );
 }
 
-/// Mutations answer EROFS in this milestone; nothing reaches the server.
+/// The RO clone and the synthetic root refuse changes with EROFS; nothing
+/// reaches the server.
 #[test]
-fn mutations_are_read_only() {
+fn read_only_places_refuse_changes() {
     let cell = Cell::from_env();
     let c = cell.cell();
     let m = Mount::new(&cell, &[]);
-    let e = std::fs::write(m.path(&format!(".{c}/new.txt")), b"x").unwrap_err();
+    let before = m.stats_text();
+    let e = std::fs::write(m.path(&format!("{c}/new.txt")), b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
-    let e = std::fs::create_dir(m.path(&format!(".{c}/newdir"))).unwrap_err();
+    let e = std::fs::create_dir(m.path(&format!("{c}/newdir"))).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
-    let e = std::fs::remove_file(m.path(&format!(".{c}/hello.txt"))).unwrap_err();
+    let e = std::fs::remove_file(m.path(&format!("{c}/hello.txt"))).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
     let e = std::fs::OpenOptions::new()
         .append(true)
-        .open(m.path(&format!(".{c}/hello.txt")))
+        .open(m.path(&format!("{c}/hello.txt")))
         .unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    let e = std::fs::create_dir(m.path("newcell")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    for op in [
+        "RXAFS_CreateFile",
+        "RXAFS_MakeDir",
+        "RXAFS_RemoveFile",
+        "RXAFS_StoreData64",
+    ] {
+        assert!(
+            !before.contains(op) && !m.stats_text().contains(op),
+            "{op} was sent"
+        );
+    }
     // The mount root lists the cell both ways.
     let names: Vec<String> = std::fs::read_dir(&m.dir)
         .unwrap()

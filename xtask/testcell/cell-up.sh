@@ -165,7 +165,9 @@ log "pts: $ADMIN (system:administrators), $USER1"
 for v in root.afs root.cell vol.test; do      # default quota would be 5000 KB
   srv vos create "$SERVER_IP" a "$v" -maxquota 0 -localauth >/dev/null
 done
-log "volumes root.afs, root.cell, vol.test"
+# vol.small: a 1024 KB quota, for EDQUOT tests
+srv vos create "$SERVER_IP" a vol.small -maxquota 1024 -localauth >/dev/null
+log "volumes root.afs, root.cell, vol.test, vol.small"
 
 # ---------------------------------------------------------------- content
 echo "$ADMIN_PW" | KRB5CCNAME=FILE:$ADMIN_CCACHE nsenter --net=/run/netns/"$CLIENT_NETNS" kinit "$ADMIN" >/dev/null
@@ -191,6 +193,9 @@ echo "seed" | cli "$THIRD_PARTY" put "$RW"/shared/afsio.txt
 "${T[@]}" mkmount "$RW"/vol vol.test                   # "#vol.test."
 "${T[@]}" mkmount "$RW"/vol-rw vol.test -rw            # "%vol.test."
 echo "hello from vol.test" | "${T[@]}" put "$RW"/vol/inside.txt
+# vol.small (quota 1024 KB) at %small, writable by anyone
+"${T[@]}" mkmount "$RW"/small vol.small -rw
+"${T[@]}" setacl @vol.small system:administrators all system:anyuser write
 # $USER1's private directory: readable by $USER1 only (no system:anyuser).
 "${T[@]}" mkdir "$RW"/private
 echo "alice's secret" | "${T[@]}" put "$RW"/private/secret.txt

@@ -1,0 +1,231 @@
+//! Read-write /afs against the real cell: POSIX operations through the
+//! mount, each checked with exact results and errnos, and with what a
+//! third-party client sees on the server.
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use afsd_tests::{random_bytes, Cell, Mount};
+
+/// A scratch directory under the anonymously writable `shared/`.
+fn workdir(cell: &Cell, m: &Mount, tag: &str) -> (std::path::PathBuf, String) {
+    let name = format!("{tag}-{}", std::process::id());
+    let p = m.path(&format!(".{}/shared/{name}", cell.cell()));
+    fs::create_dir(&p).unwrap();
+    (p, format!("shared/{name}"))
+}
+
+fn server_cat(cell: &Cell, rel: &str) -> Vec<u8> {
+    cell.third_party(&["cat", &cell.rw(rel)], None).stdout
+}
+
+fn errno(e: std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+#[test]
+fn create_write_close_is_stored_on_the_server() {
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &[]);
+    let (dir, rel) = workdir(&cell, &m, "cw");
+    let data = random_bytes(3 << 20, 9);
+    let mut f = fs::File::create(dir.join("a.bin")).unwrap();
+    f.write_all(&data).unwrap();
+    drop(f); // close: stored before it returns
+    assert!(
+        server_cat(&cell, &format!("{rel}/a.bin")) == data,
+        "server has other bytes"
+    );
+    assert!(fs::read(dir.join("a.bin")).unwrap() == data);
+    assert_eq!(fs::metadata(dir.join("a.bin")).unwrap().len(), 3 << 20);
+    // Our own store left the data cached: reading it back fetched nothing.
+    let fetched = m.stat("RXAFS_FetchData64");
+    assert!(fs::read(dir.join("a.bin")).unwrap() == data);
+    assert_eq!(m.stat("RXAFS_FetchData64"), fetched);
+    // Overwrite in the middle, then append.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("a.bin"))
+        .unwrap();
+    use std::io::{Seek, SeekFrom};
+    f.seek(SeekFrom::Start(10)).unwrap();
+    f.write_all(b"HELLO").unwrap();
+    f.sync_all().unwrap(); // fsync stores too
+    let mut want = data.clone();
+    want[10..15].copy_from_slice(b"HELLO");
+    assert!(server_cat(&cell, &format!("{rel}/a.bin")) == want);
+    drop(f);
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("a.bin"))
+        .unwrap();
+    f.write_all(b"tail").unwrap();
+    drop(f);
+    want.extend_from_slice(b"tail");
+    assert!(fs::read(dir.join("a.bin")).unwrap() == want);
+    assert!(server_cat(&cell, &format!("{rel}/a.bin")) == want);
+    // An empty file.
+    fs::File::create(dir.join("empty")).unwrap();
+    assert_eq!(fs::metadata(dir.join("empty")).unwrap().len(), 0);
+    assert!(server_cat(&cell, &format!("{rel}/empty")).is_empty());
+}
+
+#[test]
+fn directories_renames_links_and_removal() {
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &[]);
+    let (dir, rel) = workdir(&cell, &m, "ns");
+    fs::create_dir(dir.join("sub")).unwrap();
+    assert!(fs::metadata(dir.join("sub")).unwrap().is_dir());
+    assert_eq!(
+        errno(fs::create_dir(dir.join("sub")).unwrap_err()),
+        libc::EEXIST
+    );
+    fs::write(dir.join("f"), b"one").unwrap();
+    // Rename within a directory, then across directories of the volume.
+    fs::rename(dir.join("f"), dir.join("g")).unwrap();
+    assert_eq!(
+        fs::metadata(dir.join("f")).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(fs::read(dir.join("g")).unwrap(), b"one");
+    fs::rename(dir.join("g"), dir.join("sub/h")).unwrap();
+    assert_eq!(fs::read(dir.join("sub/h")).unwrap(), b"one");
+    assert_eq!(server_cat(&cell, &format!("{rel}/sub/h")), b"one");
+    // Rename over an existing file replaces it.
+    fs::write(dir.join("sub/i"), b"two").unwrap();
+    fs::rename(dir.join("sub/i"), dir.join("sub/h")).unwrap();
+    assert_eq!(fs::read(dir.join("sub/h")).unwrap(), b"two");
+    let mut names: Vec<String> = fs::read_dir(dir.join("sub"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["h"]);
+    // A non-empty directory cannot go.
+    assert_eq!(
+        errno(fs::remove_dir(dir.join("sub")).unwrap_err()),
+        libc::ENOTEMPTY
+    );
+    // Symlink.
+    std::os::unix::fs::symlink("sub/h", dir.join("ln")).unwrap();
+    assert_eq!(
+        fs::read_link(dir.join("ln")).unwrap().to_str(),
+        Some("sub/h")
+    );
+    assert_eq!(fs::read(dir.join("ln")).unwrap(), b"two");
+    // A hard link in the same directory (AFS allows no other).
+    fs::hard_link(dir.join("sub/h"), dir.join("sub/h2")).unwrap();
+    assert_eq!(fs::read(dir.join("sub/h2")).unwrap(), b"two");
+    assert_eq!(fs::metadata(dir.join("sub/h")).unwrap().nlink(), 2);
+    // Removal.
+    fs::remove_file(dir.join("sub/h")).unwrap();
+    fs::remove_file(dir.join("sub/h2")).unwrap();
+    fs::remove_file(dir.join("ln")).unwrap();
+    assert_eq!(
+        errno(fs::remove_file(dir.join("nope")).unwrap_err()),
+        libc::ENOENT
+    );
+    fs::remove_dir(dir.join("sub")).unwrap();
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+    let server = cell.third_party(&["ls", &cell.rw(&rel)], None);
+    let listed = String::from_utf8_lossy(&server.stdout)
+        .lines()
+        .filter(|l| !l.ends_with("\t.") && !l.ends_with("\t.."))
+        .count();
+    assert_eq!(listed, 0, "server still lists entries");
+}
+
+#[test]
+fn chmod_utimes_truncate() {
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &[]);
+    let (dir, rel) = workdir(&cell, &m, "attr");
+    fs::write(dir.join("t"), b"0123456789").unwrap();
+    fs::set_permissions(dir.join("t"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(fs::metadata(dir.join("t")).unwrap().mode() & 0o777, 0o600);
+    let st = String::from_utf8_lossy(
+        &cell
+            .third_party(&["stat", &cell.rw(&format!("{rel}/t"))], None)
+            .stdout,
+    )
+    .to_string();
+    assert!(st.contains("mode 600"), "{st}");
+    // utimes
+    let out = std::process::Command::new("touch")
+        .args(["-m", "-d", "2001-02-03 04:05:06 UTC"])
+        .arg(dir.join("t"))
+        .status()
+        .unwrap();
+    assert!(out.success());
+    assert_eq!(fs::metadata(dir.join("t")).unwrap().mtime(), 981173106);
+    // truncate down and up
+    fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("t"))
+        .unwrap()
+        .set_len(4)
+        .unwrap();
+    assert_eq!(fs::read(dir.join("t")).unwrap(), b"0123");
+    assert_eq!(server_cat(&cell, &format!("{rel}/t")), b"0123");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("t"))
+        .unwrap()
+        .set_len(6)
+        .unwrap();
+    assert_eq!(fs::read(dir.join("t")).unwrap(), b"0123\0\0");
+    // O_TRUNC
+    fs::write(dir.join("t"), b"x").unwrap();
+    assert_eq!(server_cat(&cell, &format!("{rel}/t")), b"x");
+}
+
+#[test]
+fn errnos_exdev_erofs_eacces() {
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &[]);
+    let c = cell.cell();
+    let (dir, _) = workdir(&cell, &m, "err");
+    fs::write(dir.join("x"), b"x").unwrap();
+    // Across volumes: EXDEV (mv then copies).
+    let err = fs::rename(dir.join("x"), m.path(&format!(".{c}/vol-rw/x"))).unwrap_err();
+    assert_eq!(errno(err), libc::EXDEV);
+    // The RO clone: EROFS.
+    assert_eq!(
+        errno(fs::write(m.path(&format!("{c}/new.txt")), b"x").unwrap_err()),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno(fs::create_dir(m.path(&format!("{c}/newdir"))).unwrap_err()),
+        libc::EROFS
+    );
+    // An ACL without insert for anonymous (root.cell root: system:anyuser rl).
+    assert_eq!(
+        errno(fs::write(m.path(&format!(".{c}/denied.txt")), b"x").unwrap_err()),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno(fs::remove_file(m.path(&format!(".{c}/hello.txt"))).unwrap_err()),
+        libc::EACCES
+    );
+}
+
+/// Over quota: close reports EDQUOT, and the server keeps no partial file
+/// beyond what it accepted.
+#[test]
+fn over_quota_is_edquot() {
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &[]);
+    let p = m.path(&format!(
+        ".{}/small/big-{}",
+        cell.cell(),
+        std::process::id()
+    ));
+    let mut f = fs::File::create(&p).unwrap();
+    f.write_all(&random_bytes(4 << 20, 3)).unwrap();
+    let err = f.sync_all().unwrap_err();
+    assert_eq!(errno(err), libc::EDQUOT);
+    drop(f);
+    let _ = fs::remove_file(&p);
+}
