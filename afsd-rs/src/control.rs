@@ -35,6 +35,19 @@ pub enum Request {
     Unlog {
         cell: Option<String>,
     },
+    CacheStats,
+    /// Root only, as `fs setcachesize`.
+    SetCacheSize {
+        bytes: u64,
+    },
+    Flush {
+        cell: String,
+        fid: (u32, u32, u32),
+    },
+    FlushVolume {
+        cell: String,
+        volume: u32,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,7 +62,17 @@ pub struct TokenLine {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
     Ok(String),
-    Tokens { uid: u32, tokens: Vec<TokenLine> },
+    Tokens {
+        uid: u32,
+        tokens: Vec<TokenLine>,
+    },
+    CacheStats {
+        bytes: u64,
+        entries: u64,
+        dirty_bytes: u64,
+        max_bytes: u64,
+        max_entries: u64,
+    },
     Error(String),
 }
 
@@ -152,6 +175,37 @@ fn execute(uid: u32, req: Request, client: &AfsClient) -> Response {
                     expired: t.expired,
                 })
                 .collect(),
+        },
+        Request::CacheStats => {
+            let s = client.cache_stats();
+            Response::CacheStats {
+                bytes: s.usage.bytes,
+                entries: s.usage.entries,
+                dirty_bytes: s.usage.dirty_bytes,
+                max_bytes: s.limits.max_bytes,
+                max_entries: s.limits.max_entries,
+            }
+        }
+        Request::SetCacheSize { .. } if uid != 0 => {
+            Response::Error("only root may change the cache size".into())
+        }
+        Request::SetCacheSize { bytes } => match client.set_cache_size(bytes) {
+            Ok(r) => Response::Ok(format!(
+                "cache size set to {bytes} bytes ({} chunks evicted)",
+                r.chunks
+            )),
+            Err(e) => Response::Error(e.to_string()),
+        },
+        Request::Flush { cell, fid } => {
+            let fid = afs_proto::types::Fid::new(fid.0, fid.1, fid.2);
+            match client.flush_fid(&cell, fid) {
+                Ok(()) => Response::Ok(String::new()),
+                Err(e) => Response::Error(e.to_string()),
+            }
+        }
+        Request::FlushVolume { cell, volume } => match client.flush_volume(&cell, volume) {
+            Ok(()) => Response::Ok(String::new()),
+            Err(e) => Response::Error(e.to_string()),
         },
         Request::Unlog { cell } => match client.unlog(uid, cell.as_deref()) {
             Ok(cells) if cells.is_empty() => Response::Ok("no tokens to discard".into()),

@@ -47,6 +47,16 @@ enum Command {
         /// rxkad level of authenticated connections.
         #[arg(long, value_enum, default_value_t = Level::Crypt)]
         rxkad_level: Level,
+        /// Most file data the cache holds (e.g. 500M, 2G; 0: unlimited).
+        /// Default: `cache-size` in the config file, else 1G.
+        #[arg(long, value_parser = parse_size)]
+        cache_size: Option<u64>,
+        /// Most data chunks the cache holds (0: unlimited).
+        #[arg(long)]
+        cache_entries: Option<u64>,
+        /// Config file of `key = value` lines (cache-size, cache-entries).
+        #[arg(long, default_value = "/etc/afsd-rs.conf")]
+        config: PathBuf,
         /// Where to mount.
         mountpoint: PathBuf,
     },
@@ -70,6 +80,34 @@ enum Command {
         #[arg(long, env = "AFSD_CONTROL", default_value = control::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// The persistent cache: `afsd-rs cache stats`.
+    Cache {
+        #[command(subcommand)]
+        what: CacheCommand,
+        #[arg(long, env = "AFSD_CONTROL", default_value = control::DEFAULT_SOCKET, global = true)]
+        socket: PathBuf,
+    },
+    /// Forget what the cache holds of these files, as `fs flush`.
+    Flush {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, env = "AFSD_CONTROL", default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Forget what the cache holds of the volumes of these paths.
+    Flushvolume {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, env = "AFSD_CONTROL", default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Change the cache size limit (root only), as `fs setcachesize`.
+    Setcachesize {
+        #[arg(value_parser = parse_size)]
+        size: u64,
+        #[arg(long, env = "AFSD_CONTROL", default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// List your tokens.
     Tokens {
         #[arg(long, env = "AFSD_CONTROL", default_value = control::DEFAULT_SOCKET)]
@@ -88,6 +126,95 @@ enum Command {
         /// The mount point (or any directory in it).
         mountpoint: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Bytes and chunks held, dirty bytes, and the limits.
+    Stats,
+}
+
+/// `500M`, `2G`, `1024K`, `123` (bytes).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix in {s:?} (use K, M, G or T)")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a size"))?
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Reads `key = value` lines; `#` starts a comment. A missing file is empty.
+fn read_config(path: &Path) -> Result<std::collections::HashMap<String, String>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut map = std::collections::HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("{}:{}: expected key = value", path.display(), n + 1))?;
+        map.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(map)
+}
+
+/// The path's fid and cell, from the xattrs afsd-rs serves.
+fn fid_of(path: &Path) -> Result<(String, (u32, u32, u32)), String> {
+    let cell = read_xattr(path, "afs.cell")
+        .map_err(|e| format!("{}: {e} (not in /afs?)", path.display()))?;
+    let fid = read_xattr(path, "afs.fid").map_err(|e| format!("{}: {e}", path.display()))?;
+    let fid = String::from_utf8_lossy(&fid).to_string();
+    let parts: Vec<u32> = fid
+        .split(':')
+        .filter_map(|p| u32::from_str_radix(p, 16).ok())
+        .collect();
+    match parts.as_slice() {
+        [v, n, u] => Ok((String::from_utf8_lossy(&cell).into_owned(), (*v, *n, *u))),
+        _ => Err(format!("{}: unexpected afs.fid {fid:?}", path.display())),
+    }
+}
+
+fn control_ok(socket: &Path, req: &control::Request, what: &str) -> ExitCode {
+    match control::call(socket, req) {
+        Ok(control::Response::Ok(msg)) => {
+            if !msg.is_empty() {
+                println!("{msg}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(control::Response::Error(e)) => {
+            eprintln!("{what}: {e}");
+            ExitCode::FAILURE
+        }
+        Ok(other) => {
+            eprintln!("{what}: unexpected answer {other:?}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -119,9 +246,41 @@ fn main() -> ExitCode {
             dead_time,
             control_socket,
             rxkad_level,
+            cache_size,
+            cache_entries,
+            config: config_file,
             mountpoint,
         } => {
+            let file = match read_config(&config_file) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("afsd-rs: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let mut config = ClientConfig::new(conf_dir, cache_dir);
+            let from_file = |k: &str| {
+                file.get(k).map(|v| {
+                    parse_size(v).map_err(|e| format!("{}: {k}: {e}", config_file.display()))
+                })
+            };
+            match (
+                cache_size.map(Ok).or_else(|| from_file("cache-size")),
+                cache_entries.map(Ok).or_else(|| from_file("cache-entries")),
+            ) {
+                (Some(Err(e)), _) | (_, Some(Err(e))) => {
+                    eprintln!("afsd-rs: {e}");
+                    return ExitCode::FAILURE;
+                }
+                (bytes, entries) => {
+                    if let Some(Ok(b)) = bytes {
+                        config.cache_bytes = b;
+                    }
+                    if let Some(Ok(n)) = entries {
+                        config.cache_entries = n;
+                    }
+                }
+            }
             config.dead_time = Duration::from_secs(dead_time);
             config.rxkad_level = match rxkad_level {
                 Level::Clear => rx::RxkadLevel::Clear,
@@ -154,6 +313,85 @@ fn main() -> ExitCode {
             }
         }
         Command::Tokens { socket } => tokens(&socket),
+        Command::Cache {
+            what: CacheCommand::Stats,
+            socket,
+        } => match control::call(&socket, &control::Request::CacheStats) {
+            Ok(control::Response::CacheStats {
+                bytes,
+                entries,
+                dirty_bytes,
+                max_bytes,
+                max_entries,
+            }) => {
+                let limit = |v: u64| {
+                    if v == 0 {
+                        "unlimited".to_string()
+                    } else {
+                        v.to_string()
+                    }
+                };
+                println!("bytes {bytes}");
+                println!("entries {entries}");
+                println!("dirty_bytes {dirty_bytes}");
+                println!("max_bytes {}", limit(max_bytes));
+                println!("max_entries {}", limit(max_entries));
+                ExitCode::SUCCESS
+            }
+            Ok(other) => {
+                eprintln!("cache stats: unexpected answer {other:?}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("cache stats: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Setcachesize { size, socket } => control_ok(
+            &socket,
+            &control::Request::SetCacheSize { bytes: size },
+            "setcachesize",
+        ),
+        Command::Flush { paths, socket } => {
+            let mut code = ExitCode::SUCCESS;
+            for p in paths {
+                match fid_of(&p) {
+                    Ok((cell, fid)) => {
+                        if control_ok(&socket, &control::Request::Flush { cell, fid }, "flush")
+                            != ExitCode::SUCCESS
+                        {
+                            code = ExitCode::FAILURE;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("flush: {e}");
+                        code = ExitCode::FAILURE;
+                    }
+                }
+            }
+            code
+        }
+        Command::Flushvolume { paths, socket } => {
+            let mut code = ExitCode::SUCCESS;
+            for p in paths {
+                match fid_of(&p) {
+                    Ok((cell, fid)) => {
+                        let req = control::Request::FlushVolume {
+                            cell,
+                            volume: fid.0,
+                        };
+                        if control_ok(&socket, &req, "flushvolume") != ExitCode::SUCCESS {
+                            code = ExitCode::FAILURE;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("flushvolume: {e}");
+                        code = ExitCode::FAILURE;
+                    }
+                }
+            }
+            code
+        }
         Command::Unlog { cell, socket } => {
             match control::call(&socket, &control::Request::Unlog { cell }) {
                 Ok(control::Response::Ok(msg)) => {

@@ -22,6 +22,11 @@ pub struct ClientConfig {
     /// rxkad level of authenticated connections. Crypt, as OpenAFS's cache
     /// manager defaults to.
     pub rxkad_level: rx::RxkadLevel,
+    /// Bytes of file data the cache may hold (0: unlimited). Clean data is
+    /// evicted least recently used first; data not yet stored never is.
+    pub cache_bytes: u64,
+    /// Chunks the cache may hold (0: unlimited).
+    pub cache_entries: u64,
 }
 
 impl ClientConfig {
@@ -34,6 +39,8 @@ impl ClientConfig {
             readahead_chunks: 4,
             vldb_ttl: Duration::from_secs(600),
             rxkad_level: rx::RxkadLevel::Crypt,
+            cache_bytes: 1 << 30,
+            cache_entries: 0,
         }
     }
 }

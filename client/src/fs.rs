@@ -128,6 +128,8 @@ pub(crate) struct Inner {
     rights: RightsTable,
     /// Files being written: their whole new contents, stored at close.
     dirty: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirtyFile>>>>,
+    /// The cache size limit in force (`setcachesize` changes it).
+    cache_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// A file open for writing. AFS stores whole files at close, so the new
@@ -184,6 +186,13 @@ impl AfsClient {
             }
         };
         let stored_tokens = store.tokens()?;
+        let cache_bytes = config.cache_bytes;
+        store.set_limits(cache::Limits {
+            max_bytes: config.cache_bytes,
+            max_entries: config.cache_entries,
+        });
+        // A smaller limit than last time takes effect now, not at the next fetch.
+        store.evict()?;
         let rx_level = config.rxkad_level;
         let rx_config = rx::Config {
             dead_time: config.dead_time,
@@ -218,6 +227,7 @@ impl AfsClient {
             tokens: Tokens::new(rx_level, stored_tokens),
             rights: RightsTable::default(),
             dirty: Mutex::new(HashMap::new()),
+            cache_bytes: std::sync::atomic::AtomicU64::new(cache_bytes),
         });
         tokio::spawn(crate::callback::serve(Arc::downgrade(&inner), incoming));
         tracing::info!(uuid = %uuid, "cache manager started");
@@ -1236,10 +1246,12 @@ impl Inner {
         let k: ChunkKey = (node.key(), dv, idx);
         if let Some(c) = self.mem_chunk(&k) {
             Stats::add(&self.stats.chunk_hits, 1);
+            self.store.touch(&k.0, dv, idx);
             return Ok(Some(c));
         }
         if let Some(c) = self.store.get_chunk(&k.0, dv, idx)? {
             Stats::add(&self.stats.chunk_hits, 1);
+            self.store.touch(&k.0, dv, idx);
             let c = Arc::new(c);
             self.remember_chunk(k, c.clone());
             return Ok(Some(c));
@@ -2055,5 +2067,92 @@ impl Inner {
         }
         self.apply_own(node, who, &st, old.as_ref(), start, epoch, batch)?;
         Ok(())
+    }
+}
+
+/// What `afsd-rs cache stats` shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheStats {
+    pub usage: cache::Usage,
+    pub limits: cache::Limits,
+}
+
+impl AfsClient {
+    /// Usage and limits of the persistent cache.
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            usage: self.inner.store.usage(),
+            limits: cache::Limits {
+                max_bytes: self.inner.config_cache_bytes(),
+                max_entries: self.inner.config.cache_entries,
+            },
+        }
+    }
+
+    /// Changes the cache size limit (bytes; 0: unlimited) and evicts to it.
+    pub fn set_cache_size(&self, bytes: u64) -> Result<cache::EvictReport> {
+        self.inner
+            .cache_bytes
+            .store(bytes, std::sync::atomic::Ordering::SeqCst);
+        self.inner.store.set_limits(cache::Limits {
+            max_bytes: bytes,
+            max_entries: self.inner.config.cache_entries,
+        });
+        Ok(self.inner.store.evict()?)
+    }
+
+    /// Forgets everything cached about one file or directory (`afsd-rs
+    /// flush`): the next access fetches it again.
+    pub fn flush_fid(&self, cell: &str, fid: Fid) -> Result<()> {
+        let key = FidKey::new(cell, fid.volume, fid.vnode, fid.unique);
+        self.inner.store.flush_fid(&key)?;
+        self.inner.forget_cached(|k| *k == key);
+        Ok(())
+    }
+
+    /// As `flush_fid`, for every file of a volume (`afsd-rs flushvolume`).
+    pub fn flush_volume(&self, cell: &str, volume: u32) -> Result<()> {
+        self.inner.store.flush_volume(cell, volume)?;
+        self.inner
+            .forget_cached(|k| k.volume == volume && k.cell == cell);
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn config_cache_bytes(&self) -> u64 {
+        self.cache_bytes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Drops in-memory state of the matching fids and tells the kernel.
+    fn forget_cached(&self, matches: impl Fn(&FidKey) -> bool) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| !matches(k));
+        self.mem_chunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(k, _)| !matches(&k.0));
+        let inos: Vec<u64> = {
+            let inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+            inodes
+                .all()
+                .into_iter()
+                .filter(|i| inodes.get(*i).is_some_and(|n| matches(&n.key())))
+                .collect()
+        };
+        for ino in inos {
+            if let Some(n) = self
+                .inodes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(ino)
+            {
+                self.statuses.break_fid(&n.key());
+                self.rights.break_fid(&n.key());
+            }
+            let _ = self.inval.send(Invalidation { ino });
+        }
     }
 }

@@ -24,7 +24,7 @@ mod volume;
 pub use cellservdb::{parse_cellservdb, Cell, CellDb};
 pub use config::ClientConfig;
 pub use error::{Error, Result};
-pub use fs::{AfsClient, Attr, DirEntryOut, Invalidation, NodeKind, StatFs, ROOT_INO};
+pub use fs::{AfsClient, Attr, CacheStats, DirEntryOut, Invalidation, NodeKind, StatFs, ROOT_INO};
 pub use identity::TokenInfo;
 pub use mutation::{Mutation, SetAttrs};
 pub use stats::Stats;
