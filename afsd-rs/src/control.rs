@@ -48,6 +48,8 @@ pub enum Request {
         cell: String,
         volume: u32,
     },
+    /// Probe the fileservers the daemon knows (`checkservers`).
+    CheckServers,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -72,6 +74,10 @@ pub enum Response {
         dirty_bytes: u64,
         max_bytes: u64,
         max_entries: u64,
+    },
+    /// Addresses of the fileservers that did not answer a probe.
+    Servers {
+        down: Vec<String>,
     },
     Error(String),
 }
@@ -125,6 +131,15 @@ async fn handle(stream: tokio::net::UnixStream, client: AfsClient) -> std::io::R
     let mut rd = tokio::io::BufReader::new(rd).take(MAX_REQUEST as u64);
     rd.read_line(&mut line).await?;
     let resp = match serde_json::from_str::<Request>(&line) {
+        // The one request that waits on the network.
+        Ok(Request::CheckServers) => Response::Servers {
+            down: client
+                .check_servers()
+                .await
+                .iter()
+                .map(|s| s.ip().to_string())
+                .collect(),
+        },
         Ok(req) => execute(uid, req, &client),
         Err(e) => Response::Error(format!("bad request: {e}")),
     };
@@ -207,6 +222,7 @@ fn execute(uid: u32, req: Request, client: &AfsClient) -> Response {
             Ok(()) => Response::Ok(String::new()),
             Err(e) => Response::Error(e.to_string()),
         },
+        Request::CheckServers => Response::Error("checkservers is answered by handle".into()),
         Request::Unlog { cell } => match client.unlog(uid, cell.as_deref()) {
             Ok(cells) if cells.is_empty() => Response::Ok("no tokens to discard".into()),
             Ok(cells) => Response::Ok(format!("discarded tokens for {}", cells.join(", "))),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use client::{AfsClient, ClientConfig};
 
+mod admin_cli;
 mod aklog;
 mod control;
 
@@ -126,6 +127,9 @@ enum Command {
         /// The mount point (or any directory in it).
         mountpoint: PathBuf,
     },
+    /// The `fs`-style commands (listacl, setacl, examine, ...).
+    #[command(flatten)]
+    Admin(admin_cli::AdminCommand),
 }
 
 #[derive(Subcommand)]
@@ -408,6 +412,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Admin(cmd) => admin_cli::run(cmd),
         Command::Stats { mountpoint } => match read_xattr(&mountpoint, "afsd.stats") {
             Ok(text) => {
                 print!("{}", String::from_utf8_lossy(&text));

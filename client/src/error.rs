@@ -41,6 +41,8 @@ pub enum Error {
     CrossVolume,
     #[error("directory not empty")]
     NotEmpty,
+    #[error("the file is locked")]
+    WouldBlock,
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     /// The outcome of a fetch shared by several waiters.
@@ -62,6 +64,7 @@ impl Error {
             Error::NotSymlink | Error::Invalid(_) => libc::EINVAL,
             Error::CrossVolume => libc::EXDEV,
             Error::NotEmpty => libc::ENOTEMPTY,
+            Error::WouldBlock => libc::EAGAIN,
             Error::Access => libc::EACCES,
             Error::ReadOnly => libc::EROFS,
             Error::TimedOut(_) => libc::ETIMEDOUT,

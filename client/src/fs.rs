@@ -130,6 +130,16 @@ pub(crate) struct Inner {
     dirty: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirtyFile>>>>,
     /// The cache size limit in force (`setcachesize` changes it).
     cache_bytes: std::sync::atomic::AtomicU64,
+    /// Whole-file locks this client holds on fileservers.
+    locks: Mutex<HashMap<u64, HeldLock>>,
+}
+
+/// A lock held at the fileserver for local lock owners. AFS locks are
+/// whole-file and belong to the client, so local owners share one.
+struct HeldLock {
+    write: bool,
+    owners: std::collections::HashSet<u64>,
+    renewer: tokio::task::JoinHandle<()>,
 }
 
 /// A file open for writing. AFS stores whole files at close, so the new
@@ -228,6 +238,7 @@ impl AfsClient {
             rights: RightsTable::default(),
             dirty: Mutex::new(HashMap::new()),
             cache_bytes: std::sync::atomic::AtomicU64::new(cache_bytes),
+            locks: Mutex::new(HashMap::new()),
         });
         tokio::spawn(crate::callback::serve(Arc::downgrade(&inner), incoming));
         tracing::info!(uuid = %uuid, "cache manager started");
@@ -2153,6 +2164,266 @@ impl Inner {
                 self.rights.break_fid(&n.key());
             }
             let _ = self.inval.send(Invalidation { ino });
+        }
+    }
+}
+
+// Accessors for the `fs`-style administration in admin.rs (kept apart so
+// that module needs no private fields).
+impl AfsClient {
+    pub(crate) fn admin_inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+}
+
+impl Inner {
+    pub(crate) fn admin_node(&self, ino: u64) -> Result<NodeRef> {
+        self.node(ino)
+    }
+
+    pub(crate) fn admin_who(&self, uid: u32, node: &NodeRef) -> Identity {
+        self.who(uid, node)
+    }
+
+    pub(crate) async fn admin_fs_call<R: afs_proto::Rpc>(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        rpc: &R,
+    ) -> Result<R::Reply> {
+        self.fs_call(node, who, rpc).await
+    }
+
+    pub(crate) async fn admin_valid_status(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+    ) -> Result<StatusRecord> {
+        self.valid_status(node, who).await
+    }
+
+    /// The fid of entry `name` of directory `dir` (lookup right required).
+    pub(crate) async fn admin_dir_entry(
+        &self,
+        dir: &NodeRef,
+        who: &Identity,
+        name: &[u8],
+    ) -> Result<Option<Fid>> {
+        let d = self.dir(dir, who).await?;
+        self.require(dir, who, PRSFS_LOOKUP)?;
+        Ok(d.index.get(name).map(|&i| {
+            let e = &d.entries[i];
+            Fid::new(dir.fid.volume, e.vnode, e.unique)
+        }))
+    }
+
+    pub(crate) async fn admin_read(
+        self: &Arc<Self>,
+        node: &NodeRef,
+        len: u64,
+        who: &Identity,
+    ) -> Result<Vec<u8>> {
+        self.read(node, 0, len, who).await
+    }
+
+    pub(crate) fn admin_volumes(&self) -> &VolumeDb {
+        &self.volumes
+    }
+
+    pub(crate) fn admin_rights(&self) -> &RightsTable {
+        &self.rights
+    }
+
+    pub(crate) fn admin_rpc(&self) -> &RpcClient {
+        &self.rpc
+    }
+
+    pub(crate) fn admin_cells(&self) -> &CellDb {
+        &self.cells
+    }
+
+    /// Fileservers we talked to, and those marked down.
+    pub(crate) fn admin_known_servers(&self) -> Vec<SocketAddr> {
+        let mut v = self
+            .servers_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for s in self
+            .rpc
+            .down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+        {
+            if !v.contains(s) {
+                v.push(*s);
+            }
+        }
+        v
+    }
+}
+
+/// Fileserver locks expire after 5 minutes (afsint.xg); renew well before.
+const LOCK_RENEW: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl AfsClient {
+    /// flock/fcntl: `typ` is F_RDLCK, F_WRLCK or F_UNLCK for the whole
+    /// file (AFS has no byte ranges). Conflicts between local owners are
+    /// settled here; between clients, by the fileserver (SetLock). With
+    /// `wait` a refused lock is retried until granted.
+    pub async fn setlk(&self, uid: u32, ino: u64, owner: u64, typ: i32, wait: bool) -> Result<()> {
+        let node = self.inner.node(ino)?;
+        let who = self.inner.who(uid, &node);
+        if typ == libc::F_UNLCK {
+            let release = {
+                let mut locks = self.inner.locks.lock().unwrap_or_else(|e| e.into_inner());
+                match locks.get_mut(&ino) {
+                    Some(l) => {
+                        l.owners.remove(&owner);
+                        if l.owners.is_empty() {
+                            if let Some(l) = locks.remove(&ino) {
+                                l.renewer.abort();
+                            }
+                            true
+                        } else {
+                            false
+                        }
+                    }
+                    None => false,
+                }
+            };
+            if release {
+                self.inner
+                    .fs_call(&node, &who, &rpcs::ReleaseLock { fid: node.fid })
+                    .await?;
+            }
+            return Ok(());
+        }
+        let write = typ == libc::F_WRLCK;
+        loop {
+            // Local owners first. 0: granted, 1: conflict, 2: go to the server.
+            let decision = {
+                let mut locks = self.inner.locks.lock().unwrap_or_else(|e| e.into_inner());
+                match locks.get_mut(&ino) {
+                    Some(l) => {
+                        let others = l.owners.iter().any(|o| *o != owner);
+                        // Readers share; a writer needs to be alone (and
+                        // to hold the server's write lock already).
+                        let grant = if write {
+                            !others && l.write
+                        } else {
+                            !others || !l.write
+                        };
+                        if grant {
+                            l.owners.insert(owner);
+                            0
+                        } else if others {
+                            1
+                        } else {
+                            2
+                        }
+                    }
+                    None => 2,
+                }
+            };
+            match decision {
+                0 => return Ok(()),
+                1 if !wait => return Err(Error::WouldBlock),
+                1 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
+                _ => {}
+            }
+            // Only we hold it, read, and want write: give it back and ask
+            // the server for a write lock.
+            let upgrade = self
+                .inner
+                .locks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&ino);
+            if let Some(l) = upgrade {
+                l.renewer.abort();
+                self.inner
+                    .fs_call(&node, &who, &rpcs::ReleaseLock { fid: node.fid })
+                    .await?;
+            }
+            let lock_type = if write {
+                afs_proto::fs::LOCK_WRITE
+            } else {
+                afs_proto::fs::LOCK_READ
+            };
+            match self
+                .inner
+                .fs_call(
+                    &node,
+                    &who,
+                    &rpcs::SetLock {
+                        fid: node.fid,
+                        lock_type,
+                    },
+                )
+                .await
+            {
+                Ok(_) => {
+                    let me = self.clone();
+                    let (n, w) = (node.clone(), who.clone());
+                    let renewer = tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(LOCK_RENEW).await;
+                            if let Err(e) = me
+                                .inner
+                                .fs_call(&n, &w, &rpcs::ExtendLock { fid: n.fid })
+                                .await
+                            {
+                                tracing::warn!(fid = ?n.fid, "renewing a lock: {e}");
+                            }
+                        }
+                    });
+                    let mut owners = std::collections::HashSet::new();
+                    owners.insert(owner);
+                    self.inner
+                        .locks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(
+                            ino,
+                            HeldLock {
+                                write,
+                                owners,
+                                renewer,
+                            },
+                        );
+                    return Ok(());
+                }
+                Err(e) if e.errno() == libc::EAGAIN || e.errno() == libc::EWOULDBLOCK => {
+                    if !wait {
+                        return Err(Error::WouldBlock);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// F_GETLK: whether `owner` could take the lock, as far as this client
+    /// knows (the fileserver has no query without taking the lock).
+    pub fn getlk(&self, ino: u64, owner: u64, typ: i32) -> i32 {
+        let locks = self.inner.locks.lock().unwrap_or_else(|e| e.into_inner());
+        match locks.get(&ino) {
+            Some(l)
+                if l.owners.iter().any(|o| *o != owner) && (l.write || typ == libc::F_WRLCK) =>
+            {
+                if l.write {
+                    libc::F_WRLCK
+                } else {
+                    libc::F_RDLCK
+                }
+            }
+            _ => libc::F_UNLCK,
         }
     }
 }

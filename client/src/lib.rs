@@ -8,6 +8,7 @@
 //! cache coherent by data version: cached data is served while the callback
 //! holds, revalidated with FetchStatus/InlineBulkStatus when it does not.
 
+mod admin;
 mod callback;
 mod cellservdb;
 mod config;
@@ -21,6 +22,10 @@ mod stats;
 mod status;
 mod volume;
 
+pub use admin::{
+    parse_rights, rights_string, Acl, XATTR_ACL, XATTR_MOUNTPOINT_PREFIX, XATTR_VOLSTATUS,
+    XATTR_WHEREIS,
+};
 pub use cellservdb::{parse_cellservdb, Cell, CellDb};
 pub use config::ClientConfig;
 pub use error::{Error, Result};

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use client::{AfsClient, Attr, Invalidation, NodeKind};
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -94,7 +94,11 @@ impl Filesystem for AfsFs {
         let _ = config.set_max_readahead(1 << 20);
         // READDIRPLUS: `ls -l` gets names and attributes in one request.
         let _ = config.add_capabilities(
-            fuser::consts::FUSE_DO_READDIRPLUS | fuser::consts::FUSE_READDIRPLUS_AUTO,
+            fuser::consts::FUSE_DO_READDIRPLUS
+                | fuser::consts::FUSE_READDIRPLUS_AUTO
+                // fcntl and flock locks come to us, and go to the fileserver.
+                | fuser::consts::FUSE_POSIX_LOCKS
+                | fuser::consts::FUSE_FLOCK_LOCKS,
         );
         Ok(())
     }
@@ -244,13 +248,20 @@ impl Filesystem for AfsFs {
         ino: u64,
         _fh: u64,
         _flags: i32,
-        _lock_owner: Option<u64>,
+        lock_owner: Option<u64>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         let c = self.client.clone();
         let uid = req.uid();
         self.rt.spawn(async move {
+            // The last close of a descriptor ends its flock lock: the kernel
+            // names the owner here instead of sending an unlock.
+            if let Some(owner) = lock_owner {
+                if let Err(e) = c.setlk(uid, ino, owner, libc::F_UNLCK, false).await {
+                    tracing::warn!(ino, "releasing a lock at close: {e}");
+                }
+            }
             // flush normally stored everything already; this catches a
             // writer whose data is still unstored.
             let r = c.flush(uid, ino).await;
@@ -376,16 +387,17 @@ impl Filesystem for AfsFs {
 
     fn getxattr(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
         name: &OsStr,
         size: u32,
         reply: ReplyXattr,
     ) {
         let c = self.client.clone();
+        let uid = req.uid();
         let name = name.to_string_lossy().into_owned();
         self.rt.spawn(async move {
-            match c.getxattr(ino, &name).await {
+            match c.getxattr_as(uid, ino, &name).await {
                 Ok(Some(v)) => reply_xattr(reply, size, &v),
                 Ok(None) => reply.error(libc::ENODATA),
                 Err(e) => reply.error(e.errno()),
@@ -395,7 +407,7 @@ impl Filesystem for AfsFs {
 
     fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
         let mut buf = Vec::new();
-        for n in self.client.listxattr(ino) {
+        for n in self.client.listxattr_all(ino) {
             buf.extend_from_slice(n.as_bytes());
             buf.push(0);
         }
@@ -619,17 +631,71 @@ impl Filesystem for AfsFs {
         });
     }
 
-    fn setxattr(
+    /// Only `afs.acl` can be set: it stores the directory's ACL as the
+    /// caller (StoreACL).
+    fn getlk(
         &mut self,
         _req: &Request<'_>,
-        _i: u64,
-        _n: &OsStr,
-        _v: &[u8],
+        ino: u64,
+        _fh: u64,
+        lock_owner: u64,
+        _start: u64,
+        _end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let t = self.client.getlk(ino, lock_owner, typ);
+        // AFS locks cover the whole file.
+        reply.locked(0, u64::MAX, t, if t == libc::F_UNLCK { 0 } else { pid });
+    }
+
+    fn setlk(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        lock_owner: u64,
+        _start: u64,
+        _end: u64,
+        typ: i32,
+        _pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let c = self.client.clone();
+        let uid = req.uid();
+        self.rt.spawn(async move {
+            match c.setlk(uid, ino, lock_owner, typ, sleep).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
+    }
+
+    fn setxattr(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
         _f: i32,
         _p: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(libc::ENOTSUP);
+        if name.as_bytes() != client::XATTR_ACL.as_bytes() {
+            reply.error(libc::ENOTSUP);
+            return;
+        }
+        let c = self.client.clone();
+        let uid = req.uid();
+        let value = value.to_vec();
+        self.rt.spawn(async move {
+            match c.set_acl(uid, ino, &value).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e.errno()),
+            }
+        });
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, _i: u64, _n: &OsStr, reply: ReplyEmpty) {

@@ -229,3 +229,81 @@ fn over_quota_is_edquot() {
     drop(f);
     let _ = fs::remove_file(&p);
 }
+
+/// flock and fcntl locks go to the fileserver: a lock held through one
+/// client is refused to another client until released.
+#[test]
+fn locks_are_held_at_the_fileserver() {
+    let cell = Cell::from_env();
+    let a = Mount::new(&cell, &[]);
+    let b = Mount::new(&cell, &[]);
+    let name = format!("shared/lock-{}", std::process::id());
+    fs::write(a.path(&format!(".{}/{name}", cell.cell())), b"x").unwrap();
+    let pa = a.path(&format!(".{}/{name}", cell.cell()));
+    let pb = b.path(&format!(".{}/{name}", cell.cell()));
+    let fa = fs::File::open(&pa).unwrap();
+    // SAFETY: flock on an open descriptor.
+    assert_eq!(
+        unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&fa),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        },
+        0
+    );
+    assert!(a.stat("RXAFS_SetLock") >= 1);
+    let fb = fs::File::open(&pb).unwrap();
+    let r = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&fb),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    assert_eq!(r, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EWOULDBLOCK)
+    );
+    // Shared locks on the other client are refused too while a holds it.
+    let r = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&fb),
+            libc::LOCK_SH | libc::LOCK_NB,
+        )
+    };
+    assert_eq!(r, -1);
+    // Released on a: b gets it.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&fa), libc::LOCK_UN) },
+        0
+    );
+    assert!(a.stat("RXAFS_ReleaseLock") >= 1);
+    assert_eq!(
+        unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&fb),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        },
+        0
+    );
+    drop(fb); // close releases
+              // fcntl write lock on a works once b closed.
+    let fa = fs::OpenOptions::new().write(true).open(&pa).unwrap();
+    let fl = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: 0,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    let ok = afsd_tests::wait_until(std::time::Duration::from_secs(5), || unsafe {
+        libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fa), libc::F_SETLK, &fl) == 0
+    });
+    assert!(
+        ok,
+        "fcntl lock refused after release: {}",
+        std::io::Error::last_os_error()
+    );
+}

@@ -658,6 +658,7 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
     if o.runs == 0 || o.size_mib == 0 {
         return Err("bench: --runs and --size-mib must be at least 1".into());
     }
+    cell::install_deps(&[])?; // bindfs (xtask/packages.txt)
     let bin = afsd_bin(true)?;
     let was_up = cell::running(&o.cell).is_ok();
     let c = cell::up(&o.cell)?;
@@ -698,6 +699,11 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
     let mut afsio = Vec::new();
     let mut localr = Vec::new();
     let mut levels: Vec<(&str, Vec<f64>)> = LEVELS.iter().map(|l| (*l, Vec::new())).collect();
+    let (mut wr_afsd, mut wr_tp) = (Vec::new(), Vec::new());
+    let (mut ls_cold, mut ls_warm, mut bf_cold, mut bf_warm) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ls_rpcs: RpcCounts = Vec::new();
+    let ls_afs = format!("/afs/.{}/ls10k", c.cell);
     let check = |what: &str, n: u64| -> Res<()> {
         if n == bytes {
             Ok(())
@@ -707,24 +713,7 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
     };
     let result = (|| -> Res<()> {
         for i in 1..=o.runs {
-            prepare_mountpoint(&o.mountpoint)?;
-            let cache = dir.join("cache");
-            let _ = fs::remove_dir_all(&cache);
-            fs::create_dir_all(&cache)
-                .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
-            let mut d = Daemon::start(
-                &bin,
-                &c,
-                &o.mountpoint,
-                &cache,
-                &[],
-                &dir.join("afsd-rs.log"),
-                false,
-            )?;
-            if let Err(e) = d.wait_ready(&c.cell, Duration::from_secs(30)) {
-                d.abort();
-                return Err(e);
-            }
+            let d = fresh_mount(&bin, &c, o, &dir, "afsd-rs.log")?;
             let f = o.mountpoint.join(&rel);
             let r = timed_read(&f, limit).and_then(|(n, s)| {
                 check("afsd-rs cold", n)?;
@@ -767,8 +756,36 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
                 times.push(s);
             }
         }
+        // write: afsd-rs (dd, stored at close) vs the third-party put
+        for i in 1..=o.runs {
+            let (s1, s2) = write_run(&bin, &c, o, &dir, &local)?;
+            println!("run {i}: write afsd-rs {s1:.3} s, third-party put {s2:.3} s");
+            wr_afsd.push(s1);
+            wr_tp.push(s2);
+        }
+        // ls -l of a 10,000-entry directory: afsd-rs vs bindfs of a local copy
+        ensure_ls_dir(&c, &ls_afs)?;
+        for i in 1..=o.runs {
+            let (s1, s2, rpcs) = ls_afsd_run(&bin, &c, o, &dir)?;
+            println!("run {i}: ls -l afsd-rs cold {s1:.3} s, warm {s2:.3} s, cold RPCs {rpcs:?}");
+            ls_cold.push(s1);
+            ls_warm.push(s2);
+            ls_rpcs = rpcs;
+        }
+        let src = dir.join("ls10k-local");
+        make_local_ls_dir(&src)?;
+        let mnt = dir.join("ls10k-bindfs");
+        for i in 1..=o.runs {
+            let (s1, s2) = ls_bindfs_run(&src, &mnt)?;
+            println!("run {i}: ls -l bindfs cold {s1:.3} s, warm {s2:.3} s");
+            bf_cold.push(s1);
+            bf_warm.push(s2);
+        }
         Ok(())
     })();
+    for f in ["w.bin", "w2.bin"] {
+        third_party_rm(&c, &format!("/afs/.{}/shared/{f}", c.cell));
+    }
     // the file only lives in the RW volume (not released): remove it again
     let _ = capture(
         c.labexec(
@@ -837,10 +854,329 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
             mib / s
         ));
     }
+    let (w1, w2) = (best(&wr_afsd), best(&wr_tp));
+    md.push_str(&format!(
+        "\n# Write {} MiB\n\n\
+         The same random file written anonymously (root, no token) into \
+         `/afs/.{}/shared/`: through afsd-rs with `dd bs=1M` on a fresh mount \
+         (stored at close, which is included), and with the third-party tool \
+         (`afscptool put`, OpenAFS libafscp) from stdin; best of {} runs each.\n\
+         ratio = throughput relative to the third-party writer (1.00x = as fast, <1 slower).\n\n\
+         | case | seconds | MiB/s | ratio |\n|---|---:|---:|---:|\n\
+         | afsd-rs (dd + close, fresh mount) | {w1:.3} | {:.1} | {:.2}x third-party |\n\
+         | third-party put (afscptool) | {w2:.3} | {:.1} |  |\n",
+        o.size_mib,
+        c.cell,
+        o.runs,
+        mib / w1,
+        w2 / w1,
+        mib / w2
+    ));
+    let (lc, lw, bc, bw) = (
+        best(&ls_cold),
+        best(&ls_warm),
+        best(&bf_cold),
+        best(&bf_warm),
+    );
+    md.push_str(&format!(
+        "\n# ls -l of a {LS_ENTRIES}-entry directory\n\n\
+         `ls -l {} > /dev/null` (made with `afscptool touchmany`): afsd-rs cold = \
+         fresh mount with an empty cache dir, warm = again on the same mount; \
+         bindfs = a passthrough FUSE mount of a local directory with the same \
+         {LS_ENTRIES} empty files, cold = right after mounting (kernel caches \
+         dropped), warm = again; best of {} runs each.\n\
+         ratio = time relative to bindfs (1.00x = as fast, >1 slower).\n\n\
+         | case | seconds | ratio |\n|---|---:|---:|\n\
+         | afsd-rs cold | {lc:.3} | {:.2}x bindfs cold |\n\
+         | bindfs cold | {bc:.3} |  |\n\
+         | afsd-rs warm | {lw:.3} | {:.2}x bindfs warm |\n\
+         | bindfs warm | {bw:.3} |  |\n\n\
+         RPCs of the afsd-rs cold `ls -l` (from `afsd-rs stats`, last run):",
+        o.mountpoint
+            .join(ls_afs.trim_start_matches("/afs/"))
+            .display(),
+        o.runs,
+        lc / bc,
+        lw / bw
+    ));
+    for (k, n) in &ls_rpcs {
+        md.push_str(&format!(" {k} {n},"));
+    }
+    md.pop();
+    md.push_str(".\n");
     println!();
     print!("{md}");
     let out = dir.join("read.md");
     fs::write(&out, &md).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     println!("\nwritten to {}", out.display());
+    Ok(())
+}
+
+/// Start the daemon on a fresh mount (empty cache dir `dir/cache`) and
+/// wait until it is usable.
+fn fresh_mount(bin: &Path, c: &Cell, o: &BenchOpts, dir: &Path, log: &str) -> Res<Daemon> {
+    prepare_mountpoint(&o.mountpoint)?;
+    let cache = dir.join("cache");
+    let _ = fs::remove_dir_all(&cache);
+    fs::create_dir_all(&cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+    let mut d = Daemon::start(bin, c, &o.mountpoint, &cache, &[], &dir.join(log), false)?;
+    if let Err(e) = d.wait_ready(&c.cell, Duration::from_secs(30)) {
+        d.abort();
+        return Err(e);
+    }
+    Ok(d)
+}
+
+/// Run `cmd` (stdout discarded, stdin as set by the caller or /dev/null);
+/// seconds.  Fails on a non-zero exit or after `limit`.
+fn timed_run(mut cmd: Command, what: &str, limit: Duration) -> Res<f64> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let t = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", util::show_cmd(&cmd)))?;
+    let mut err = child.stderr.take().ok_or("no stderr pipe")?;
+    let errs = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let st = wait_timeout(&mut child, limit);
+    let s = t.elapsed().as_secs_f64();
+    match st {
+        None => Err(format!("{what} took over {}", secs(limit))),
+        Some(st) if !st.success() => Err(format!(
+            "{what} failed ({}): {}",
+            util::describe_status(&st),
+            errs.join().unwrap_or_default().trim()
+        )),
+        Some(_) => Ok(s),
+    }
+}
+
+/// The third-party tool in the client netns; `admin`: `-k` with the
+/// admin's ccache, else anonymous.
+fn third_party(c: &Cell, admin: bool, args: &[&str]) -> Command {
+    let mut a = vec![c.third_party.display().to_string()];
+    if admin {
+        a.push("-k".into());
+    }
+    a.extend(args.iter().map(|s| s.to_string()));
+    let mut cmd = c.labexec(&c.client_netns, a);
+    if admin {
+        cmd.env("KRB5CCNAME", format!("FILE:{}", c.admin_ccache().display()));
+    }
+    cmd
+}
+
+/// `third_party rm PATH` as admin, ignoring failures (cleanup).
+fn third_party_rm(c: &Cell, path: &str) {
+    let _ = capture(
+        &mut third_party(c, true, &["rm", path]),
+        Duration::from_secs(60),
+    );
+}
+
+/// The `rpc NAME N` counters of `afsd-rs stats MOUNTPOINT`.
+fn rpc_stats(bin: &Path, mountpoint: &Path) -> Res<Vec<(String, u64)>> {
+    let out = capture(
+        Command::new(bin).arg("stats").arg(mountpoint),
+        Duration::from_secs(30),
+    )?;
+    if !out.ok() {
+        return Err(format!("afsd-rs stats failed: {}", out.why()));
+    }
+    Ok(out
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("rpc ")?.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect())
+}
+
+fn rpc_count(v: &[(String, u64)], name: &str) -> u64 {
+    v.iter().find(|(k, _)| k == name).map_or(0, |(_, n)| *n)
+}
+
+/// (RPC name, calls) of LS_RPCS.
+type RpcCounts = Vec<(&'static str, u64)>;
+
+/// RPCs counted for the cold `ls -l`.
+const LS_RPCS: [&str; 3] = [
+    "RXAFS_InlineBulkStatus",
+    "RXAFS_FetchStatus",
+    "RXAFS_FetchData64",
+];
+
+/// Entries of the `ls -l` directory.
+const LS_ENTRIES: usize = 10_000;
+
+/// Name of entry `i` as `touchmany DIR COUNT e` makes it.
+fn ls_entry(i: usize) -> String {
+    format!("e{i:05}")
+}
+
+/// Write times of one run: afsd-rs (dd through the mount, incl. close)
+/// and the third-party `put`; seconds.
+fn write_run(bin: &Path, c: &Cell, o: &BenchOpts, dir: &Path, src: &Path) -> Res<(f64, f64)> {
+    let limit = Duration::from_secs(600);
+    let bytes = o.size_mib << 20;
+    let w1 = format!("/afs/.{}/shared/w.bin", c.cell);
+    let w2 = format!("/afs/.{}/shared/w2.bin", c.cell);
+    third_party_rm(c, &w1);
+    third_party_rm(c, &w2);
+    let d = fresh_mount(bin, c, o, dir, "afsd-rs-write.log")?;
+    let target = o.mountpoint.join(format!(".{}/shared/w.bin", c.cell));
+    let r = (|| -> Res<f64> {
+        let mut dd = Command::new("dd");
+        dd.arg(format!("if={}", src.display()))
+            .arg(format!("of={}", target.display()))
+            .arg("bs=1M")
+            .stdin(Stdio::null());
+        let s = timed_run(dd, "dd through afsd-rs", limit)?;
+        let n = fs::metadata(&target)
+            .map_err(|e| format!("stat {}: {e}", target.display()))?
+            .len();
+        if n != bytes {
+            return Err(format!("afsd-rs write: {n} bytes stored, expected {bytes}"));
+        }
+        Ok(s)
+    })();
+    let stopped = d.stop();
+    let s1 = r?;
+    stopped?;
+    let input = fs::File::open(src).map_err(|e| format!("open {}: {e}", src.display()))?;
+    let mut put = third_party(c, false, &["put", &w2]);
+    put.stdin(input);
+    let s2 = timed_run(put, "third-party put (anonymous)", limit)?;
+    let st = capture(&mut third_party(c, false, &["stat", &w2]), limit)?;
+    if !st.ok() || !st.stdout.contains(&format!(" length {bytes} ")) {
+        return Err(format!(
+            "third-party put: {w2} not {bytes} bytes long: {}",
+            st.stdout.trim()
+        ));
+    }
+    Ok((s1, s2))
+}
+
+/// Make `/afs/.CELL/ls10k` with the third-party tool unless it exists with
+/// all its entries.
+fn ensure_ls_dir(c: &Cell, afs_dir: &str) -> Res<()> {
+    let limit = Duration::from_secs(1200);
+    let ls = capture(&mut third_party(c, true, &["ls", afs_dir]), limit)?;
+    if ls.ok() {
+        let n = ls
+            .stdout
+            .lines()
+            .filter(|l| l.split('\t').nth(1).is_some_and(|n| n.starts_with('e')))
+            .count();
+        if n == LS_ENTRIES {
+            println!("reusing {afs_dir} ({n} entries)");
+            return Ok(());
+        }
+        return Err(format!(
+            "{afs_dir} exists with {n} entries, not {LS_ENTRIES}: remove it \
+             (afscptool -k rm/rmdir) and run again"
+        ));
+    }
+    let t = Instant::now();
+    run(&mut third_party(c, true, &["mkdir", afs_dir]))
+        .map_err(|e| format!("mkdir {afs_dir}: {e}"))?;
+    run(&mut third_party(
+        c,
+        true,
+        &["touchmany", afs_dir, &LS_ENTRIES.to_string(), "e"],
+    ))
+    .map_err(|e| format!("touchmany {afs_dir}: {e}"))?;
+    println!(
+        "created {afs_dir} with {LS_ENTRIES} entries in {}",
+        secs(t.elapsed())
+    );
+    Ok(())
+}
+
+fn ls_l(d: &Path, what: &str) -> Res<f64> {
+    let mut ls = Command::new("ls");
+    ls.arg("-l").arg(d).stdin(Stdio::null());
+    timed_run(ls, what, Duration::from_secs(600))
+}
+
+fn count_entries(d: &Path) -> Res<usize> {
+    Ok(fs::read_dir(d)
+        .map_err(|e| format!("readdir {}: {e}", d.display()))?
+        .count())
+}
+
+/// One afsd-rs run: cold and warm `ls -l` seconds, RPCs of the cold one.
+fn ls_afsd_run(bin: &Path, c: &Cell, o: &BenchOpts, dir: &Path) -> Res<(f64, f64, RpcCounts)> {
+    let d = fresh_mount(bin, c, o, dir, "afsd-rs-ls.log")?;
+    let p = o.mountpoint.join(format!(".{}/ls10k", c.cell));
+    let r = (|| {
+        let before = rpc_stats(bin, &o.mountpoint)?;
+        let cold = ls_l(&p, "ls -l through afsd-rs (cold)")?;
+        let after = rpc_stats(bin, &o.mountpoint)?;
+        let warm = ls_l(&p, "ls -l through afsd-rs (warm)")?;
+        let n = count_entries(&p)?;
+        if n != LS_ENTRIES {
+            return Err(format!(
+                "{}: {n} entries, expected {LS_ENTRIES}",
+                p.display()
+            ));
+        }
+        let rpcs = LS_RPCS
+            .iter()
+            .map(|k| (*k, rpc_count(&after, k) - rpc_count(&before, k)))
+            .collect();
+        Ok((cold, warm, rpcs))
+    })();
+    let stopped = d.stop();
+    let r = r?;
+    stopped?;
+    Ok(r)
+}
+
+/// One bindfs run over `src` on `mnt`: cold (caches dropped before the
+/// mount) and warm `ls -l` seconds.
+fn ls_bindfs_run(src: &Path, mnt: &Path) -> Res<(f64, f64)> {
+    prepare_mountpoint(mnt)?;
+    if let Err(e) = fs::write("/proc/sys/vm/drop_caches", "3\n") {
+        println!("cannot drop the kernel caches ({e}): bindfs cold is page-cache warm");
+    }
+    run(Command::new("bindfs").arg(src).arg(mnt))?;
+    let r = (|| {
+        let cold = ls_l(mnt, "ls -l through bindfs (cold)")?;
+        let warm = ls_l(mnt, "ls -l through bindfs (warm)")?;
+        let n = count_entries(mnt)?;
+        if n != LS_ENTRIES {
+            return Err(format!(
+                "{}: {n} entries, expected {LS_ENTRIES}",
+                mnt.display()
+            ));
+        }
+        Ok((cold, warm))
+    })();
+    let u = capture(
+        Command::new("fusermount3").arg("-u").arg(mnt),
+        Duration::from_secs(30),
+    )?;
+    if !u.ok() {
+        umount(mnt)?;
+    }
+    r
+}
+
+/// The local copy of the directory: LS_ENTRIES empty files, same names.
+fn make_local_ls_dir(src: &Path) -> Res<()> {
+    if count_entries(src).ok() == Some(LS_ENTRIES) {
+        return Ok(());
+    }
+    let _ = fs::remove_dir_all(src);
+    fs::create_dir_all(src).map_err(|e| format!("cannot create {}: {e}", src.display()))?;
+    for i in 0..LS_ENTRIES {
+        let f = src.join(ls_entry(i));
+        fs::File::create(&f).map_err(|e| format!("create {}: {e}", f.display()))?;
+    }
     Ok(())
 }

@@ -35,8 +35,11 @@ usage: cargo xtask <command> [options]
                  to the daemon); leaves it mounted and the cell up
   bench [--size-mib N] [--runs N] [--mountpoint DIR] [--keep-cell]
                  sequential read: afsd-rs cold/warm vs afsio vs local file,
-                 then cold reads as user1 (aklog) at rxkad clear/auth/crypt
-                 (release build; default 256 MiB, best of 3, /afs);
+                 then cold reads as user1 (aklog) at rxkad clear/auth/crypt,
+                 a write (dd through afsd-rs vs afscptool put) and ls -l of
+                 a 10,000-entry directory (afsd-rs cold/warm + RPC counts vs
+                 bindfs of a local copy) (release build; default 256 MiB,
+                 best of 3, /afs);
                  tables also in target/bench/read.md
   help           this text
 

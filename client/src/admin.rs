@@ -1,0 +1,354 @@
+//! OpenAFS `fs`-style administration, as extended attributes read and
+//! written with the caller's uid (so its token, and therefore its rights,
+//! apply as for any other access):
+//!
+//! | name | on | value |
+//! |---|---|---|
+//! | `afs.acl` | any node | the ACL in the fileserver's text form (`"N\nM\nname rights\n..."`, numeric rights); writing it stores a new ACL (StoreACL) |
+//! | `afsd.volstatus` | any node | the node's fid and its volume's status (GetVolumeStatus), `key value` lines |
+//! | `afsd.whereis` | any node | the addresses of the fileservers of the node's volume instance |
+//! | `afsd.mountpoint.NAME` | a directory | the contents (`#vol.`) of its entry NAME when that is a mount point; EINVAL when not |
+//!
+//! Lookup crosses mount points, so a mount point is asked about through
+//! its parent directory (`afsd.mountpoint.NAME`), as OpenAFS's
+//! `VIOC_AFS_STAT_MT_PT` does. Only `afs.acl` is listed by listxattr (as
+//! Linux kAFS lists it); the `afsd.*` names are queries.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use afs_proto::fs as rpcs;
+use afs_proto::types::FileType;
+
+use crate::fs::{AfsClient, ROOT_INO};
+use crate::{Error, Result, VolType};
+
+/// The ACL xattr (the name Linux kAFS uses).
+pub const XATTR_ACL: &str = "afs.acl";
+/// Volume status of a node's volume.
+pub const XATTR_VOLSTATUS: &str = "afsd.volstatus";
+/// Fileserver addresses of a node's volume.
+pub const XATTR_WHEREIS: &str = "afsd.whereis";
+/// Prefix of the per-entry mount point query on a directory.
+pub const XATTR_MOUNTPOINT_PREFIX: &str = "afsd.mountpoint.";
+
+/// How long `checkservers` waits for a probe answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An ACL as the fileserver exchanges it in text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Acl {
+    /// Positive entries: (name, rights bits).
+    pub plus: Vec<(String, u32)>,
+    /// Negative entries.
+    pub minus: Vec<(String, u32)>,
+}
+
+impl Acl {
+    /// Parses `"N\nM\nname rights\n..."` (rights in decimal).
+    pub fn parse(text: &str) -> Option<Acl> {
+        let text = text.trim_end_matches('\0');
+        let mut lines = text.lines();
+        // The first line may carry a DFS suffix (" dfs:N cell"): not ours.
+        let nplus: usize = lines.next()?.split_whitespace().next()?.parse().ok()?;
+        let nminus: usize = lines.next()?.trim().parse().ok()?;
+        let mut entry = || -> Option<(String, u32)> {
+            let line = lines.next()?;
+            let (name, rights) = line.trim_end().rsplit_once(char::is_whitespace)?;
+            let rights: i64 = rights.parse().ok()?;
+            let name = name.trim();
+            if name.is_empty() {
+                return None;
+            }
+            Some((name.to_string(), rights as u32))
+        };
+        let mut acl = Acl::default();
+        for _ in 0..nplus {
+            acl.plus.push(entry()?);
+        }
+        for _ in 0..nminus {
+            acl.minus.push(entry()?);
+        }
+        Some(acl)
+    }
+
+    /// The text form, as `fs setacl` sends it (without the NUL).
+    pub fn to_text(&self) -> String {
+        let mut s = format!("{}\n{}\n", self.plus.len(), self.minus.len());
+        for (n, r) in self.plus.iter().chain(self.minus.iter()) {
+            s.push_str(&format!("{n} {}\n", *r as i32));
+        }
+        s
+    }
+}
+
+/// Rights bits as `fs` prints them: `rlidwka`, then `ABCDEFGH` for the
+/// eight user-defined bits.
+pub fn rights_string(rights: u32) -> String {
+    const LETTERS: [(u32, char); 7] = [
+        (1, 'r'),
+        (8, 'l'),
+        (4, 'i'),
+        (16, 'd'),
+        (2, 'w'),
+        (32, 'k'),
+        (64, 'a'),
+    ];
+    let mut s: String = LETTERS
+        .iter()
+        .filter(|(b, _)| rights & b != 0)
+        .map(|(_, c)| *c)
+        .collect();
+    for (i, c) in ('A'..='H').enumerate() {
+        if rights & (0x0100_0000 << i) != 0 {
+            s.push(c);
+        }
+    }
+    s
+}
+
+/// Parses rights as `fs setacl` takes them: letters `rlidwkaABCDEFGH` or
+/// the words `read`, `write`, `mail`, `all`, `none`. `Err(c)`: the illegal
+/// character.
+pub fn parse_rights(s: &str) -> std::result::Result<u32, char> {
+    match s {
+        "read" => return Ok(1 | 8),
+        "write" => return Ok(1 | 8 | 4 | 16 | 2 | 32),
+        "mail" => return Ok(4 | 32 | 8),
+        "all" => return Ok(127),
+        "none" => return Ok(0),
+        _ => {}
+    }
+    let mut r = 0;
+    for c in s.chars() {
+        r |= match c {
+            'r' => 1,
+            'w' => 2,
+            'i' => 4,
+            'l' => 8,
+            'd' => 16,
+            'k' => 32,
+            'a' => 64,
+            'A'..='H' => 0x0100_0000 << (c as u32 - 'A' as u32),
+            _ => return Err(c),
+        };
+    }
+    Ok(r)
+}
+
+fn is_mount_point(st: &cache::StatusRecord) -> bool {
+    st.file_type == FileType::Symlink.as_u32() && st.mode & 0o111 == 0
+}
+
+impl AfsClient {
+    /// getxattr as `uid`: the administration names above, then the
+    /// read-only `afs.fid`, `afs.cell`, `afs.volume` and `afsd.stats`.
+    pub async fn getxattr_as(&self, uid: u32, ino: u64, name: &str) -> Result<Option<Vec<u8>>> {
+        match name {
+            XATTR_ACL if ino != ROOT_INO => self.get_acl(uid, ino).await.map(Some),
+            XATTR_VOLSTATUS if ino != ROOT_INO => self.volume_status_text(uid, ino).await.map(Some),
+            XATTR_WHEREIS if ino != ROOT_INO => self.whereis_text(ino).map(Some),
+            _ => match name.strip_prefix(XATTR_MOUNTPOINT_PREFIX) {
+                Some(entry) => self.mount_point_of(uid, ino, entry).await.map(Some),
+                None => self.getxattr(ino, name).await,
+            },
+        }
+    }
+
+    /// listxattr: `afs.acl` besides the read-only names.
+    pub fn listxattr_all(&self, ino: u64) -> Vec<&'static str> {
+        let mut v = self.listxattr(ino);
+        if ino != ROOT_INO {
+            v.insert(0, XATTR_ACL);
+        }
+        v
+    }
+
+    /// The ACL text of a node (FetchACL; for a file, the fileserver answers
+    /// with its directory's ACL).
+    pub async fn get_acl(&self, uid: u32, ino: u64) -> Result<Vec<u8>> {
+        let inner = self.admin_inner();
+        let node = inner.admin_node(ino)?;
+        let who = inner.admin_who(uid, &node);
+        let reply = inner
+            .admin_fs_call(&node, &who, &rpcs::FetchAcl { fid: node.fid })
+            .await?;
+        Ok(reply.acl.trim_end_matches('\0').as_bytes().to_vec())
+    }
+
+    /// Stores a new ACL (StoreACL) given in the fileserver's text form.
+    /// The rights learned on the volume are dropped: they are fetched again
+    /// at next use.
+    pub async fn set_acl(&self, uid: u32, ino: u64, text: &[u8]) -> Result<()> {
+        if ino == ROOT_INO {
+            return Err(Error::ReadOnly);
+        }
+        let inner = self.admin_inner();
+        let node = inner.admin_node(ino)?;
+        if node.vol_type != VolType::Rw {
+            return Err(Error::ReadOnly);
+        }
+        let text = std::str::from_utf8(text)
+            .map_err(|_| Error::Invalid("ACL text must be UTF-8".into()))?
+            .trim_end_matches('\0');
+        if Acl::parse(text).is_none() {
+            return Err(Error::Invalid(format!("malformed ACL text {text:?}")));
+        }
+        let who = inner.admin_who(uid, &node);
+        let r = inner
+            .admin_fs_call(
+                &node,
+                &who,
+                &rpcs::StoreAcl {
+                    fid: node.fid,
+                    acl: text.to_string(),
+                },
+            )
+            .await;
+        // Whatever happened, rights learned in this volume may be stale.
+        inner.admin_rights().break_volume(node.fid.volume);
+        r?;
+        tracing::info!(uid, fid = ?node.fid, cell = %node.cell, "ACL stored");
+        Ok(())
+    }
+
+    /// `fid V.N.U`, then the GetVolumeStatus answer as `key value` lines.
+    async fn volume_status_text(&self, uid: u32, ino: u64) -> Result<Vec<u8>> {
+        let inner = self.admin_inner();
+        let node = inner.admin_node(ino)?;
+        let who = inner.admin_who(uid, &node);
+        let vs = inner
+            .admin_fs_call(
+                &node,
+                &who,
+                &rpcs::GetVolumeStatus {
+                    volume: node.fid.volume,
+                },
+            )
+            .await?;
+        let one_line = |s: &str| s.replace(['\n', '\r'], " ");
+        Ok(format!(
+            "fid {}.{}.{}\nvid {}\nname {}\nmax_quota {}\nblocks_in_use {}\n\
+             part_blocks_avail {}\npart_max_blocks {}\noffline_msg {}\nmotd {}\n",
+            node.fid.volume,
+            node.fid.vnode,
+            node.fid.unique,
+            vs.vid as u32,
+            vs.name,
+            vs.max_quota,
+            vs.blocks_in_use,
+            vs.part_blocks_avail,
+            vs.part_max_blocks,
+            one_line(&vs.offline_msg),
+            one_line(&vs.motd),
+        )
+        .into_bytes())
+    }
+
+    /// The fileserver addresses of the node's volume instance, space
+    /// separated.
+    fn whereis_text(&self, ino: u64) -> Result<Vec<u8>> {
+        let inner = self.admin_inner();
+        let node = inner.admin_node(ino)?;
+        let (vol, t) = inner
+            .admin_volumes()
+            .by_id(&node.cell, node.fid.volume)
+            .ok_or_else(|| {
+                Error::NoSuchVolume(format!("{} in cell {}", node.fid.volume, node.cell))
+            })?;
+        let hosts: Vec<String> = vol.servers(t).iter().map(|s| s.ip().to_string()).collect();
+        Ok(hosts.join(" ").into_bytes())
+    }
+
+    /// The contents of mount point `name` in directory `ino`; EINVAL when
+    /// the entry is not a mount point. In `/afs` the cell entries are the
+    /// mount points of their root.cell, as in OpenAFS's dynroot.
+    async fn mount_point_of(&self, uid: u32, ino: u64, name: &str) -> Result<Vec<u8>> {
+        let inner = self.admin_inner();
+        if ino == ROOT_INO {
+            let (kind, cell) = match name.strip_prefix('.') {
+                Some(c) => ('%', c),
+                None => ('#', name),
+            };
+            let cell = inner
+                .admin_cells()
+                .get(cell)
+                .ok_or(Error::NotFound)?
+                .name
+                .clone();
+            return Ok(format!("{kind}{cell}:root.cell.").into_bytes());
+        }
+        if name.is_empty() || name.contains('/') {
+            return Err(Error::Invalid("bad entry name".into()));
+        }
+        let dir = inner.admin_node(ino)?;
+        let who = inner.admin_who(uid, &dir);
+        let fid = inner
+            .admin_dir_entry(&dir, &who, name.as_bytes())
+            .await?
+            .ok_or(Error::NotFound)?;
+        let child = dir.with_fid(fid);
+        let st = inner.admin_valid_status(&child, &who).await?;
+        if !is_mount_point(&st) {
+            return Err(Error::Invalid(format!("{name} is not a mount point")));
+        }
+        let contents = inner.admin_read(&child, st.length.min(1024), &who).await?;
+        let text = String::from_utf8_lossy(&contents);
+        Ok(text.trim_end_matches(['\0', '\n']).as_bytes().to_vec())
+    }
+
+    /// Probes every fileserver this client knows of (those it used, and
+    /// those marked down) and returns the ones that did not answer.
+    pub async fn check_servers(&self) -> Vec<SocketAddr> {
+        let servers = self.admin_inner().admin_known_servers();
+        let mut probes = tokio::task::JoinSet::new();
+        for s in servers {
+            let me = self.clone();
+            probes.spawn(async move {
+                let r = tokio::time::timeout(
+                    PROBE_TIMEOUT,
+                    me.admin_inner().admin_rpc().call(s, &rpcs::GetCapabilities),
+                )
+                .await;
+                // Any answer, an abort included, proves the server is up.
+                let up = matches!(r, Ok(Ok(_)) | Ok(Err(Error::Server { .. })));
+                tracing::debug!(server = %s, up, "checkservers probe");
+                (s, up)
+            });
+        }
+        let mut down = Vec::new();
+        while let Some(r) = probes.join_next().await {
+            if let Ok((s, false)) = r {
+                down.push(s);
+            }
+        }
+        down.sort();
+        down
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_text_round_trip() {
+        let t = "2\n1\nsystem:administrators 127\nsystem:anyuser 9\nalice 2\n";
+        let a = Acl::parse(t).unwrap();
+        assert_eq!(a.plus[1], ("system:anyuser".to_string(), 9));
+        assert_eq!(a.minus, vec![("alice".to_string(), 2)]);
+        assert_eq!(a.to_text(), t);
+        assert!(Acl::parse("2\n0\nonly-one 1\n").is_none());
+    }
+
+    #[test]
+    fn rights_letters() {
+        assert_eq!(rights_string(127), "rlidwka");
+        assert_eq!(rights_string(9), "rl");
+        assert_eq!(rights_string(63 | 0x0100_0000), "rlidwkA");
+        assert_eq!(parse_rights("write"), Ok(63));
+        assert_eq!(parse_rights("rl"), Ok(9));
+        assert_eq!(parse_rights("none"), Ok(0));
+        assert_eq!(parse_rights("rx"), Err('x'));
+    }
+}
