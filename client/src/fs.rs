@@ -1385,7 +1385,9 @@ impl AfsClient {
             name: name.to_vec(),
             mode,
         };
-        let c = self.inner.execute_create(&pnode, &who, m).await?;
+        let c = self
+            .inner
+            .created(self.inner.mutate(&pnode, None, &who, m, &[]).await?)?;
         let ino = self.inner.intern(c.node);
         Ok(attr_of(ino, &c.status))
     }
@@ -1397,7 +1399,9 @@ impl AfsClient {
             name: name.to_vec(),
             mode,
         };
-        let c = self.inner.execute_create(&pnode, &who, m).await?;
+        let c = self
+            .inner
+            .created(self.inner.mutate(&pnode, None, &who, m, &[]).await?)?;
         let ino = self.inner.intern(c.node);
         Ok(attr_of(ino, &c.status))
     }
@@ -1409,7 +1413,9 @@ impl AfsClient {
             name: name.to_vec(),
             target: target.to_vec(),
         };
-        let c = self.inner.execute_create(&pnode, &who, m).await?;
+        let c = self
+            .inner
+            .created(self.inner.mutate(&pnode, None, &who, m, &[]).await?)?;
         let ino = self.inner.intern(c.node);
         Ok(attr_of(ino, &c.status))
     }
@@ -1426,36 +1432,32 @@ impl AfsClient {
             name: newname.to_vec(),
             existing: target.fid,
         };
-        self.inner.execute(&pnode, &who, m).await?;
+        self.inner.mutate(&pnode, None, &who, m, &[]).await?;
         self.getattr(uid, ino).await
     }
 
     pub async fn unlink(&self, uid: u32, parent: u64, name: &[u8]) -> Result<()> {
         let (pnode, who) = self.inner.writable_dir(uid, parent).await?;
+        let m = Mutation::RemoveFile {
+            dir: pnode.fid,
+            name: name.to_vec(),
+        };
         self.inner
-            .execute(
-                &pnode,
-                &who,
-                Mutation::RemoveFile {
-                    dir: pnode.fid,
-                    name: name.to_vec(),
-                },
-            )
+            .mutate(&pnode, None, &who, m, &[])
             .await
+            .map(|_| ())
     }
 
     pub async fn rmdir(&self, uid: u32, parent: u64, name: &[u8]) -> Result<()> {
         let (pnode, who) = self.inner.writable_dir(uid, parent).await?;
+        let m = Mutation::RemoveDir {
+            dir: pnode.fid,
+            name: name.to_vec(),
+        };
         self.inner
-            .execute(
-                &pnode,
-                &who,
-                Mutation::RemoveDir {
-                    dir: pnode.fid,
-                    name: name.to_vec(),
-                },
-            )
+            .mutate(&pnode, None, &who, m, &[])
             .await
+            .map(|_| ())
             .map_err(|e| {
                 // The fileserver says EEXIST for a non-empty directory; POSIX
                 // says ENOTEMPTY (OpenAFS's Linux client maps it too).
@@ -1488,7 +1490,10 @@ impl AfsClient {
             to_dir: to.fid,
             to_name: newname.to_vec(),
         };
-        self.inner.execute_rename(&from, &to, &who, m).await
+        self.inner
+            .mutate(&from, Some(&to), &who, m, &[])
+            .await
+            .map(|_| ())
     }
 
     /// chmod, utimes and truncate.
@@ -1512,34 +1517,27 @@ impl AfsClient {
                 None => {
                     let mut data = self.inner.read(&node, 0, size, &who).await?;
                     data.resize(size as usize, 0);
-                    self.inner.store_data(&node, &who, &data).await?;
+                    self.inner
+                        .mutate(
+                            &node,
+                            None,
+                            &who,
+                            Mutation::StoreData {
+                                fid: node.fid,
+                                length: data.len() as u64,
+                            },
+                            &data,
+                        )
+                        .await?;
                 }
             }
         }
         if attrs.mode.is_some() || attrs.mtime.is_some() {
-            let start = now_secs();
-            let epoch = self.inner.statuses.epoch();
-            let old = self.inner.statuses.known(&node.key());
-            let reply = self
-                .inner
-                .fs_call(
-                    &node,
-                    &who,
-                    &rpcs::StoreStatus {
-                        fid: node.fid,
-                        status: attrs.store_status(),
-                    },
-                )
-                .await?;
-            self.inner.apply_own(
-                &node,
-                &who,
-                &reply.status,
-                old.as_ref(),
-                start,
-                epoch,
-                Batch::clean(),
-            )?;
+            let m = Mutation::StoreStatus {
+                fid: node.fid,
+                attrs,
+            };
+            self.inner.mutate(&node, None, &who, m, &[]).await?;
         }
         let mut attr = self.getattr(uid, ino).await?;
         if let Some(d) = self.inner.dirty_of(ino) {
@@ -1618,7 +1616,11 @@ impl AfsClient {
         }
         let node = self.inner.node(ino)?;
         let who = self.inner.who(uid, &node);
-        self.inner.store_data(&node, &who, &d.data).await?;
+        let m = Mutation::StoreData {
+            fid: node.fid,
+            length: d.data.len() as u64,
+        };
+        self.inner.mutate(&node, None, &who, m, &d.data).await?;
         d.modified = false;
         Ok(())
     }
@@ -1650,6 +1652,64 @@ impl AfsClient {
 }
 
 impl Inner {
+    /// The single path every change takes: one typed [`Mutation`] in, the
+    /// server's answer applied to the cache. `node` is the directory for
+    /// name changes and the file for StoreStatus/StoreData; `other` is the
+    /// target directory of a rename; `data` the new contents of StoreData.
+    /// The offline change log of the next milestone records these same
+    /// values instead of sending them.
+    async fn mutate(
+        &self,
+        node: &NodeRef,
+        other: Option<&NodeRef>,
+        who: &Identity,
+        m: Mutation,
+        data: &[u8],
+    ) -> Result<Option<Created>> {
+        match m {
+            Mutation::CreateFile { .. } | Mutation::MakeDir { .. } | Mutation::Symlink { .. } => {
+                self.execute_create(node, who, m).await.map(Some)
+            }
+            Mutation::RemoveFile { .. } | Mutation::RemoveDir { .. } | Mutation::Link { .. } => {
+                self.execute(node, who, m).await.map(|_| None)
+            }
+            Mutation::Rename { .. } => self
+                .execute_rename(node, other.unwrap_or(node), who, m)
+                .await
+                .map(|_| None),
+            Mutation::StoreStatus { fid, attrs } => {
+                let start = now_secs();
+                let epoch = self.statuses.epoch();
+                let old = self.statuses.known(&node.key());
+                let reply = self
+                    .fs_call(
+                        node,
+                        who,
+                        &rpcs::StoreStatus {
+                            fid,
+                            status: attrs.store_status(),
+                        },
+                    )
+                    .await?;
+                self.apply_own(
+                    node,
+                    who,
+                    &reply.status,
+                    old.as_ref(),
+                    start,
+                    epoch,
+                    Batch::clean(),
+                )?;
+                Ok(None)
+            }
+            Mutation::StoreData { .. } => self.store_data(node, who, data).await.map(|_| None),
+        }
+    }
+
+    fn created(&self, c: Option<Created>) -> Result<Created> {
+        c.ok_or_else(|| Error::Protocol("the mutation created nothing".into()))
+    }
+
     fn dirty_of(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<DirtyFile>>> {
         self.dirty
             .lock()
