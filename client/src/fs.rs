@@ -1379,40 +1379,33 @@ struct Created {
 impl AfsClient {
     /// Creates an empty file (FUSE create).
     pub async fn create(&self, uid: u32, parent: u64, name: &[u8], mode: u32) -> Result<Attr> {
-        let (pnode, who) = self.inner.writable_dir(uid, parent).await?;
-        let m = Mutation::CreateFile {
-            dir: pnode.fid,
-            name: name.to_vec(),
-            mode,
-        };
-        let c = self
-            .inner
-            .created(self.inner.mutate(&pnode, None, &who, m, &[]).await?)?;
-        let ino = self.inner.intern(c.node);
-        Ok(attr_of(ino, &c.status))
+        let name = name.to_vec();
+        self.create_object(uid, parent, |dir| Mutation::CreateFile { dir, name, mode })
+            .await
     }
 
     pub async fn mkdir(&self, uid: u32, parent: u64, name: &[u8], mode: u32) -> Result<Attr> {
-        let (pnode, who) = self.inner.writable_dir(uid, parent).await?;
-        let m = Mutation::MakeDir {
-            dir: pnode.fid,
-            name: name.to_vec(),
-            mode,
-        };
-        let c = self
-            .inner
-            .created(self.inner.mutate(&pnode, None, &who, m, &[]).await?)?;
-        let ino = self.inner.intern(c.node);
-        Ok(attr_of(ino, &c.status))
+        let name = name.to_vec();
+        self.create_object(uid, parent, |dir| Mutation::MakeDir { dir, name, mode })
+            .await
     }
 
     pub async fn symlink(&self, uid: u32, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr> {
+        let (name, target) = (name.to_vec(), target.to_vec());
+        self.create_object(uid, parent, |dir| Mutation::Symlink { dir, name, target })
+            .await
+    }
+
+    /// Runs a creating mutation in directory `parent` and returns the new
+    /// object's attributes.
+    async fn create_object(
+        &self,
+        uid: u32,
+        parent: u64,
+        make: impl FnOnce(Fid) -> Mutation,
+    ) -> Result<Attr> {
         let (pnode, who) = self.inner.writable_dir(uid, parent).await?;
-        let m = Mutation::Symlink {
-            dir: pnode.fid,
-            name: name.to_vec(),
-            target: target.to_vec(),
-        };
+        let m = make(pnode.fid);
         let c = self
             .inner
             .created(self.inner.mutate(&pnode, None, &who, m, &[]).await?)?;

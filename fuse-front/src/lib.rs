@@ -140,12 +140,11 @@ impl Filesystem for AfsFs {
     fn readlink(&mut self, req: &Request<'_>, ino: u64, reply: ReplyData) {
         let c = self.client.clone();
         let uid = req.uid();
-        self.rt.spawn(async move {
-            match c.readlink(uid, ino).await {
-                Ok(d) => reply.data(&d),
-                Err(e) => reply.error(e.errno()),
-            }
-        });
+        self.answer(
+            reply,
+            async move { c.readlink(uid, ino).await },
+            |reply, d| reply.data(&d),
+        );
     }
 
     fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
@@ -233,12 +232,11 @@ impl Filesystem for AfsFs {
     fn fsync(&mut self, req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
         let c = self.client.clone();
         let uid = req.uid();
-        self.rt.spawn(async move {
-            match c.flush(uid, ino).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e.errno()),
-            }
-        });
+        self.answer(
+            reply,
+            async move { c.flush(uid, ino).await },
+            |reply, ()| reply.ok(),
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -278,11 +276,8 @@ impl Filesystem for AfsFs {
         // cached for one user is not listed to another.
         let c = self.client.clone();
         let uid = req.uid();
-        self.rt.spawn(async move {
-            match c.open(uid, ino).await {
-                Ok(_) => reply.opened(0, 0),
-                Err(e) => reply.error(e.errno()),
-            }
+        self.answer(reply, async move { c.open(uid, ino).await }, |reply, _| {
+            reply.opened(0, 0)
         });
     }
 
@@ -447,12 +442,11 @@ impl Filesystem for AfsFs {
             TimeOrNow::Now => secs(SystemTime::now()),
         });
         let attrs = client::SetAttrs { mode, mtime, size };
-        self.rt.spawn(async move {
-            match c.setattr(uid, ino, attrs).await {
-                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-                Err(e) => reply.error(e.errno()),
-            }
-        });
+        self.answer(
+            reply,
+            async move { c.setattr(uid, ino, attrs).await },
+            |reply, a| reply.attr(&TTL, &file_attr(&a)),
+        );
     }
 
     fn mknod(
@@ -481,36 +475,33 @@ impl Filesystem for AfsFs {
         let c = self.client.clone();
         let uid = req.uid();
         let name = name.as_bytes().to_vec();
-        self.rt.spawn(async move {
-            match c.mkdir(uid, parent, &name, mode & !umask).await {
-                Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
-                Err(e) => reply.error(e.errno()),
-            }
-        });
+        self.answer(
+            reply,
+            async move { c.mkdir(uid, parent, &name, mode & !umask).await },
+            |reply, a| reply.entry(&TTL, &file_attr(&a), 0),
+        );
     }
 
     fn unlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         let c = self.client.clone();
         let uid = req.uid();
         let name = name.as_bytes().to_vec();
-        self.rt.spawn(async move {
-            match c.unlink(uid, parent, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e.errno()),
-            }
-        });
+        self.answer(
+            reply,
+            async move { c.unlink(uid, parent, &name).await },
+            |reply, ()| reply.ok(),
+        );
     }
 
     fn rmdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         let c = self.client.clone();
         let uid = req.uid();
         let name = name.as_bytes().to_vec();
-        self.rt.spawn(async move {
-            match c.rmdir(uid, parent, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e.errno()),
-            }
-        });
+        self.answer(
+            reply,
+            async move { c.rmdir(uid, parent, &name).await },
+            |reply, ()| reply.ok(),
+        );
     }
 
     fn symlink(
@@ -525,12 +516,11 @@ impl Filesystem for AfsFs {
         let uid = req.uid();
         let name = link_name.as_bytes().to_vec();
         let target = target.as_os_str().as_bytes().to_vec();
-        self.rt.spawn(async move {
-            match c.symlink(uid, parent, &name, &target).await {
-                Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
-                Err(e) => reply.error(e.errno()),
-            }
-        });
+        self.answer(
+            reply,
+            async move { c.symlink(uid, parent, &name, &target).await },
+            |reply, a| reply.entry(&TTL, &file_attr(&a), 0),
+        );
     }
 
     fn rename(
@@ -552,12 +542,11 @@ impl Filesystem for AfsFs {
         let uid = req.uid();
         let name = name.as_bytes().to_vec();
         let newname = newname.as_bytes().to_vec();
-        self.rt.spawn(async move {
-            match c.rename(uid, parent, &name, newparent, &newname).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e.errno()),
-            }
-        });
+        self.answer(
+            reply,
+            async move { c.rename(uid, parent, &name, newparent, &newname).await },
+            |reply, ()| reply.ok(),
+        );
     }
 
     fn link(
@@ -571,12 +560,11 @@ impl Filesystem for AfsFs {
         let c = self.client.clone();
         let uid = req.uid();
         let name = newname.as_bytes().to_vec();
-        self.rt.spawn(async move {
-            match c.link(uid, ino, newparent, &name).await {
-                Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
-                Err(e) => reply.error(e.errno()),
-            }
-        });
+        self.answer(
+            reply,
+            async move { c.link(uid, ino, newparent, &name).await },
+            |reply, a| reply.entry(&TTL, &file_attr(&a), 0),
+        );
     }
 
     fn write(
@@ -598,12 +586,11 @@ impl Filesystem for AfsFs {
         let c = self.client.clone();
         let uid = req.uid();
         let data = data.to_vec();
-        self.rt.spawn(async move {
-            match c.write(uid, ino, offset as u64, &data).await {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(e.errno()),
-            }
-        });
+        self.answer(
+            reply,
+            async move { c.write(uid, ino, offset as u64, &data).await },
+            |reply, n| reply.written(n),
+        );
     }
 
     fn create(
@@ -665,12 +652,11 @@ impl Filesystem for AfsFs {
     ) {
         let c = self.client.clone();
         let uid = req.uid();
-        self.rt.spawn(async move {
-            match c.setlk(uid, ino, lock_owner, typ, sleep).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e.errno()),
-            }
-        });
+        self.answer(
+            reply,
+            async move { c.setlk(uid, ino, lock_owner, typ, sleep).await },
+            |reply, ()| reply.ok(),
+        );
     }
 
     fn setxattr(
@@ -690,16 +676,60 @@ impl Filesystem for AfsFs {
         let c = self.client.clone();
         let uid = req.uid();
         let value = value.to_vec();
-        self.rt.spawn(async move {
-            match c.set_acl(uid, ino, &value).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e.errno()),
-            }
-        });
+        self.answer(
+            reply,
+            async move { c.set_acl(uid, ino, &value).await },
+            |reply, ()| reply.ok(),
+        );
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, _i: u64, _n: &OsStr, reply: ReplyEmpty) {
         reply.error(libc::ENOTSUP);
+    }
+}
+
+/// Replies that can carry an errno.
+trait ErrorReply: Send + 'static {
+    fn fail(self, errno: i32);
+}
+
+macro_rules! error_reply {
+    ($($t:ty),*) => {
+        $(impl ErrorReply for $t {
+            fn fail(self, errno: i32) {
+                self.error(errno)
+            }
+        })*
+    };
+}
+
+error_reply!(
+    ReplyEntry,
+    ReplyAttr,
+    ReplyData,
+    ReplyEmpty,
+    ReplyOpen,
+    ReplyWrite,
+    ReplyCreate,
+    ReplyStatfs,
+    ReplyXattr
+);
+
+impl AfsFs {
+    /// Runs a client call on the runtime and answers the kernel: `ok`
+    /// builds the reply from the result, an error becomes its errno.
+    fn answer<R: ErrorReply, T: Send + 'static>(
+        &self,
+        reply: R,
+        op: impl std::future::Future<Output = client::Result<T>> + Send + 'static,
+        ok: impl FnOnce(R, T) + Send + 'static,
+    ) {
+        self.rt.spawn(async move {
+            match op.await {
+                Ok(v) => ok(reply, v),
+                Err(e) => reply.fail(e.errno()),
+            }
+        });
     }
 }
 
