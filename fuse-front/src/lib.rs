@@ -606,15 +606,13 @@ impl Filesystem for AfsFs {
         let c = self.client.clone();
         let uid = req.uid();
         let name = name.as_bytes().to_vec();
-        self.rt.spawn(async move {
-            let r = match c.create(uid, parent, &name, mode & !umask).await {
-                Ok(a) => c.open_write(uid, a.ino, true).await.map(|_| a),
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(a) => reply.created(&TTL, &file_attr(&a), 0, 0, 0),
-                Err(e) => reply.error(e.errno()),
-            }
+        let op = async move {
+            let a = c.create(uid, parent, &name, mode & !umask).await?;
+            c.open_write(uid, a.ino, true).await?;
+            Ok(a)
+        };
+        self.answer(reply, op, |reply, a| {
+            reply.created(&TTL, &file_attr(&a), 0, 0, 0)
         });
     }
 
