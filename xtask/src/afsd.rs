@@ -356,6 +356,14 @@ pub fn demo(o: &DemoOpts) -> Res<()> {
         false,
         quick,
     );
+    // The client holds a server that timed out as down for 5 s (misses fail
+    // at once meanwhile), so give it that long before reading again.
+    show(
+        "sleep 6",
+        "the server was marked down after the timeout; it is tried again after 5 s",
+        false,
+        quick,
+    );
     show(
         &format!("cat {m}/{cl}/random.bin | wc -c"),
         "online again",
