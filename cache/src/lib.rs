@@ -4,6 +4,8 @@
 //! version they were fetched at and their callback), file data in fixed-size
 //! chunks keyed by `(fid, data version, chunk index)` so that a chunk of an
 //! older data version can never be served as current, and parsed directories.
+//! Records live in RocksDB; chunks are plain files beside it (see `files.rs`
+//! for why), so the cache directory's size follows the limit at all times.
 //!
 //! Every change goes through [`Store::apply`] with a [`Batch`] of [`Op`]s,
 //! applied atomically. That single path is where the offline change log of
@@ -11,6 +13,7 @@
 //! cache land in the same batch.
 
 mod error;
+mod files;
 mod key;
 mod memory;
 mod record;
@@ -25,6 +28,12 @@ pub use record::{DirEntryRecord, DirRecord, StatusRecord, TokenRecord};
 pub use rocks::RocksStore;
 pub use store::{Batch, Op, Store};
 pub use usage::{EvictReport, Limits, Usage};
+
+/// The data version of chunks written locally and not yet stored to the
+/// fileserver. No server version reaches it, so unstored data can never be
+/// served as a server's; a store moves the chunks to the version it created
+/// ([`Op::MoveChunk`]).
+pub const LOCAL_DATA_VERSION: u64 = u64::MAX;
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::files::FileAction;
 use crate::key::{all_tokens_prefix, chunk_key, dir_key, meta_key, prefix_end, status_key};
 use crate::usage::{translate, Accounting};
 use crate::{
@@ -34,7 +35,39 @@ impl MemoryStore {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         self.lock().map.get(key).cloned()
     }
+}
 
+/// Chunk "files" are values of the map under their chunk keys.
+fn apply_files(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, actions: Vec<FileAction>) {
+    for a in actions {
+        match a {
+            FileAction::Put { key, data } => {
+                map.insert(key, data);
+            }
+            FileAction::Write { key, offset, data } => {
+                let v = map.entry(key).or_default();
+                let end = offset as usize + data.len();
+                if v.len() < end {
+                    v.resize(end, 0);
+                }
+                v[offset as usize..end].copy_from_slice(&data);
+            }
+            FileAction::Truncate { key, len } => {
+                map.entry(key).or_default().resize(len as usize, 0);
+            }
+            FileAction::Rename { from, to } => {
+                if let Some(v) = map.remove(&from) {
+                    map.insert(to, v);
+                }
+            }
+            FileAction::Delete { key } => {
+                map.remove(&key);
+            }
+        }
+    }
+}
+
+impl MemoryStore {
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
         self.lock().acc.check_invariants();
@@ -70,16 +103,25 @@ impl Store for MemoryStore {
             .map(|(k, v)| crate::rocks::decode(k, v))
             .collect()
     }
+    fn dirty_chunks(&self, fid: &FidKey) -> Vec<(u64, u64, u64)> {
+        self.lock().acc.dirty_of(fid)
+    }
     fn apply(&self, batch: Batch) -> Result<()> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        if translate(&mut inner.acc, batch.ops, &mut inner.map) && inner.acc.over_limits() {
-            inner.acc.evict(&mut inner.map);
+        let mut files = Vec::new();
+        let grew = translate(&mut inner.acc, batch.ops, &mut inner.map, &mut files);
+        if grew && inner.acc.over_limits() {
+            inner.acc.evict(&mut inner.map, &mut files);
         }
+        apply_files(&mut inner.map, files);
         Ok(())
     }
     fn usage(&self) -> Usage {
         self.lock().acc.usage()
+    }
+    fn disk_usage(&self) -> u64 {
+        self.lock().acc.disk_bytes()
     }
     fn set_limits(&self, limits: Limits) {
         self.lock().acc.set_limits(limits);
@@ -95,18 +137,25 @@ impl Store for MemoryStore {
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.acc.drain_touches(&mut inner.map);
-        Ok(inner.acc.evict(&mut inner.map).0)
+        let mut files = Vec::new();
+        let report = inner.acc.evict(&mut inner.map, &mut files);
+        apply_files(&mut inner.map, files);
+        Ok(report)
     }
     fn flush_fid(&self, fid: &FidKey) -> Result<()> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        inner.acc.flush_fid(fid, &mut inner.map);
+        let mut files = Vec::new();
+        inner.acc.flush_fid(fid, &mut inner.map, &mut files);
+        apply_files(&mut inner.map, files);
         Ok(())
     }
     fn flush_volume(&self, cell: &str, volume: u32) -> Result<()> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        inner.acc.flush_volume(cell, volume, &mut inner.map);
+        let mut files = Vec::new();
+        inner.acc.flush_volume(cell, volume, &mut inner.map, &mut files);
+        apply_files(&mut inner.map, files);
         Ok(())
     }
 }

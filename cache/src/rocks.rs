@@ -1,63 +1,51 @@
-//! The on-disk store, on RocksDB.
+//! The on-disk store: records in RocksDB, chunks in files beside it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rocksdb::{Options, WriteBatch, DB};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::files::{allocated_bytes, ChunkFiles, FileAction};
 use crate::key::{
     all_tokens_prefix, all_usage_prefix, chunk_key, chunk_key_of, dir_key, meta_key, prefix_end,
-    status_key, usage_key_of,
+    status_key, KIND_CHUNK,
 };
-use crate::usage::{translate, Accounting, ChunkMeta, KeySpan};
+use crate::usage::{translate, Accounting, ChunkMeta};
 use crate::{
     Batch, DirRecord, Error, EvictReport, FidKey, Limits, Result, StatusRecord, Store, TokenRecord,
     Usage,
 };
 
-/// Memtable size. Chunks are 1 MiB values; a clean chunk evicted while still
-/// in the memtable never reaches the disk.
-const WRITE_BUFFER: usize = 64 << 20;
-/// Smallest memtable once a byte limit is set.
-const MIN_WRITE_BUFFER: u64 = 4 << 20;
-/// Smallest dead space worth a manual compaction.
-const MIN_SLACK: u64 = 8 << 20;
+/// Memtable size. The records are small (statuses, directories, usage
+/// records of chunks); a small memtable keeps the preallocated write-ahead
+/// log, which RocksDB sizes after it, small against a cache limit.
+const WRITE_BUFFER: usize = 4 << 20;
 
-/// Dead space (bytes in files beyond the live data) tolerated before a
-/// manual compaction: a quarter of the byte limit, at least [`MIN_SLACK`]
-/// (and 64 MiB when unlimited).
-fn compaction_slack(limits: Limits) -> u64 {
-    if limits.max_bytes == 0 {
-        64 << 20
-    } else {
-        (limits.max_bytes / 4).max(MIN_SLACK)
-    }
-}
+/// How stale the measure of the database's size may be when a put checks
+/// the disk bound (evictions always measure afresh).
+const MEASURE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Memtable size for a limit: an eighth of it, between 4 and 64 MiB, so that
-/// one flush of data later evicted is small against the limit.
-fn write_buffer_for(limits: Limits) -> u64 {
-    if limits.max_bytes == 0 {
-        WRITE_BUFFER as u64
-    } else {
-        (limits.max_bytes / 8).clamp(MIN_WRITE_BUFFER, WRITE_BUFFER as u64)
-    }
-}
+/// Name of the meta record saying chunks live in files. Caches from before
+/// held chunks as RocksDB values; those are dropped once.
+const LAYOUT: &str = "chunk-layout";
+const LAYOUT_FILES: &[u8] = b"files-v1";
 
-/// A RocksDB database in the cache directory. RocksDB's lock file keeps a
-/// second daemon from opening the same cache.
+/// The cache directory: RocksDB in `db/`, chunk files in `chunks/`.
+/// RocksDB's lock file keeps a second daemon from opening the same cache.
 pub struct RocksStore {
     state: Mutex<State>,
     db: DB,
+    files: ChunkFiles,
+    db_dir: PathBuf,
 }
 
 #[derive(Default)]
 struct State {
     acc: Accounting,
-    /// Bytes evicted since the last manual compaction, and their key span.
-    evicted: u64,
-    span: Option<KeySpan>,
+    /// Bytes of the chunk directories, and when the overhead was measured.
+    dir_bytes: u64,
+    measured: Option<std::time::Instant>,
 }
 
 impl RocksStore {
@@ -77,27 +65,43 @@ impl RocksStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_max_open_files(256);
-        opts.set_keep_log_file_num(3);
-        // Tuned for 1 MiB values: a memtable holding many chunks, few
-        // levels whose sizes follow the data (space amplification ~1.1x
-        // instead of up to 2x), background work limited to the two cores a
-        // small client has, and writes spread out instead of in bursts.
+        // Small and few files besides the data: the cache limit covers them.
+        opts.set_keep_log_file_num(2);
+        opts.set_max_log_file_size(1 << 20);
+        opts.set_log_level(rocksdb::LogLevel::Warn);
+        opts.set_manifest_preallocation_size(64 << 10);
+        opts.set_max_manifest_file_size(4 << 20);
         opts.set_write_buffer_size(WRITE_BUFFER);
         opts.set_max_write_buffer_number(2);
-        opts.set_target_file_size_base(WRITE_BUFFER as u64);
+        opts.set_max_total_wal_size(8 << 20);
         opts.set_level_compaction_dynamic_level_bytes(true);
         opts.set_max_background_jobs(2);
-        opts.set_bytes_per_sync(1 << 20);
-        let db = DB::open(&opts, dir.join("db"))?;
-        let acc = load_accounting(&db)?;
-        Ok(RocksStore {
+        let db_dir = dir.join("db");
+        let db = DB::open(&opts, &db_dir)?;
+        if db.get(meta_key(LAYOUT))?.as_deref() != Some(LAYOUT_FILES) {
+            // Chunks of the old layout were values: drop them and their usage.
+            let mut wb = WriteBatch::default();
+            let chunks = vec![KIND_CHUNK];
+            let usage = all_usage_prefix();
+            wb.delete_range(chunks.clone(), prefix_end(&chunks));
+            wb.delete_range(usage.clone(), prefix_end(&usage));
+            wb.put(meta_key(LAYOUT), LAYOUT_FILES);
+            db.write(wb)?;
+            db.compact_range(Some(&chunks), Some(&prefix_end(&chunks)));
+        }
+        let files = ChunkFiles::open(dir.join("chunks"))?;
+        let acc = load_accounting(&db, &files)?;
+        let store = RocksStore {
             state: Mutex::new(State {
                 acc,
-                evicted: 0,
-                span: None,
+                ..State::default()
             }),
             db,
-        })
+            files,
+            db_dir,
+        };
+        store.measure_overhead(&mut store.state());
+        Ok(store)
     }
 
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -108,31 +112,65 @@ impl RocksStore {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes `wb`; on failure the in-memory accounting, already updated,
-    /// is rebuilt from the disk so that it never drifts from the data.
-    fn write(&self, st: &mut State, wb: WriteBatch, durable: bool) -> Result<()> {
+    /// What the record database and the directories occupy now, for the
+    /// disk bound.
+    fn measure_overhead(&self, st: &mut State) {
+        if self.files.take_new_dir() {
+            st.dir_bytes = self.files.dir_bytes();
+        }
+        st.acc
+            .set_overhead(allocated_bytes(&self.db_dir) + st.dir_bytes);
+        st.measured = Some(std::time::Instant::now());
+    }
+
+    /// [`RocksStore::measure_overhead`] when a directory was made or the
+    /// last measure is older than [`MEASURE_EVERY`]: cheap enough per put.
+    fn maybe_measure_overhead(&self, st: &mut State) {
+        let stale = st.measured.is_none_or(|t| t.elapsed() >= MEASURE_EVERY);
+        if stale || self.files.new_dir_pending() {
+            self.measure_overhead(st);
+        }
+    }
+
+    /// Carries out a translated batch: new file contents first, then the
+    /// records, then the unlinks (see `files.rs` on crash consistency). On
+    /// failure the in-memory accounting, already updated, is rebuilt from
+    /// the disk so that it never drifts from the data.
+    fn write(
+        &self,
+        st: &mut State,
+        wb: WriteBatch,
+        actions: Vec<FileAction>,
+        durable: bool,
+    ) -> Result<()> {
         let mut wo = rocksdb::WriteOptions::default();
         wo.disable_wal(!durable);
-        if let Err(e) = self.db.write_opt(wb, &wo) {
+        let res = self
+            .files
+            .apply_writes(&actions, durable)
+            .and_then(|()| Ok(self.db.write_opt(wb, &wo)?));
+        if let Err(e) = res {
             let limits = st.acc.limits();
-            if let Ok(acc) = load_accounting(&self.db) {
+            if let Ok(acc) = load_accounting(&self.db, &self.files) {
                 st.acc = acc;
                 st.acc.set_limits(limits);
             }
-            return Err(e.into());
+            return Err(e);
         }
+        self.files.apply_deletes(&actions);
         Ok(())
     }
 
     /// Evicts with the state locked. Pending touches go in the same write.
-    /// Returns the report and the key range to compact, when due.
-    fn evict_locked(&self, st: &mut State) -> Result<(EvictReport, Option<KeySpan>)> {
+    fn evict_locked(&self, st: &mut State) -> Result<EvictReport> {
+        self.measure_overhead(st);
         let mut wb = WriteBatch::default();
+        let mut actions = Vec::new();
         st.acc.drain_touches(&mut wb);
-        let (report, span) = st.acc.evict(&mut wb);
-        // Evicted data is refetchable: no log needed. Chunk and usage record
-        // go in the same write, so a lost eviction brings back both.
-        self.write(st, wb, false)?;
+        let report = st.acc.evict(&mut wb, &mut actions);
+        // Evicted data is refetchable: no log needed. A lost record delete
+        // finds the file gone at the next open and drops the record.
+        self.write(st, wb, actions, false)?;
         if report.over_limit {
             tracing::warn!(
                 usage = ?st.acc.usage(),
@@ -140,51 +178,15 @@ impl RocksStore {
                 "cache above its limits: the rest is dirty data"
             );
         }
-        st.evicted += report.bytes;
-        if let Some((lo, hi)) = span {
-            st.span = Some(match st.span.take() {
-                None => (lo, hi),
-                Some((a, b)) => (a.min(lo), b.max(hi)),
-            });
-        }
-        // The space of evicted chunks returns to the file system when a
-        // compaction meets their tombstones. Background compaction does it
-        // eventually; force it over the evicted range when the files hold
-        // notably more than the live data and enough was evicted since the
-        // last time for it to pay off.
-        let slack = compaction_slack(st.acc.limits());
-        let mut due = None;
-        if st.evicted >= slack {
-            let on_disk = self
-                .db
-                .property_int_value(rocksdb::properties::TOTAL_SST_FILES_SIZE)
-                .ok()
-                .flatten()
-                .unwrap_or(u64::MAX);
-            if on_disk > st.acc.usage().bytes.saturating_add(slack) {
-                due = st.span.take();
-                st.evicted = 0;
-            }
-        }
-        Ok((report, due))
-    }
-
-    /// Compacts the chunk keys in [lo, hi] and their usage records, so that
-    /// the space of evicted chunks returns to the file system.
-    fn compact(&self, (lo, hi): KeySpan) {
-        let end = prefix_end(&hi);
-        self.db.compact_range(Some(&lo), Some(&end));
-        self.db
-            .compact_range(Some(usage_key_of(&lo)), Some(usage_key_of(&end)));
+        Ok(report)
     }
 
     /// Writes pending touches (last-use times) to the disk.
     fn persist_touches(&self, st: &mut State) -> Result<()> {
         let mut wb = WriteBatch::default();
         if st.acc.drain_touches(&mut wb) > 0 {
-            // Never in the log: a surviving touch then implies the chunk it
-            // names survived too (unlogged writes are lost only as a suffix).
-            self.write(st, wb, false)?;
+            // Never in the log: touches are hints.
+            self.write(st, wb, Vec::new(), false)?;
         }
         Ok(())
     }
@@ -194,17 +196,24 @@ impl RocksStore {
         self.state().acc.check_invariants();
     }
 
-    /// Sum of the sizes of the database's files (test measurements).
+    /// Bytes the whole cache directory occupies (test measurements).
     #[cfg(test)]
     pub(crate) fn disk_size(&self) -> u64 {
-        let dir = self.db.path();
-        std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.metadata().ok())
-            .filter(|m| m.is_file())
-            .map(|m| m.len())
-            .sum()
+        fn walk(p: &Path) -> u64 {
+            use std::os::unix::fs::MetadataExt;
+            let Ok(m) = std::fs::symlink_metadata(p) else {
+                return 0;
+            };
+            if m.is_dir() {
+                m.blocks() * 512
+                    + std::fs::read_dir(p)
+                        .map(|es| es.filter_map(|e| e.ok()).map(|e| walk(&e.path())).sum())
+                        .unwrap_or(0)
+            } else {
+                m.blocks() * 512
+            }
+        }
+        walk(&self.db_dir) + walk(self.files.root())
     }
 }
 
@@ -217,11 +226,16 @@ impl Drop for RocksStore {
     }
 }
 
-/// Rebuilds the accounting from the usage records.
-fn load_accounting(db: &DB) -> Result<Accounting> {
+/// Rebuilds the accounting from the usage records and the chunk files,
+/// reconciling the two: a record whose file is gone is dropped, a file
+/// without a record is removed, and a file's size wins over its record's.
+fn load_accounting(db: &DB, files: &ChunkFiles) -> Result<Accounting> {
     let start = all_usage_prefix();
     let end = prefix_end(&start);
+    let mut on_disk: std::collections::HashMap<Vec<u8>, u64> =
+        files.scan()?.into_iter().collect();
     let mut records = Vec::new();
+    let mut stale = WriteBatch::default();
     for item in db.iterator(rocksdb::IteratorMode::From(
         &start,
         rocksdb::Direction::Forward,
@@ -230,8 +244,26 @@ fn load_accounting(db: &DB) -> Result<Accounting> {
         if k.as_ref() >= end.as_slice() {
             break;
         }
-        let meta: ChunkMeta = decode(&k, &v)?;
-        records.push((chunk_key_of(&k), meta));
+        let mut meta: ChunkMeta = decode(&k, &v)?;
+        let key = chunk_key_of(&k);
+        match on_disk.remove(&key) {
+            Some(size) => {
+                meta.size = size;
+                records.push((key, meta));
+            }
+            None => stale.delete(k.to_vec()),
+        }
+    }
+    for key in on_disk.keys() {
+        files.remove_orphan(key);
+    }
+    if !stale.is_empty() || !on_disk.is_empty() {
+        tracing::info!(
+            records = stale.len(),
+            files = on_disk.len(),
+            "cache: dropped chunk records without files and files without records"
+        );
+        db.write(stale)?;
     }
     Ok(Accounting::from_records(records))
 }
@@ -254,7 +286,30 @@ impl Store for RocksStore {
         self.get_raw(&key)?.map(|v| decode(&key, &v)).transpose()
     }
     fn get_chunk(&self, fid: &FidKey, dv: u64, index: u64) -> Result<Option<Vec<u8>>> {
-        self.get_raw(&chunk_key(fid, dv, index))
+        let key = chunk_key(fid, dv, index);
+        // A file is read only while its record says it is ours; a file of
+        // an interrupted write has no record and is not served.
+        if self.state().acc.size_of(&key).is_none() {
+            return Ok(None);
+        }
+        self.files.read(&key)
+    }
+    fn get_chunk_range(
+        &self,
+        fid: &FidKey,
+        dv: u64,
+        index: u64,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        let key = chunk_key(fid, dv, index);
+        if self.state().acc.size_of(&key).is_none() {
+            return Ok(None);
+        }
+        self.files.read_range(&key, offset, len)
+    }
+    fn dirty_chunks(&self, fid: &FidKey) -> Vec<(u64, u64, u64)> {
+        self.state().acc.dirty_of(fid)
     }
     fn get_dir(&self, fid: &FidKey) -> Result<Option<DirRecord>> {
         let key = dir_key(fid);
@@ -282,13 +337,15 @@ impl Store for RocksStore {
     fn apply(&self, batch: Batch) -> Result<()> {
         let mut st = self.state();
         let mut wb = WriteBatch::default();
-        let grew = translate(&mut st.acc, batch.ops, &mut wb);
-        self.write(&mut st, wb, batch.durable)?;
-        if grew && st.acc.over_limits() {
-            let (_, due) = self.evict_locked(&mut st)?;
-            drop(st);
-            if let Some(range) = due {
-                self.compact(range);
+        let mut actions = Vec::new();
+        let grew = translate(&mut st.acc, batch.ops, &mut wb, &mut actions);
+        self.write(&mut st, wb, actions, batch.durable)?;
+        if grew {
+            if st.acc.limits().disk_bytes > 0 {
+                self.maybe_measure_overhead(&mut st);
+            }
+            if st.acc.over_limits() {
+                self.evict_locked(&mut st)?;
             }
         }
         Ok(())
@@ -296,15 +353,13 @@ impl Store for RocksStore {
     fn usage(&self) -> Usage {
         self.state().acc.usage()
     }
-    fn set_limits(&self, limits: Limits) {
+    fn disk_usage(&self) -> u64 {
         let mut st = self.state();
-        if write_buffer_for(st.acc.limits()) != write_buffer_for(limits) {
-            let size = write_buffer_for(limits).to_string();
-            if let Err(e) = self.db.set_options(&[("write_buffer_size", &size)]) {
-                tracing::warn!("cache: write buffer size not changed: {e}");
-            }
-        }
-        st.acc.set_limits(limits);
+        self.measure_overhead(&mut st);
+        st.acc.disk_bytes()
+    }
+    fn set_limits(&self, limits: Limits) {
+        self.state().acc.set_limits(limits);
     }
     fn touch(&self, fid: &FidKey, data_version: u64, index: u64) {
         let mut st = self.state();
@@ -316,24 +371,21 @@ impl Store for RocksStore {
     }
     fn evict(&self) -> Result<EvictReport> {
         let mut st = self.state();
-        let (report, due) = self.evict_locked(&mut st)?;
-        drop(st);
-        if let Some(range) = due {
-            self.compact(range);
-        }
-        Ok(report)
+        self.evict_locked(&mut st)
     }
     fn flush_fid(&self, fid: &FidKey) -> Result<()> {
         let mut st = self.state();
         let mut wb = WriteBatch::default();
-        st.acc.flush_fid(fid, &mut wb);
-        self.write(&mut st, wb, true)
+        let mut actions = Vec::new();
+        st.acc.flush_fid(fid, &mut wb, &mut actions);
+        self.write(&mut st, wb, actions, true)
     }
     fn flush_volume(&self, cell: &str, volume: u32) -> Result<()> {
         let mut st = self.state();
         let mut wb = WriteBatch::default();
-        st.acc.flush_volume(cell, volume, &mut wb);
-        self.write(&mut st, wb, true)
+        let mut actions = Vec::new();
+        st.acc.flush_volume(cell, volume, &mut wb, &mut actions);
+        self.write(&mut st, wb, actions, true)
     }
 }
 

@@ -31,8 +31,45 @@ pub enum Op {
         data_version: u64,
         index: u64,
     },
+    /// Writes `data` at `offset` of a chunk, in place, making it dirty; a
+    /// missing chunk starts empty and a gap reads as zeros. This is how a
+    /// user's writes reach the cache without rewriting whole chunks.
+    WriteChunk {
+        fid: FidKey,
+        data_version: u64,
+        index: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// Cuts (or extends with zeros) a chunk to `length` bytes, making it dirty.
+    TruncateChunk {
+        fid: FidKey,
+        data_version: u64,
+        index: u64,
+        length: u64,
+    },
+    /// The chunk now belongs to data version `to_dv` and is clean: what a
+    /// store to the fileserver does to the chunks it sent (they move from
+    /// [`crate::LOCAL_DATA_VERSION`] to the version the server gave), and to
+    /// the unchanged chunks of a file whose version moved by our store
+    /// alone. Replaces a chunk already under `to_dv`; a no-op when absent.
+    MoveChunk {
+        fid: FidKey,
+        index: u64,
+        from_dv: u64,
+        to_dv: u64,
+    },
+    /// Drop one chunk, dirty or not (a truncated file's tail).
+    DeleteChunk {
+        fid: FidKey,
+        data_version: u64,
+        index: u64,
+    },
     /// Drop every chunk of a fid, of every data version, dirty ones included.
     DeleteChunks(FidKey),
+    /// Drop the clean chunks of a fid (its data version moved); dirty ones,
+    /// not yet stored, stay.
+    DeleteCleanChunks(FidKey),
     PutDir(FidKey, DirRecord),
     DeleteDir(FidKey),
     /// Small named values: the client's UUID, the chunk size in use.
@@ -91,6 +128,23 @@ impl Batch {
 pub trait Store: Send + Sync {
     fn get_status(&self, fid: &FidKey) -> Result<Option<StatusRecord>>;
     fn get_chunk(&self, fid: &FidKey, data_version: u64, index: u64) -> Result<Option<Vec<u8>>>;
+    /// Up to `len` bytes of a chunk from `offset` (shorter at its end).
+    fn get_chunk_range(
+        &self,
+        fid: &FidKey,
+        data_version: u64,
+        index: u64,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_chunk(fid, data_version, index)?.map(|c| {
+            let from = (offset as usize).min(c.len());
+            let to = from.saturating_add(len).min(c.len());
+            c[from..to].to_vec()
+        }))
+    }
+    /// The dirty chunks of a fid: (data version, index, size).
+    fn dirty_chunks(&self, fid: &FidKey) -> Vec<(u64, u64, u64)>;
     fn get_dir(&self, fid: &FidKey) -> Result<Option<DirRecord>>;
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Every stored token, of every user.
@@ -100,8 +154,11 @@ pub trait Store: Send + Sync {
     /// chunks are then evicted (see [`Store::evict`]).
     fn apply(&self, batch: Batch) -> Result<()>;
 
-    /// What the file-data chunks occupy now (values only, keys not counted).
+    /// What the file-data chunks occupy now (their bytes).
     fn usage(&self) -> Usage;
+    /// What the whole cache occupies on disk, as bounded by
+    /// [`Limits::disk_bytes`]: chunk files in whole blocks plus the records.
+    fn disk_usage(&self) -> u64;
     /// Bounds of the file-data cache (0 = unlimited). Takes effect at the
     /// next batch that adds data, or at once through [`Store::evict`].
     fn set_limits(&self, limits: Limits);

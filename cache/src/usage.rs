@@ -10,12 +10,21 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::files::{FileAction, FileSink};
 use crate::key::{
     chunk_key, chunk_prefix, dir_key, prefix_end, status_key, token_key, usage_key_of,
 };
 use crate::key::{meta_key, volume_prefix, KIND_CHUNK, KIND_DIR, KIND_STATUS};
 use crate::rocks::encode;
 use crate::{FidKey, Op};
+
+/// The unit a file system allocates in: a chunk of n bytes occupies n
+/// rounded up to this on disk.
+pub(crate) const BLOCK: u64 = 4096;
+
+fn blocks_of(size: u64) -> u64 {
+    size.div_ceil(BLOCK) * BLOCK
+}
 
 /// What the cache holds of file data. `bytes` and `entries` count every
 /// chunk, dirty ones included; `dirty_*` is the part that must never be
@@ -29,10 +38,16 @@ pub struct Usage {
 }
 
 /// Bounds of the file-data cache; 0 means unlimited.
+///
+/// `max_bytes` bounds the bytes of file data; `disk_bytes` bounds what the
+/// whole cache directory occupies on disk: chunk files rounded up to the
+/// file system's blocks, plus the database of records. A user's "cache
+/// size" is the latter; the former is what the accounting tests reason in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
     pub max_bytes: u64,
     pub max_entries: u64,
+    pub disk_bytes: u64,
 }
 
 /// What one eviction removed.
@@ -53,9 +68,6 @@ pub(crate) struct ChunkMeta {
     pub last_use: u64,
     pub dirty: bool,
 }
-
-/// A span of keys, first and last inclusive.
-pub(crate) type KeySpan = (Vec<u8>, Vec<u8>);
 
 /// Where translated writes go: a RocksDB `WriteBatch` or the memory map.
 pub(crate) trait Sink {
@@ -102,6 +114,11 @@ pub(crate) struct Accounting {
     lru: BTreeSet<(u64, Vec<u8>)>,
     clock: u64,
     usage: Usage,
+    /// Chunk bytes rounded up to whole blocks.
+    blocks: u64,
+    /// What the store's other files occupy (the record database), as last
+    /// measured by the store.
+    overhead: u64,
     limits: Limits,
     /// Chunks whose last use changed since their usage record was written.
     pending_touch: BTreeSet<Vec<u8>>,
@@ -127,6 +144,13 @@ impl Accounting {
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
     }
+    pub fn set_overhead(&mut self, bytes: u64) {
+        self.overhead = bytes;
+    }
+    /// Bytes on disk: chunk files by whole blocks, plus the overhead.
+    pub fn disk_bytes(&self) -> u64 {
+        self.blocks + self.overhead
+    }
 
     fn tick(&mut self) -> u64 {
         let t = self.clock;
@@ -138,6 +162,7 @@ impl Accounting {
         self.remove(&key);
         self.usage.bytes += meta.size;
         self.usage.entries += 1;
+        self.blocks += blocks_of(meta.size);
         if meta.dirty {
             self.usage.dirty_bytes += meta.size;
             self.usage.dirty_entries += 1;
@@ -162,6 +187,7 @@ impl Accounting {
         let meta = self.chunks.remove(key)?;
         self.usage.bytes -= meta.size;
         self.usage.entries -= 1;
+        self.blocks -= blocks_of(meta.size);
         if meta.dirty {
             self.usage.dirty_bytes -= meta.size;
             self.usage.dirty_entries -= 1;
@@ -177,12 +203,6 @@ impl Accounting {
             .range(start.to_vec()..end.to_vec())
             .map(|(k, m)| (k.clone(), *m))
             .collect()
-    }
-
-    fn remove_range(&mut self, start: &[u8], end: &[u8]) {
-        for (k, _) in self.keys_in(start, end) {
-            self.remove(&k);
-        }
     }
 
     /// Marks a chunk clean; returns its new record, None when not stored.
@@ -235,62 +255,95 @@ impl Accounting {
         let l = self.limits;
         (l.max_bytes > 0 && self.usage.bytes > l.max_bytes)
             || (l.max_entries > 0 && self.usage.entries > l.max_entries)
+            || (l.disk_bytes > 0 && self.disk_bytes() > l.disk_bytes)
     }
 
-    /// Evicts least-recently-used clean chunks until within the limits:
-    /// deletes them (and their usage records) through `sink`. Returns the
-    /// report and the evicted chunk keys' span (first, last) if any.
-    pub fn evict(&mut self, sink: &mut impl Sink) -> (EvictReport, Option<KeySpan>) {
+    /// Forgets a chunk: its usage record through `sink`, its file through
+    /// `files` (after the record is gone).
+    fn drop_chunk(&mut self, key: &[u8], sink: &mut impl Sink, files: &mut impl FileSink) {
+        self.remove(key);
+        sink.delete(usage_key_of(key));
+        files.file(FileAction::Delete { key: key.to_vec() });
+    }
+
+    /// Evicts least-recently-used clean chunks until within the limits.
+    pub fn evict(&mut self, sink: &mut impl Sink, files: &mut impl FileSink) -> EvictReport {
         let mut report = EvictReport::default();
-        let mut span: Option<KeySpan> = None;
         while self.over_limits() {
             let Some((_, key)) = self.lru.iter().next().cloned() else {
                 break;
             };
-            let meta = self.remove(&key).expect("lru entry is accounted");
-            sink.delete(usage_key_of(&key));
-            sink.delete(key.clone());
+            let size = self.chunks.get(&key).map(|m| m.size).unwrap_or(0);
+            self.drop_chunk(&key, sink, files);
             report.chunks += 1;
-            report.bytes += meta.size;
-            span = Some(match span {
-                None => (key.clone(), key),
-                Some((lo, hi)) => (lo.min(key.clone()), hi.max(key)),
-            });
+            report.bytes += size;
         }
         report.over_limit = self.over_limits();
-        (report, span)
+        report
     }
 
-    /// Deletes the clean chunks in [start, end) through `sink`.
-    fn drop_clean_range(&mut self, start: &[u8], end: &[u8], sink: &mut impl Sink) {
+    /// Drops the chunks in [start, end): the clean ones, or all.
+    fn drop_range(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        dirty_too: bool,
+        sink: &mut impl Sink,
+        files: &mut impl FileSink,
+    ) {
         for (key, meta) in self.keys_in(start, end) {
-            if !meta.dirty {
-                self.remove(&key);
-                sink.delete(usage_key_of(&key));
-                sink.delete(key);
+            if dirty_too || !meta.dirty {
+                self.drop_chunk(&key, sink, files);
             }
         }
     }
 
     /// Flush of one fid: clean chunks, status and directory.
-    pub fn flush_fid(&mut self, fid: &FidKey, sink: &mut impl Sink) {
+    pub fn flush_fid(&mut self, fid: &FidKey, sink: &mut impl Sink, files: &mut impl FileSink) {
         let start = chunk_prefix(fid);
         let end = prefix_end(&start);
-        self.drop_clean_range(&start, &end, sink);
+        self.drop_range(&start, &end, false, sink, files);
         sink.delete(status_key(fid));
         sink.delete(dir_key(fid));
     }
 
     /// Flush of every fid of a volume: clean chunks, statuses, directories.
-    pub fn flush_volume(&mut self, cell: &str, volume: u32, sink: &mut impl Sink) {
+    pub fn flush_volume(
+        &mut self,
+        cell: &str,
+        volume: u32,
+        sink: &mut impl Sink,
+        files: &mut impl FileSink,
+    ) {
         let start = volume_prefix(KIND_CHUNK, cell, volume);
         let end = prefix_end(&start);
-        self.drop_clean_range(&start, &end, sink);
+        self.drop_range(&start, &end, false, sink, files);
         for kind in [KIND_STATUS, KIND_DIR] {
             let start = volume_prefix(kind, cell, volume);
             let end = prefix_end(&start);
             sink.delete_range(start, end);
         }
+    }
+
+    /// The data versions and indexes of a fid's dirty chunks, with sizes.
+    pub fn dirty_of(&self, fid: &FidKey) -> Vec<(u64, u64, u64)> {
+        let start = chunk_prefix(fid);
+        let end = prefix_end(&start);
+        let n = start.len();
+        self.keys_in(&start, &end)
+            .into_iter()
+            .filter(|(_, m)| m.dirty)
+            .filter_map(|(k, m)| {
+                let dv = u64::from_be_bytes(k.get(n..n + 8)?.try_into().ok()?);
+                let idx = u64::from_be_bytes(k.get(n + 8..n + 16)?.try_into().ok()?);
+                Some((dv, idx, m.size))
+            })
+            .collect()
+    }
+
+    /// Size of a chunk as accounted; None when not in the cache.
+    pub fn size_of(&self, key: &[u8]) -> Option<u64> {
+        self.chunks.get(key).map(|m| m.size)
     }
 
     #[cfg(test)]
@@ -310,12 +363,20 @@ impl Accounting {
         }
         assert_eq!(u, self.usage);
         assert_eq!(clean, self.lru.len());
+        let blocks: u64 = self.chunks.values().map(|m| blocks_of(m.size)).sum();
+        assert_eq!(blocks, self.blocks);
     }
 }
 
-/// Translates the ops of a batch into writes on `sink`, keeping `acc` in
-/// step. Returns true when the batch added file data (eviction may be due).
-pub(crate) fn translate(acc: &mut Accounting, ops: Vec<Op>, sink: &mut impl Sink) -> bool {
+/// Translates the ops of a batch into record writes on `sink` and file
+/// actions on `files`, keeping `acc` in step. Returns true when the batch
+/// added file data (eviction may be due).
+pub(crate) fn translate(
+    acc: &mut Accounting,
+    ops: Vec<Op>,
+    sink: &mut impl Sink,
+    files: &mut impl FileSink,
+) -> bool {
     let mut grew = false;
     for op in ops {
         match op {
@@ -327,7 +388,10 @@ pub(crate) fn translate(acc: &mut Accounting, ops: Vec<Op>, sink: &mut impl Sink
                 index,
                 data,
             } => {
-                put_chunk(acc, sink, &fid, data_version, index, data, false);
+                let key = chunk_key(&fid, data_version, index);
+                let meta = acc.put(key.clone(), data.len() as u64, false);
+                sink.put(usage_key_of(&key), encode(&meta));
+                files.file(FileAction::Put { key, data });
                 grew = true;
             }
             Op::PutDirtyChunk {
@@ -336,7 +400,37 @@ pub(crate) fn translate(acc: &mut Accounting, ops: Vec<Op>, sink: &mut impl Sink
                 index,
                 data,
             } => {
-                put_chunk(acc, sink, &fid, data_version, index, data, true);
+                let key = chunk_key(&fid, data_version, index);
+                let meta = acc.put(key.clone(), data.len() as u64, true);
+                sink.put(usage_key_of(&key), encode(&meta));
+                files.file(FileAction::Put { key, data });
+                grew = true;
+            }
+            Op::WriteChunk {
+                fid,
+                data_version,
+                index,
+                offset,
+                data,
+            } => {
+                let key = chunk_key(&fid, data_version, index);
+                let end = offset + data.len() as u64;
+                let size = acc.size_of(&key).unwrap_or(0).max(end);
+                let meta = acc.put(key.clone(), size, true);
+                sink.put(usage_key_of(&key), encode(&meta));
+                files.file(FileAction::Write { key, offset, data });
+                grew = true;
+            }
+            Op::TruncateChunk {
+                fid,
+                data_version,
+                index,
+                length,
+            } => {
+                let key = chunk_key(&fid, data_version, index);
+                let meta = acc.put(key.clone(), length, true);
+                sink.put(usage_key_of(&key), encode(&meta));
+                files.file(FileAction::Truncate { key, len: length });
                 grew = true;
             }
             Op::MarkClean {
@@ -349,12 +443,44 @@ pub(crate) fn translate(acc: &mut Accounting, ops: Vec<Op>, sink: &mut impl Sink
                     sink.put(usage_key_of(&key), encode(&meta));
                 }
             }
+            Op::MoveChunk {
+                fid,
+                index,
+                from_dv,
+                to_dv,
+            } => {
+                let from = chunk_key(&fid, from_dv, index);
+                let to = chunk_key(&fid, to_dv, index);
+                if from != to {
+                    if let Some(old) = acc.remove(&from) {
+                        sink.delete(usage_key_of(&from));
+                        let meta = acc.put(to.clone(), old.size, false);
+                        sink.put(usage_key_of(&to), encode(&meta));
+                        files.file(FileAction::Rename { from, to });
+                    }
+                } else if let Some(meta) = acc.mark_clean(&from) {
+                    sink.put(usage_key_of(&from), encode(&meta));
+                }
+            }
+            Op::DeleteChunk {
+                fid,
+                data_version,
+                index,
+            } => {
+                let key = chunk_key(&fid, data_version, index);
+                if acc.size_of(&key).is_some() {
+                    acc.drop_chunk(&key, sink, files);
+                }
+            }
             Op::DeleteChunks(fid) => {
                 let start = chunk_prefix(&fid);
                 let end = prefix_end(&start);
-                acc.remove_range(&start, &end);
-                sink.delete_range(usage_key_of(&start), usage_key_of(&end));
-                sink.delete_range(start, end);
+                acc.drop_range(&start, &end, true, sink, files);
+            }
+            Op::DeleteCleanChunks(fid) => {
+                let start = chunk_prefix(&fid);
+                let end = prefix_end(&start);
+                acc.drop_range(&start, &end, false, sink, files);
             }
             Op::PutDir(fid, rec) => sink.put(dir_key(&fid), encode(&rec)),
             Op::DeleteDir(fid) => sink.delete(dir_key(&fid)),
@@ -364,19 +490,4 @@ pub(crate) fn translate(acc: &mut Accounting, ops: Vec<Op>, sink: &mut impl Sink
         }
     }
     grew
-}
-
-fn put_chunk(
-    acc: &mut Accounting,
-    sink: &mut impl Sink,
-    fid: &FidKey,
-    dv: u64,
-    index: u64,
-    data: Vec<u8>,
-    dirty: bool,
-) {
-    let key = chunk_key(fid, dv, index);
-    let meta = acc.put(key.clone(), data.len() as u64, dirty);
-    sink.put(usage_key_of(&key), encode(&meta));
-    sink.put(key, data);
 }
