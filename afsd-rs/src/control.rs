@@ -74,6 +74,8 @@ pub enum Response {
         dirty_bytes: u64,
         max_bytes: u64,
         max_entries: u64,
+        /// The cache directory on disk, records included.
+        disk_bytes: u64,
     },
     /// Addresses of the fileservers that did not answer a probe.
     Servers {
@@ -199,6 +201,7 @@ fn execute(uid: u32, req: Request, client: &AfsClient) -> Response {
                 dirty_bytes: s.usage.dirty_bytes,
                 max_bytes: s.limits.max_bytes,
                 max_entries: s.limits.max_entries,
+                disk_bytes: s.disk_bytes,
             }
         }
         Request::SetCacheSize { .. } if uid != 0 => {

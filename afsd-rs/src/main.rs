@@ -327,6 +327,7 @@ fn main() -> ExitCode {
                 dirty_bytes,
                 max_bytes,
                 max_entries,
+                disk_bytes,
             }) => {
                 let limit = |v: u64| {
                     if v == 0 {
@@ -340,6 +341,7 @@ fn main() -> ExitCode {
                 println!("dirty_bytes {dirty_bytes}");
                 println!("max_bytes {}", limit(max_bytes));
                 println!("max_entries {}", limit(max_entries));
+                println!("disk_bytes {disk_bytes}");
                 ExitCode::SUCCESS
             }
             Ok(other) => {

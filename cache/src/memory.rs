@@ -154,7 +154,9 @@ impl Store for MemoryStore {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let mut files = Vec::new();
-        inner.acc.flush_volume(cell, volume, &mut inner.map, &mut files);
+        inner
+            .acc
+            .flush_volume(cell, volume, &mut inner.map, &mut files);
         apply_files(&mut inner.map, files);
         Ok(())
     }

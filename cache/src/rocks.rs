@@ -232,8 +232,7 @@ impl Drop for RocksStore {
 fn load_accounting(db: &DB, files: &ChunkFiles) -> Result<Accounting> {
     let start = all_usage_prefix();
     let end = prefix_end(&start);
-    let mut on_disk: std::collections::HashMap<Vec<u8>, u64> =
-        files.scan()?.into_iter().collect();
+    let mut on_disk: std::collections::HashMap<Vec<u8>, u64> = files.scan()?.into_iter().collect();
     let mut records = Vec::new();
     let mut stale = WriteBatch::default();
     for item in db.iterator(rocksdb::IteratorMode::From(
@@ -251,7 +250,7 @@ fn load_accounting(db: &DB, files: &ChunkFiles) -> Result<Accounting> {
                 meta.size = size;
                 records.push((key, meta));
             }
-            None => stale.delete(k.to_vec()),
+            None => stale.delete(&k),
         }
     }
     for key in on_disk.keys() {

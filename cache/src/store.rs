@@ -67,9 +67,12 @@ pub enum Op {
     },
     /// Drop every chunk of a fid, of every data version, dirty ones included.
     DeleteChunks(FidKey),
-    /// Drop the clean chunks of a fid (its data version moved); dirty ones,
-    /// not yet stored, stay.
-    DeleteCleanChunks(FidKey),
+    /// Drop the clean chunks of a fid but those of data version `keep` (its
+    /// version moved); dirty ones, not yet stored, stay.
+    DeleteCleanChunks {
+        fid: FidKey,
+        keep: Option<u64>,
+    },
     PutDir(FidKey, DirRecord),
     DeleteDir(FidKey),
     /// Small named values: the client's UUID, the chunk size in use.

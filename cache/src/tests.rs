@@ -339,7 +339,10 @@ fn whole_cache_directory_stays_within_the_disk_bound() {
         });
         store.apply(b).unwrap();
         let disk = store.disk_size();
-        assert!(disk <= 32 * MIB, "cache directory at {disk} bytes after put {i}");
+        assert!(
+            disk <= 32 * MIB,
+            "cache directory at {disk} bytes after put {i}"
+        );
         assert!(store.disk_usage() <= 32 * MIB);
         max_disk = max_disk.max(disk);
     }
@@ -426,7 +429,10 @@ fn write_body(store: &dyn Store) {
     assert_eq!(store.usage(), usage(13, 1, 13, 1));
     assert_eq!(store.dirty_chunks(&f), vec![(local, 0, 13)]);
     assert_eq!(
-        store.get_chunk_range(&f, local, 0, 6, 100).unwrap().unwrap(),
+        store
+            .get_chunk_range(&f, local, 0, 6, 100)
+            .unwrap()
+            .unwrap(),
         b"\0\0world".to_vec()
     );
     let mut b = Batch::clean();
@@ -441,7 +447,10 @@ fn write_body(store: &dyn Store) {
     // Clean data of other versions goes with DeleteCleanChunks; dirty stays.
     put(store, &f, 3, 0, 10);
     let mut b = Batch::clean();
-    b.push(Op::DeleteCleanChunks(f.clone()));
+    b.push(Op::DeleteCleanChunks {
+        fid: f.clone(),
+        keep: Some(4),
+    });
     store.apply(b).unwrap();
     assert!(!has(store, &f, 3, 0));
     assert_eq!(store.usage(), usage(4, 1, 4, 1));
@@ -454,7 +463,10 @@ fn write_body(store: &dyn Store) {
         to_dv: 7,
     });
     store.apply(b).unwrap();
-    assert_eq!(store.get_chunk(&f, 7, 0).unwrap().unwrap(), b"hell".to_vec());
+    assert_eq!(
+        store.get_chunk(&f, 7, 0).unwrap().unwrap(),
+        b"hell".to_vec()
+    );
     assert!(!has(store, &f, local, 0));
     assert_eq!(store.usage(), usage(4, 1, 0, 0));
     assert!(store.dirty_chunks(&f).is_empty());
@@ -583,7 +595,10 @@ fn run(store: &dyn Store, op: &TOp) -> Option<crate::EvictReport> {
         }
         TOp::DeleteClean(f) => {
             let mut b = Batch::clean();
-            b.push(Op::DeleteCleanChunks(tfid(f)));
+            b.push(Op::DeleteCleanChunks {
+                fid: tfid(f),
+                keep: Some(1),
+            });
             store.apply(b).unwrap();
         }
         TOp::Write {
@@ -677,11 +692,11 @@ proptest! {
                     dirty.insert((f, dv, i), before.max(offset as usize + len));
                 }
                 TOp::Truncate { f, dv, i, len } => { dirty.insert((f, dv, i), len as usize); }
-                TOp::Move { f, i, from, to } => {
-                    if from == to || contents(&mem).contains_key(&(f, from, i)) {
-                        dirty.remove(&(f, from, i));
-                        dirty.remove(&(f, to, i));
-                    }
+                TOp::Move { f, i, from, to }
+                    if from == to || contents(&mem).contains_key(&(f, from, i)) =>
+                {
+                    dirty.remove(&(f, from, i));
+                    dirty.remove(&(f, to, i));
                 }
                 TOp::Limits(b, e) => limits = Limits { max_bytes: b, max_entries: e, ..Limits::default() },
                 TOp::Reopen => {

@@ -477,10 +477,18 @@ pub(crate) fn translate(
                 let end = prefix_end(&start);
                 acc.drop_range(&start, &end, true, sink, files);
             }
-            Op::DeleteCleanChunks(fid) => {
+            Op::DeleteCleanChunks { fid, keep } => {
                 let start = chunk_prefix(&fid);
                 let end = prefix_end(&start);
-                acc.drop_range(&start, &end, false, sink, files);
+                for (key, meta) in acc.keys_in(&start, &end) {
+                    let dv = key
+                        .get(start.len()..start.len() + 8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_be_bytes);
+                    if !meta.dirty && (keep.is_none() || dv != keep) {
+                        acc.drop_chunk(&key, sink, files);
+                    }
+                }
             }
             Op::PutDir(fid, rec) => sink.put(dir_key(&fid), encode(&rec)),
             Op::DeleteDir(fid) => sink.delete(dir_key(&fid)),

@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use afs_proto::fs as rpcs;
 use afs_proto::types::{CallBack, FetchStatus, Fid, FileType, Uuid};
-use cache::{Batch, DirEntryRecord, DirRecord, FidKey, Op, RocksStore, StatusRecord, Store};
+use cache::{
+    Batch, DirEntryRecord, DirRecord, FidKey, Op, RocksStore, StatusRecord, Store,
+    LOCAL_DATA_VERSION,
+};
 use rx::RxEndpoint;
 use tokio::sync::{mpsc, OnceCell};
 
@@ -22,6 +25,7 @@ use crate::identity::{
 };
 use crate::inode::{Inodes, NodeRef};
 use crate::mutation::{create_status, name_str, Mutation, SetAttrs};
+use crate::openfile::{spans, OpenFile};
 use crate::rpc::RpcClient;
 use crate::status::{now_secs, StatusTable};
 use crate::volume::{split_volume_suffix, VolumeDb};
@@ -126,8 +130,11 @@ pub(crate) struct Inner {
     pub(crate) uuid: Uuid,
     tokens: Tokens,
     rights: RightsTable,
-    /// Files being written: their whole new contents, stored at close.
-    dirty: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirtyFile>>>>,
+    /// Files being written: what changed (in the cache), stored at close.
+    dirty: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<OpenFile>>>>,
+    /// Their lengths as the user sees them, for every attribute answer
+    /// (the server's length is the stored one).
+    open_lengths: Mutex<HashMap<u64, u64>>,
     /// The cache size limit in force (`setcachesize` changes it).
     cache_bytes: std::sync::atomic::AtomicU64,
     /// Whole-file locks this client holds on fileservers.
@@ -140,13 +147,6 @@ struct HeldLock {
     write: bool,
     owners: std::collections::HashSet<u64>,
     renewer: tokio::task::JoinHandle<()>,
-}
-
-/// A file open for writing. AFS stores whole files at close, so the new
-/// contents are kept here until flush.
-struct DirtyFile {
-    data: Vec<u8>,
-    modified: bool,
 }
 
 /// The cache manager. Cheap to clone; all clones share one state.
@@ -198,8 +198,9 @@ impl AfsClient {
         let stored_tokens = store.tokens()?;
         let cache_bytes = config.cache_bytes;
         store.set_limits(cache::Limits {
-            max_bytes: config.cache_bytes,
             max_entries: config.cache_entries,
+            disk_bytes: config.cache_bytes,
+            ..cache::Limits::default()
         });
         // A smaller limit than last time takes effect now, not at the next fetch.
         store.evict()?;
@@ -237,6 +238,7 @@ impl AfsClient {
             tokens: Tokens::new(rx_level, stored_tokens),
             rights: RightsTable::default(),
             dirty: Mutex::new(HashMap::new()),
+            open_lengths: Mutex::new(HashMap::new()),
             cache_bytes: std::sync::atomic::AtomicU64::new(cache_bytes),
             locks: Mutex::new(HashMap::new()),
         });
@@ -354,7 +356,7 @@ impl AfsClient {
         let node = self.inner.node(ino)?;
         let who = self.inner.who(uid, &node);
         let st = self.inner.valid_status(&node, &who).await?;
-        Ok(attr_of(ino, &st))
+        Ok(self.inner.attr(ino, &st))
     }
 
     pub async fn lookup(&self, uid: u32, parent: u64, name: &[u8]) -> Result<Attr> {
@@ -389,7 +391,7 @@ impl AfsClient {
             return inner.attr_of_node(target, &who).await;
         }
         let ino = inner.intern(child);
-        Ok(attr_of(ino, &st))
+        Ok(inner.attr(ino, &st))
     }
 
     pub async fn readdir(&self, uid: u32, ino: u64) -> Result<Vec<DirEntryOut>> {
@@ -478,7 +480,7 @@ impl AfsClient {
                         let node = self.inner.node(e.ino).ok();
                         node.and_then(|n| self.inner.statuses.known(&n.key()))
                             .filter(|st| !is_mount_point(st))
-                            .map(|st| attr_of(e.ino, &st))
+                            .map(|st| self.inner.attr(e.ino, &st))
                     }
                 }
             };
@@ -747,7 +749,7 @@ impl Inner {
     async fn attr_of_node(&self, node: NodeRef, who: &Identity) -> Result<Attr> {
         let st = self.valid_status(&node, who).await?;
         let ino = self.intern(node);
-        Ok(attr_of(ino, &st))
+        Ok(self.attr(ino, &st))
     }
 
     /// `/afs/CELL` and `/afs/.CELL`.
@@ -969,12 +971,19 @@ impl Inner {
         let moved = old
             .as_ref()
             .is_some_and(|o| o.data_version != rec.data_version);
+        // Chunks and listings of other versions go; the batch's own (of this
+        // version, or moved to it by a store) stay, and unstored data too.
         let mut ops = vec![Op::PutStatus(key.clone(), rec.clone())];
         if moved {
-            ops.push(Op::DeleteChunks(key.clone()));
             ops.push(Op::DeleteDir(key.clone()));
         }
         ops.append(&mut batch.ops);
+        if moved {
+            ops.push(Op::DeleteCleanChunks {
+                fid: key.clone(),
+                keep: Some(rec.data_version),
+            });
+        }
         self.store.apply(Batch {
             ops,
             durable: batch.durable,
@@ -1408,9 +1417,9 @@ impl AfsClient {
         let m = make(pnode.fid);
         let c = self
             .inner
-            .created(self.inner.mutate(&pnode, None, &who, m, &[]).await?)?;
+            .created(self.inner.mutate(&pnode, None, &who, m, None).await?)?;
         let ino = self.inner.intern(c.node);
-        Ok(attr_of(ino, &c.status))
+        Ok(self.inner.attr(ino, &c.status))
     }
 
     /// A hard link to file `ino` in `newparent` (same volume only).
@@ -1425,7 +1434,7 @@ impl AfsClient {
             name: newname.to_vec(),
             existing: target.fid,
         };
-        self.inner.mutate(&pnode, None, &who, m, &[]).await?;
+        self.inner.mutate(&pnode, None, &who, m, None).await?;
         self.getattr(uid, ino).await
     }
 
@@ -1436,7 +1445,7 @@ impl AfsClient {
             name: name.to_vec(),
         };
         self.inner
-            .mutate(&pnode, None, &who, m, &[])
+            .mutate(&pnode, None, &who, m, None)
             .await
             .map(|_| ())
     }
@@ -1448,7 +1457,7 @@ impl AfsClient {
             name: name.to_vec(),
         };
         self.inner
-            .mutate(&pnode, None, &who, m, &[])
+            .mutate(&pnode, None, &who, m, None)
             .await
             .map(|_| ())
             .map_err(|e| {
@@ -1484,7 +1493,7 @@ impl AfsClient {
             to_name: newname.to_vec(),
         };
         self.inner
-            .mutate(&from, Some(&to), &who, m, &[])
+            .mutate(&from, Some(&to), &who, m, None)
             .await
             .map(|_| ())
     }
@@ -1500,29 +1509,20 @@ impl AfsClient {
         }
         let who = self.inner.who(uid, &node);
         if let Some(size) = attrs.size {
-            let dirty = self.inner.dirty_of(ino);
-            match dirty {
-                Some(d) => {
-                    let mut d = d.lock().await;
-                    d.data.resize(size as usize, 0);
-                    d.modified = true;
-                }
-                None => {
-                    let mut data = self.inner.read(&node, 0, size, &who).await?;
-                    data.resize(size as usize, 0);
-                    self.inner
-                        .mutate(
-                            &node,
-                            None,
-                            &who,
-                            Mutation::StoreData {
-                                fid: node.fid,
-                                length: data.len() as u64,
-                            },
-                            &data,
-                        )
-                        .await?;
-                }
+            // Through the open-file state, as a write would: cut in the
+            // cache, then stored (at once when no one has it open).
+            let st = self.inner.valid_status(&node, &who).await?;
+            if st.file_type != FileType::File.as_u32() {
+                return Err(Error::IsDir);
+            }
+            let f = self.inner.open_file(ino, &node, &st)?;
+            let mut f = f.lock().await;
+            self.inner.truncate_open(&node, &who, &mut f, size).await?;
+            self.inner.note_length(ino, f.length);
+            if f.writers == 0 {
+                self.inner.store_open(&node, &who, &mut f).await?;
+                drop(f);
+                self.inner.close_if_done(ino);
             }
         }
         if attrs.mode.is_some() || attrs.mtime.is_some() {
@@ -1530,117 +1530,363 @@ impl AfsClient {
                 fid: node.fid,
                 attrs,
             };
-            self.inner.mutate(&node, None, &who, m, &[]).await?;
+            self.inner.mutate(&node, None, &who, m, None).await?;
         }
         let mut attr = self.getattr(uid, ino).await?;
-        if let Some(d) = self.inner.dirty_of(ino) {
-            attr.size = d.lock().await.data.len() as u64;
+        if let Some(size) = self.dirty_size(ino).await {
+            attr.size = size;
         }
         Ok(attr)
     }
 
-    /// Opens `ino` for writing: its current contents become the dirty copy
-    /// that writes change and close stores (`truncate`: start empty).
+    /// Opens `ino` for writing (`truncate`: O_TRUNC). Writes change chunks
+    /// in the cache; close stores them.
     pub async fn open_write(&self, uid: u32, ino: u64, truncate: bool) -> Result<()> {
+        let (node, who, f) = self.writable_file(uid, ino).await?;
+        let mut f = f.lock().await;
+        f.writers += 1;
+        if truncate && f.length > 0 {
+            self.inner.truncate_open(&node, &who, &mut f, 0).await?;
+        } else if truncate {
+            f.modified = true;
+        }
+        self.inner.note_length(ino, f.length);
+        Ok(())
+    }
+
+    /// The node, identity and open-file state of a file being written.
+    async fn writable_file(
+        &self,
+        uid: u32,
+        ino: u64,
+    ) -> Result<(NodeRef, Identity, Arc<tokio::sync::Mutex<OpenFile>>)> {
         let node = self.inner.node(ino)?;
         if node.vol_type != VolType::Rw {
             return Err(Error::ReadOnly);
         }
         let who = self.inner.who(uid, &node);
+        // Checked on every write: the user's rights, and a current status.
         let st = self.inner.valid_status(&node, &who).await?;
         if st.file_type != FileType::File.as_u32() {
             return Err(Error::IsDir);
         }
-        if self.inner.dirty_of(ino).is_some() {
-            if truncate {
-                if let Some(d) = self.inner.dirty_of(ino) {
-                    let mut d = d.lock().await;
-                    d.data.clear();
-                    d.modified = true;
-                }
-            }
-            return Ok(());
-        }
-        let data = if truncate {
-            Vec::new()
-        } else {
-            self.inner.read(&node, 0, st.length, &who).await?
-        };
-        let file = DirtyFile {
-            data,
-            modified: truncate,
-        };
-        self.inner
-            .dirty
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(ino)
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(file)));
-        Ok(())
+        let f = self.inner.open_file(ino, &node, &st)?;
+        Ok((node, who, f))
     }
 
+    /// Writes into the cached chunks of the file: a chunk written for the
+    /// first time is first copied from the old contents (unless the write
+    /// covers them all), then changed in place.
     pub async fn write(&self, uid: u32, ino: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        if self.inner.dirty_of(ino).is_none() {
-            self.open_write(uid, ino, false).await?;
+        let (node, who, f) = self.writable_file(uid, ino).await?;
+        let mut f = f.lock().await;
+        let cs = self.inner.config.chunk_size;
+        let key = node.key();
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(Error::Invalid("write past the largest offset".into()))?;
+        let mut ops = Vec::new();
+        let mut new_dirty = Vec::new();
+        for (idx, off, range) in spans(offset, data.len() as u64, cs) {
+            if !f.dirty.contains(&idx) {
+                let base = if f.write_covers_base(idx, cs, offset, end) {
+                    Vec::new()
+                } else {
+                    self.inner.base_bytes(&node, &who, &f, idx).await?
+                };
+                ops.push(Op::PutDirtyChunk {
+                    fid: key.clone(),
+                    data_version: LOCAL_DATA_VERSION,
+                    index: idx,
+                    data: base,
+                });
+                new_dirty.push(idx);
+            }
+            ops.push(Op::WriteChunk {
+                fid: key.clone(),
+                data_version: LOCAL_DATA_VERSION,
+                index: idx,
+                offset: off,
+                data: data[range].to_vec(),
+            });
         }
-        let d = self
-            .inner
-            .dirty_of(ino)
-            .ok_or(Error::Invalid("file not open for writing".into()))?;
-        let mut d = d.lock().await;
-        let end = offset as usize + data.len();
-        if d.data.len() < end {
-            d.data.resize(end, 0);
-        }
-        d.data[offset as usize..end].copy_from_slice(data);
-        d.modified = true;
+        self.inner.store.apply(unlogged(ops))?;
+        f.dirty.extend(new_dirty);
+        f.length = f.length.max(end);
+        f.modified = true;
+        self.inner.note_length(ino, f.length);
         Ok(data.len() as u32)
     }
 
-    /// Stores the file's new contents if it changed (close and fsync): when
-    /// this returns Ok the fileserver has the data.
+    /// Stores the file's changes if any (close and fsync): when this
+    /// returns Ok the fileserver has the data.
     pub async fn flush(&self, uid: u32, ino: u64) -> Result<()> {
-        let Some(d) = self.inner.dirty_of(ino) else {
+        let Some(f) = self.inner.dirty_of(ino) else {
             return Ok(());
         };
-        let mut d = d.lock().await;
-        if !d.modified {
+        let mut f = f.lock().await;
+        if !f.modified {
             return Ok(());
         }
         let node = self.inner.node(ino)?;
         let who = self.inner.who(uid, &node);
-        let m = Mutation::StoreData {
-            fid: node.fid,
-            length: d.data.len() as u64,
-        };
-        self.inner.mutate(&node, None, &who, m, &d.data).await?;
-        d.modified = false;
-        Ok(())
+        self.inner.store_open(&node, &who, &mut f).await
     }
 
-    /// The last close: the dirty copy goes (flush has stored it).
-    pub fn release(&self, ino: u64) {
-        self.inner
-            .dirty
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ino);
+    /// The close of a descriptor. The write state goes with the last
+    /// writer, unless a store failed: then the changes stay, in the cache,
+    /// and the next close or fsync stores them.
+    pub async fn release(&self, ino: u64, write: bool) {
+        let Some(f) = self.inner.dirty_of(ino) else {
+            return;
+        };
+        {
+            let mut f = f.lock().await;
+            if write {
+                f.writers = f.writers.saturating_sub(1);
+            }
+            if f.writers == 0 && f.modified {
+                tracing::warn!(
+                    ino,
+                    length = f.length,
+                    "closed with changes not stored; they stay in the cache"
+                );
+            }
+        }
+        self.inner.close_if_done(ino);
     }
 
     /// Size of a file being written, for getattr while it is open.
     pub async fn dirty_size(&self, ino: u64) -> Option<u64> {
-        let d = self.inner.dirty_of(ino)?;
-        let len = d.lock().await.data.len() as u64;
+        let f = self.inner.dirty_of(ino)?;
+        let len = f.lock().await.length;
         Some(len)
     }
 
-    /// Reads from the dirty copy of a file open for writing, if any.
-    pub async fn read_dirty(&self, ino: u64, offset: u64, size: u32) -> Option<Vec<u8>> {
-        let d = self.inner.dirty_of(ino)?;
-        let d = d.lock().await;
-        let start = (offset as usize).min(d.data.len());
-        let end = (start + size as usize).min(d.data.len());
-        Some(d.data[start..end].to_vec())
+    /// Reads a file open for writing as it is now (None: not open so).
+    pub async fn read_dirty(
+        &self,
+        uid: u32,
+        ino: u64,
+        offset: u64,
+        size: u32,
+    ) -> Option<Result<Vec<u8>>> {
+        let f = self.inner.dirty_of(ino)?;
+        let f = f.lock().await;
+        Some(self.inner.read_open(uid, ino, &f, offset, size).await)
+    }
+}
+
+/// A batch of unstored writes. Not logged: close stores to the fileserver
+/// before returning, so what a crash loses here was never acknowledged.
+/// (Disconnected operation will log them, with the change log.)
+fn unlogged(ops: Vec<Op>) -> Batch {
+    Batch {
+        ops,
+        durable: false,
+    }
+}
+
+impl Inner {
+    /// The open-file state of `ino`, made when absent. Unstored chunks left
+    /// by a daemon that died before close returned are dropped: they were
+    /// never acknowledged, and keeping them would mix them into new writes.
+    fn open_file(
+        &self,
+        ino: u64,
+        node: &NodeRef,
+        st: &StatusRecord,
+    ) -> Result<Arc<tokio::sync::Mutex<OpenFile>>> {
+        let mut map = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = map.get(&ino) {
+            return Ok(f.clone());
+        }
+        let key = node.key();
+        let stale: Vec<Op> = self
+            .store
+            .dirty_chunks(&key)
+            .into_iter()
+            .filter(|&(dv, _, _)| dv == LOCAL_DATA_VERSION)
+            .map(|(dv, index, _)| Op::DeleteChunk {
+                fid: key.clone(),
+                data_version: dv,
+                index,
+            })
+            .collect();
+        if !stale.is_empty() {
+            tracing::warn!(
+                fid = ?key,
+                chunks = stale.len(),
+                "dropping unstored writes of an earlier run (close never returned)"
+            );
+            self.store.apply(unlogged(stale))?;
+        }
+        let f = Arc::new(tokio::sync::Mutex::new(OpenFile::new(
+            st.length,
+            st.data_version,
+        )));
+        map.insert(ino, f.clone());
+        Ok(f)
+    }
+
+    /// Forgets the open-file state once no one writes and all is stored.
+    fn close_if_done(&self, ino: u64) {
+        let mut map = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        let done = map
+            .get(&ino)
+            .and_then(|f| f.try_lock().ok().map(|f| f.writers == 0 && !f.modified));
+        if done == Some(true) {
+            map.remove(&ino);
+            self.open_lengths
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&ino);
+        }
+    }
+
+    /// Records the length of an open file as the user sees it.
+    fn note_length(&self, ino: u64, length: u64) {
+        self.open_lengths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ino, length);
+    }
+
+    /// Attributes from a status, with the length of a file being written.
+    fn attr(&self, ino: u64, st: &StatusRecord) -> Attr {
+        let mut a = attr_of(ino, st);
+        if let Some(&len) = self
+            .open_lengths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ino)
+        {
+            a.size = len;
+        }
+        a
+    }
+
+    /// The old contents of chunk `idx` still in force (clipped at
+    /// `base_len`), as the file holds them now.
+    async fn base_bytes(
+        self: &Arc<Self>,
+        node: &NodeRef,
+        who: &Identity,
+        f: &OpenFile,
+        idx: u64,
+    ) -> Result<Vec<u8>> {
+        match f.base_span(idx, self.config.chunk_size) {
+            Some((from, to)) => self.read(node, from, to - from, who).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Cuts or extends an open file to `size`, in the cache. The chunk
+    /// holding the new last byte is made dirty when the old contents do
+    /// not reach it, so that the store sends it.
+    async fn truncate_open(
+        self: &Arc<Self>,
+        node: &NodeRef,
+        who: &Identity,
+        f: &mut OpenFile,
+        size: u64,
+    ) -> Result<()> {
+        let cs = self.config.chunk_size;
+        let key = node.key();
+        let (dropped, cut) = f.truncate(size, cs);
+        let mut ops: Vec<Op> = dropped
+            .into_iter()
+            .map(|index| Op::DeleteChunk {
+                fid: key.clone(),
+                data_version: LOCAL_DATA_VERSION,
+                index,
+            })
+            .collect();
+        if let Some((index, length)) = cut {
+            ops.push(Op::TruncateChunk {
+                fid: key.clone(),
+                data_version: LOCAL_DATA_VERSION,
+                index,
+                length,
+            });
+        }
+        if let Some(last) = f.needs_last_chunk(cs) {
+            let base = self.base_bytes(node, who, f, last).await?;
+            ops.push(Op::PutDirtyChunk {
+                fid: key.clone(),
+                data_version: LOCAL_DATA_VERSION,
+                index: last,
+                data: base,
+            });
+            ops.push(Op::TruncateChunk {
+                fid: key.clone(),
+                data_version: LOCAL_DATA_VERSION,
+                index: last,
+                length: f.chunk_len(last, cs),
+            });
+            f.dirty.insert(last);
+        }
+        Ok(self.store.apply(unlogged(ops))?)
+    }
+
+    /// Stores an open file's changes through the mutation path and makes
+    /// the stored state its new base.
+    async fn store_open(&self, node: &NodeRef, who: &Identity, f: &mut OpenFile) -> Result<()> {
+        let m = Mutation::StoreData {
+            fid: node.fid,
+            length: f.length,
+        };
+        self.mutate(node, None, who, m, Some(f)).await?;
+        let dv = self
+            .statuses
+            .known(&node.key())
+            .map(|s| s.data_version)
+            .unwrap_or(f.base_dv);
+        f.stored(dv);
+        Ok(())
+    }
+
+    /// Reads an open file as it is now: dirty chunks from the cache, the
+    /// rest from the old contents, zeros past them.
+    async fn read_open(
+        self: &Arc<Self>,
+        uid: u32,
+        ino: u64,
+        f: &OpenFile,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>> {
+        let node = self.node(ino)?;
+        let who = self.who(uid, &node);
+        // Reading needs the read right, as on any open file.
+        self.valid_status(&node, &who).await?;
+        let cs = self.config.chunk_size;
+        let end = f.length.min(offset.saturating_add(size as u64));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let key = node.key();
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for (idx, off, range) in spans(offset, end - offset, cs) {
+            let want = range.len();
+            let start = out.len();
+            if f.dirty.contains(&idx) {
+                if let Some(d) =
+                    self.store
+                        .get_chunk_range(&key, LOCAL_DATA_VERSION, idx, off, want)?
+                {
+                    out.extend_from_slice(&d);
+                }
+            } else {
+                let from = idx * cs + off;
+                let to = (from + want as u64).min(f.base_len);
+                if from < to {
+                    out.extend(self.read(&node, from, to - from, &who).await?);
+                }
+            }
+            out.resize(start + want, 0);
+        }
+        Ok(out)
     }
 }
 
@@ -1648,7 +1894,7 @@ impl Inner {
     /// The single path every change takes: one typed [`Mutation`] in, the
     /// server's answer applied to the cache. `node` is the directory for
     /// name changes and the file for StoreStatus/StoreData; `other` is the
-    /// target directory of a rename; `data` the new contents of StoreData.
+    /// target directory of a rename; `file` what StoreData stores.
     /// The offline change log of the next milestone records these same
     /// values instead of sending them.
     async fn mutate(
@@ -1657,7 +1903,7 @@ impl Inner {
         other: Option<&NodeRef>,
         who: &Identity,
         m: Mutation,
-        data: &[u8],
+        file: Option<&OpenFile>,
     ) -> Result<Option<Created>> {
         match m {
             Mutation::CreateFile { .. } | Mutation::MakeDir { .. } | Mutation::Symlink { .. } => {
@@ -1695,7 +1941,10 @@ impl Inner {
                 )?;
                 Ok(None)
             }
-            Mutation::StoreData { .. } => self.store_data(node, who, data).await.map(|_| None),
+            Mutation::StoreData { .. } => {
+                let f = file.ok_or(Error::Invalid("StoreData without a file".into()))?;
+                self.store_data(node, who, f).await.map(|_| None)
+            }
         }
     }
 
@@ -1703,7 +1952,7 @@ impl Inner {
         c.ok_or_else(|| Error::Protocol("the mutation created nothing".into()))
     }
 
-    fn dirty_of(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<DirtyFile>>> {
+    fn dirty_of(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<OpenFile>>> {
         self.dirty
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -2074,17 +2323,32 @@ impl Inner {
         )
     }
 
-    /// Stores a file's whole new contents (StoreData64, in pieces), then
-    /// keeps what was stored as the cached data of the new data version.
-    async fn store_data(&self, node: &NodeRef, who: &Identity, data: &[u8]) -> Result<()> {
+    /// Stores an open file's changes: its dirty chunks in runs, one
+    /// StoreData64 per run of at most [`STORE_PIECE`] bytes, with the new
+    /// length. The stored chunks then become the cached data of the new
+    /// data version, and so do the unchanged old chunks when the version
+    /// moved by our calls alone; otherwise the rest is fetched again.
+    async fn store_data(&self, node: &NodeRef, who: &Identity, f: &OpenFile) -> Result<()> {
         let start = now_secs();
         let epoch = self.statuses.epoch();
         let old = self.statuses.known(&node.key());
-        let total = data.len() as u64;
-        let mut pos = 0u64;
-        let mut last;
-        loop {
-            let len = STORE_PIECE.min(total - pos);
+        let key = node.key();
+        let cs = self.config.chunk_size;
+        let plan = f.store_plan(cs, STORE_PIECE);
+        let mut last = None;
+        for piece in &plan {
+            let mut data = Vec::with_capacity(piece.len() as usize);
+            for &(idx, len) in &piece.chunks {
+                let chunk = self
+                    .store
+                    .get_chunk_range(&key, LOCAL_DATA_VERSION, idx, 0, len as usize)?
+                    .ok_or_else(|| {
+                        Error::Protocol(format!("unstored chunk {idx} of {key:?} left the cache"))
+                    })?;
+                let at = data.len();
+                data.extend_from_slice(&chunk);
+                data.resize(at + len as usize, 0);
+            }
             let status = afs_proto::types::StoreStatus {
                 mask: afs_proto::types::store_mask::SET_MODTIME,
                 client_modtime: now_secs() as u32,
@@ -2096,37 +2360,42 @@ impl Inner {
             let call = rpcs::StoreData64 {
                 fid: node.fid,
                 status,
-                pos,
-                length: len,
-                file_length: total,
+                pos: piece.pos,
+                length: data.len() as u64,
+                file_length: piece.file_length,
             };
-            let reply = self
-                .fs_call_data(node, who, &call, &data[pos as usize..(pos + len) as usize])
-                .await?;
+            let reply = self.fs_call_data(node, who, &call, &data).await?;
+            Stats::add(&self.stats.bytes_stored, data.len() as u64);
             last = Some(reply.status);
-            pos += len;
-            if pos >= total {
-                break;
-            }
         }
         let st = last.ok_or_else(|| Error::Protocol("no StoreData64 reply".into()))?;
-        tracing::debug!(mutation = ?Mutation::StoreData { fid: node.fid, length: total }, "executed");
-        // Our own data is the new version: keep it as clean chunks.
-        let cs = self.config.chunk_size;
+        tracing::debug!(mutation = ?Mutation::StoreData { fid: node.fid, length: f.length }, calls = plan.len(), "executed");
+        let ours_alone = st.data_version == f.base_dv + plan.len() as u64;
         let mut batch = Batch::clean();
-        let mut idx = 0u64;
-        while idx * cs < total || (idx == 0 && total == 0) {
-            let from = (idx * cs) as usize;
-            let to = ((idx + 1) * cs).min(total) as usize;
-            batch.push(Op::PutChunk {
-                fid: node.key(),
-                data_version: st.data_version,
-                index: idx,
-                data: data[from..to].to_vec(),
+        for &index in &f.dirty {
+            batch.push(if ours_alone && f.chunk_len(index, cs) > 0 {
+                Op::MoveChunk {
+                    fid: key.clone(),
+                    index,
+                    from_dv: LOCAL_DATA_VERSION,
+                    to_dv: st.data_version,
+                }
+            } else {
+                Op::DeleteChunk {
+                    fid: key.clone(),
+                    data_version: LOCAL_DATA_VERSION,
+                    index,
+                }
             });
-            idx += 1;
-            if total == 0 {
-                break;
+        }
+        if ours_alone {
+            for index in f.reusable_base_chunks(cs) {
+                batch.push(Op::MoveChunk {
+                    fid: key.clone(),
+                    index,
+                    from_dv: f.base_dv,
+                    to_dv: st.data_version,
+                });
             }
         }
         self.apply_own(node, who, &st, old.as_ref(), start, epoch, batch)?;
@@ -2139,6 +2408,8 @@ impl Inner {
 pub struct CacheStats {
     pub usage: cache::Usage,
     pub limits: cache::Limits,
+    /// What the cache directory occupies on disk, records included.
+    pub disk_bytes: u64,
 }
 
 impl AfsClient {
@@ -2149,7 +2420,9 @@ impl AfsClient {
             limits: cache::Limits {
                 max_bytes: self.inner.config_cache_bytes(),
                 max_entries: self.inner.config.cache_entries,
+                disk_bytes: self.inner.config_cache_bytes(),
             },
+            disk_bytes: self.inner.store.disk_usage(),
         }
     }
 
@@ -2159,8 +2432,9 @@ impl AfsClient {
             .cache_bytes
             .store(bytes, std::sync::atomic::Ordering::SeqCst);
         self.inner.store.set_limits(cache::Limits {
-            max_bytes: bytes,
             max_entries: self.inner.config.cache_entries,
+            disk_bytes: bytes,
+            ..cache::Limits::default()
         });
         Ok(self.inner.store.evict()?)
     }

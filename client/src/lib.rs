@@ -17,6 +17,7 @@ mod fs;
 mod identity;
 mod inode;
 mod mutation;
+mod openfile;
 mod rpc;
 mod stats;
 mod status;

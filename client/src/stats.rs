@@ -17,6 +17,8 @@ pub struct Stats {
     pub status_hits: AtomicU64,
     pub status_misses: AtomicU64,
     pub bytes_fetched: AtomicU64,
+    /// File bytes sent with StoreData64.
+    pub bytes_stored: AtomicU64,
     pub callback_breaks: AtomicU64,
 }
 
@@ -76,6 +78,7 @@ impl Stats {
             ("cache.status_hits", c(&self.status_hits)),
             ("cache.status_misses", c(&self.status_misses)),
             ("bytes_fetched", c(&self.bytes_fetched)),
+            ("bytes_stored", c(&self.bytes_stored)),
             ("callback_breaks", c(&self.callback_breaks)),
         ] {
             out.push_str(&format!("{k} {v}\n"));

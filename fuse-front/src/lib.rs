@@ -192,9 +192,13 @@ impl Filesystem for AfsFs {
         let c = self.client.clone();
         let uid = req.uid();
         self.rt.spawn(async move {
-            if let Some(d) = c.read_dirty(ino, offset as u64, size).await {
-                reply.data(&d);
-                return;
+            match c.read_dirty(uid, ino, offset as u64, size).await {
+                Some(Ok(d)) => return reply.data(&d),
+                Some(Err(e)) => {
+                    tracing::info!(ino, offset, "read: {e}");
+                    return reply.error(e.errno());
+                }
+                None => {}
             }
             match c.read(uid, ino, offset as u64, size).await {
                 Ok(d) => reply.data(&d),
@@ -245,11 +249,12 @@ impl Filesystem for AfsFs {
         req: &Request<'_>,
         ino: u64,
         _fh: u64,
-        _flags: i32,
+        flags: i32,
         lock_owner: Option<u64>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let c = self.client.clone();
         let uid = req.uid();
         self.rt.spawn(async move {
@@ -263,7 +268,7 @@ impl Filesystem for AfsFs {
             // flush normally stored everything already; this catches a
             // writer whose data is still unstored.
             let r = c.flush(uid, ino).await;
-            c.release(ino);
+            c.release(ino, write).await;
             match r {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e.errno()),
@@ -600,15 +605,19 @@ impl Filesystem for AfsFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _f: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let c = self.client.clone();
         let uid = req.uid();
         let name = name.as_bytes().to_vec();
+        // The release of this descriptor says whether it wrote by its flags.
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let op = async move {
             let a = c.create(uid, parent, &name, mode & !umask).await?;
-            c.open_write(uid, a.ino, true).await?;
+            if write {
+                c.open_write(uid, a.ino, true).await?;
+            }
             Ok(a)
         };
         self.answer(reply, op, |reply, a| {
