@@ -307,3 +307,98 @@ fn locks_are_held_at_the_fileserver() {
         std::io::Error::last_os_error()
     );
 }
+
+/// Writes change chunks in the cache and close stores only those: a
+/// 100-byte change in a 5 MiB file sends one 1 MiB chunk; a write past the
+/// end leaves zeros between; a file cut and then extended reads as zeros
+/// after the cut, on the server too.
+#[test]
+fn partial_sparse_and_cut_then_extended_writes() {
+    use std::os::unix::fs::FileExt;
+    const MIB: u64 = 1 << 20;
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &[]);
+    let (dir, rel) = workdir(&cell, &m, "partial");
+    let orig = random_bytes(5 * MIB as usize, 31);
+    cell.put(&cell.rw(&format!("{rel}/big")), &orig);
+    let path = dir.join("big");
+    let mut want = orig.clone();
+
+    // A change inside chunk 2.
+    let at = 2 * MIB + MIB / 2 + 10;
+    let before = m.stat("bytes_stored");
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0xab; 100], at).unwrap();
+    drop(f);
+    want[at as usize..at as usize + 100].fill(0xab);
+    assert_eq!(
+        m.stat("bytes_stored") - before,
+        MIB,
+        "a 100-byte change must store its one chunk, not the file"
+    );
+    assert!(server_cat(&cell, &format!("{rel}/big")) == want);
+
+    // Past the end: 7 MiB + 5, leaving a hole.
+    let before = m.stat("bytes_stored");
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(b"0123456789", 7 * MIB + 5).unwrap();
+    drop(f);
+    want.resize(7 * MIB as usize + 5, 0);
+    want.extend_from_slice(b"0123456789");
+    assert_eq!(m.stat("bytes_stored") - before, 15, "only the last chunk");
+    assert!(server_cat(&cell, &format!("{rel}/big")) == want);
+    assert!(fs::read(&path).unwrap() == want);
+
+    // Cut inside chunk 1, then extend by writing at 3 MiB: bytes between
+    // must be zeros, not the old data the server still had there.
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(MIB + 3).unwrap();
+    f.write_all_at(b"tail", 3 * MIB).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 3 * MIB + 4);
+    drop(f);
+    want.truncate(MIB as usize + 3);
+    want.resize(3 * MIB as usize, 0);
+    want.extend_from_slice(b"tail");
+    let got = server_cat(&cell, &format!("{rel}/big"));
+    assert_eq!(got.len(), want.len());
+    assert_eq!(
+        got.iter().zip(&want).position(|(a, b)| a != b),
+        None,
+        "server bytes differ"
+    );
+    assert!(fs::read(&path).unwrap() == want);
+}
+
+/// A close whose store fails (link cut) reports the error, keeps the
+/// changes in the cache, still shows them to readers, and the next close
+/// after the link returns stores them.
+#[test]
+fn failed_store_keeps_the_changes_for_the_next_close() {
+    use std::os::unix::fs::FileExt;
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &["--dead-time", "6"]);
+    let (dir, rel) = workdir(&cell, &m, "failstore");
+    let path = dir.join("f.txt");
+    fs::write(&path, b"version one\n").unwrap();
+    struct Restore<'a>(&'a Cell);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            self.0.link(true);
+        }
+    }
+    cell.link(false);
+    let restore = Restore(&cell);
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(b"VERSION TWO\n", 0).unwrap();
+    let err = f.sync_all().unwrap_err();
+    assert_eq!(errno(err), libc::ETIMEDOUT);
+    drop(f); // close fails too (ignored by drop); the changes stay
+    assert_eq!(fs::read(&path).unwrap(), b"VERSION TWO\n");
+    drop(restore);
+    // The client holds a server it saw die down for 5 s.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(server_cat(&cell, &format!("{rel}/f.txt")), b"VERSION TWO\n");
+}
