@@ -2328,6 +2328,12 @@ impl Inner {
     /// length. The stored chunks then become the cached data of the new
     /// data version, and so do the unchanged old chunks when the version
     /// moved by our calls alone; otherwise the rest is fetched again.
+    ///
+    /// The calls for one file go one after another: the fileserver holds
+    /// the vnode's write lock for a whole StoreData64 (GetVolumePackage
+    /// with WRITE_LOCK in viced's common_StoreData64), so a second call on
+    /// the same file would only wait there. Different files store in
+    /// parallel: every close is its own task on its own Rx call.
     async fn store_data(&self, node: &NodeRef, who: &Identity, f: &OpenFile) -> Result<()> {
         let start = now_secs();
         let epoch = self.statuses.epoch();
