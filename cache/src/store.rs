@@ -67,6 +67,11 @@ pub enum Op {
     },
     /// Drop every chunk of a fid, of every data version, dirty ones included.
     DeleteChunks(FidKey),
+    /// Drop every dirty chunk of `data_version`, of every fid: unstored
+    /// writes of a daemon that died before their close returned.
+    DiscardDirty {
+        data_version: u64,
+    },
     /// Drop the clean chunks of a fid but those of data version `keep` (its
     /// version moved); dirty ones, not yet stored, stay.
     DeleteCleanChunks {

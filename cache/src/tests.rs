@@ -470,6 +470,17 @@ fn write_body(store: &dyn Store) {
     assert!(!has(store, &f, local, 0));
     assert_eq!(store.usage(), usage(4, 1, 0, 0));
     assert!(store.dirty_chunks(&f).is_empty());
+    // Leftover unstored chunks of a crashed run go in one op; others stay.
+    put_dirty(store, &f, local, 1, 3);
+    put_dirty(store, &fid(9, 9), local, 0, 2);
+    put_dirty(store, &f, 5, 0, 1);
+    let mut b = Batch::clean();
+    b.push(Op::DiscardDirty {
+        data_version: local,
+    });
+    store.apply(b).unwrap();
+    assert_eq!(store.usage(), usage(5, 2, 1, 1));
+    assert_eq!(store.dirty_chunks(&f), vec![(5, 0, 1)]);
 }
 
 #[test]

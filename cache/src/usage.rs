@@ -368,6 +368,13 @@ impl Accounting {
     }
 }
 
+/// The data version in a chunk key: kind, cell length, cell, volume,
+/// vnode, uniquifier, then the version (all big-endian).
+fn dv_of(key: &[u8]) -> Option<u64> {
+    let at = 2 + *key.get(1)? as usize + 12;
+    Some(u64::from_be_bytes(key.get(at..at + 8)?.try_into().ok()?))
+}
+
 /// Translates the ops of a batch into record writes on `sink` and file
 /// actions on `files`, keeping `acc` in step. Returns true when the batch
 /// added file data (eviction may be due).
@@ -488,6 +495,17 @@ pub(crate) fn translate(
                     if !meta.dirty && (keep.is_none() || dv != keep) {
                         acc.drop_chunk(&key, sink, files);
                     }
+                }
+            }
+            Op::DiscardDirty { data_version } => {
+                let doomed: Vec<Vec<u8>> = acc
+                    .chunks
+                    .iter()
+                    .filter(|(k, m)| m.dirty && dv_of(k) == Some(data_version))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in doomed {
+                    acc.drop_chunk(&key, sink, files);
                 }
             }
             Op::PutDir(fid, rec) => sink.put(dir_key(&fid), encode(&rec)),

@@ -203,6 +203,21 @@ impl AfsClient {
             ..cache::Limits::default()
         });
         // A smaller limit than last time takes effect now, not at the next fetch.
+        // Unstored writes of a run that died before their close returned
+        // were never acknowledged; without a change log (disconnected
+        // operation brings one) nothing says what they belong to.
+        let dirty = store.usage().dirty_bytes;
+        if dirty > 0 {
+            let mut b = Batch::new();
+            b.push(Op::DiscardDirty {
+                data_version: LOCAL_DATA_VERSION,
+            });
+            store.apply(b)?;
+            tracing::warn!(
+                bytes = dirty - store.usage().dirty_bytes,
+                "dropped writes of an earlier run whose close never returned"
+            );
+        }
         store.evict()?;
         let rx_level = config.rxkad_level;
         let rx_config = rx::Config {
@@ -1515,7 +1530,7 @@ impl AfsClient {
             if st.file_type != FileType::File.as_u32() {
                 return Err(Error::IsDir);
             }
-            let f = self.inner.open_file(ino, &node, &st)?;
+            let f = self.inner.open_file(ino, &st);
             let mut f = f.lock().await;
             self.inner.truncate_open(&node, &who, &mut f, size).await?;
             self.inner.note_length(ino, f.length);
@@ -1570,7 +1585,7 @@ impl AfsClient {
         if st.file_type != FileType::File.as_u32() {
             return Err(Error::IsDir);
         }
-        let f = self.inner.open_file(ino, &node, &st)?;
+        let f = self.inner.open_file(ino, &st);
         Ok((node, who, f))
     }
 
@@ -1688,45 +1703,18 @@ fn unlogged(ops: Vec<Op>) -> Batch {
 }
 
 impl Inner {
-    /// The open-file state of `ino`, made when absent. Unstored chunks left
-    /// by a daemon that died before close returned are dropped: they were
-    /// never acknowledged, and keeping them would mix them into new writes.
-    fn open_file(
-        &self,
-        ino: u64,
-        node: &NodeRef,
-        st: &StatusRecord,
-    ) -> Result<Arc<tokio::sync::Mutex<OpenFile>>> {
+    /// The open-file state of `ino`, made when absent.
+    fn open_file(&self, ino: u64, st: &StatusRecord) -> Arc<tokio::sync::Mutex<OpenFile>> {
         let mut map = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = map.get(&ino) {
-            return Ok(f.clone());
-        }
-        let key = node.key();
-        let stale: Vec<Op> = self
-            .store
-            .dirty_chunks(&key)
-            .into_iter()
-            .filter(|&(dv, _, _)| dv == LOCAL_DATA_VERSION)
-            .map(|(dv, index, _)| Op::DeleteChunk {
-                fid: key.clone(),
-                data_version: dv,
-                index,
-            })
-            .collect();
-        if !stale.is_empty() {
-            tracing::warn!(
-                fid = ?key,
-                chunks = stale.len(),
-                "dropping unstored writes of an earlier run (close never returned)"
-            );
-            self.store.apply(unlogged(stale))?;
+            return f.clone();
         }
         let f = Arc::new(tokio::sync::Mutex::new(OpenFile::new(
             st.length,
             st.data_version,
         )));
         map.insert(ino, f.clone());
-        Ok(f)
+        f
     }
 
     /// Forgets the open-file state once no one writes and all is stored.

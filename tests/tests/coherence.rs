@@ -20,8 +20,15 @@ fn kill_dash_nine_after_close_loses_nothing() {
     let mut f = std::fs::File::create(&p).unwrap();
     f.write_all(&data).unwrap();
     drop(f);
+    // Another file is written but not closed when the daemon dies: its
+    // data was never acknowledged, and the restart drops it from the cache.
+    let unclosed = format!("unclosed-{}.bin", std::process::id());
+    let mut u =
+        std::fs::File::create(m.path(&format!(".{}/shared/{unclosed}", cell.cell()))).unwrap();
+    u.write_all(&random_bytes(3 << 20, 43)).unwrap();
     let cache = m.cache_dir.clone();
     m.kill();
+    drop(u);
     let got = cell
         .third_party(&["cat", &cell.rw(&format!("shared/{name}"))], None)
         .stdout;
@@ -32,6 +39,23 @@ fn kill_dash_nine_after_close_loses_nothing() {
     // A restarted daemon on the same cache serves it too.
     let m = Mount::with_cache(&cell, &cache, &[]);
     assert!(std::fs::read(m.path(&format!(".{}/shared/{name}", cell.cell()))).unwrap() == data);
+    // Unlogged, its chunk records died with the daemon: the restart drops
+    // the orphaned chunk files (or, had the records survived, the dirty
+    // chunks themselves). Either way nothing unstored is left.
+    let out = std::process::Command::new(afsd_tests::afsd_bin())
+        .args(["cache", "stats"])
+        .env("AFSD_CONTROL", m.control_socket())
+        .output()
+        .unwrap();
+    let stats = String::from_utf8_lossy(&out.stdout);
+    assert!(stats.lines().any(|l| l == "dirty_bytes 0"), "{stats}");
+    // The server has the file CreateFile made, empty; so does the mount.
+    let got = cell
+        .third_party(&["cat", &cell.rw(&format!("shared/{unclosed}"))], None)
+        .stdout;
+    assert!(got.is_empty(), "{} bytes on the server", got.len());
+    let local = std::fs::read(m.path(&format!(".{}/shared/{unclosed}", cell.cell()))).unwrap();
+    assert!(local.is_empty());
 }
 
 /// Two afsd-rs instances with separate caches (and UUIDs): a write and

@@ -401,4 +401,26 @@ fn failed_store_keeps_the_changes_for_the_next_close() {
     f.sync_all().unwrap();
     drop(f);
     assert_eq!(server_cat(&cell, &format!("{rel}/f.txt")), b"VERSION TWO\n");
+
+    // Unstored changes still there when the daemon stops were never
+    // acknowledged: the next start drops them and says so.
+    cell.link(false);
+    let restore = Restore(&cell);
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(b"three", 0).unwrap();
+    assert_eq!(errno(f.sync_all().unwrap_err()), libc::ETIMEDOUT);
+    drop(f);
+    let cache = m.cache_dir.clone();
+    m.stop();
+    drop(restore);
+    let m = Mount::with_cache(&cell, &cache, &[]);
+    assert!(
+        m.log_text().contains("dropped writes of an earlier run"),
+        "{}",
+        m.log_text()
+    );
+    assert_eq!(
+        fs::read(m.path(&format!(".{}/{rel}/f.txt", cell.cell()))).unwrap(),
+        b"VERSION TWO\n"
+    );
 }
