@@ -2367,20 +2367,29 @@ impl Inner {
         let ours_alone = st.data_version == f.base_dv + plan.len() as u64;
         let mut batch = Batch::clean();
         for &index in &f.dirty {
-            batch.push(if ours_alone && f.chunk_len(index, cs) > 0 {
-                Op::MoveChunk {
+            let length = f.chunk_len(index, cs);
+            if ours_alone && length > 0 {
+                // A dirty chunk may end early (zeros follow, as sent); a
+                // clean one holds exactly its part of the file.
+                batch.push(Op::TruncateChunk {
+                    fid: key.clone(),
+                    data_version: LOCAL_DATA_VERSION,
+                    index,
+                    length,
+                });
+                batch.push(Op::MoveChunk {
                     fid: key.clone(),
                     index,
                     from_dv: LOCAL_DATA_VERSION,
                     to_dv: st.data_version,
-                }
+                });
             } else {
-                Op::DeleteChunk {
+                batch.push(Op::DeleteChunk {
                     fid: key.clone(),
                     data_version: LOCAL_DATA_VERSION,
                     index,
-                }
-            });
+                });
+            }
         }
         if ours_alone {
             for index in f.reusable_base_chunks(cs) {
