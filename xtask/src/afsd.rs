@@ -325,6 +325,31 @@ pub fn demo(o: &DemoOpts) -> Res<()> {
         false,
         quick,
     );
+    println!("\n======== writing ========");
+    show(
+        &format!("echo 'written through afsd-rs' > {m}/.{cl}/shared/demo-note.txt"),
+        "close returns once the fileserver has the data",
+        false,
+        quick,
+    );
+    show(
+        &format!("cat {m}/.{cl}/shared/demo-note.txt"),
+        "",
+        false,
+        quick,
+    );
+    show(
+        &format!("{b} listquota {m}/.{cl}/shared"),
+        "fs-style commands",
+        false,
+        quick,
+    );
+    show(
+        &format!("{b} cache stats"),
+        "the persistent cache: chunks, unstored (dirty) bytes, size on disk",
+        false,
+        quick,
+    );
     show(&format!("{b} stats {m}"), "daemon statistics", false, quick);
 
     let offline = Duration::from_secs(u64::from(o.dead_time) * 4 + 30);
@@ -347,6 +372,12 @@ pub fn demo(o: &DemoOpts) -> Res<()> {
             "never read: must fail with a clear error (after the dead time, {} s)",
             o.dead_time
         ),
+        true,
+        offline,
+    );
+    show(
+        &format!("echo offline > {m}/.{cl}/shared/demo-offline.txt"),
+        "a change needs the server until disconnected operation lands: a clear error",
         true,
         offline,
     );
