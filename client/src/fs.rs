@@ -405,7 +405,7 @@ impl AfsClient {
             let who = inner.who(uid, &target);
             return inner.attr_of_node(target, &who).await;
         }
-        let ino = inner.intern(child);
+        let ino = inner.intern_ref(child);
         Ok(inner.attr(ino, &st))
     }
 
@@ -490,6 +490,10 @@ impl AfsClient {
                 match self.lookup(uid, ino, &e.name).await {
                     Ok(a) => Some(a),
                     Err(err) => {
+                        // Listed all the same: the kernel holds the inode.
+                        if let Ok(n) = self.inner.node(e.ino) {
+                            self.inner.intern_ref(n);
+                        }
                         tracing::debug!(name = %String::from_utf8_lossy(&e.name), "readdirplus lookup: {err}");
                         // The last status we had is better than none.
                         let node = self.inner.node(e.ino).ok();
@@ -626,11 +630,43 @@ impl AfsClient {
         }
     }
 
-    /// The stats text: RPC counts, cache hits and misses, bytes fetched.
+    /// The stats text: RPC counts, cache hits and misses, bytes fetched,
+    /// inodes known.
     pub fn render_stats(&self) -> String {
         let mut s = self.inner.stats.render();
+        let inodes = self
+            .inner
+            .inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        s.push_str(&format!("inodes {inodes}\n"));
         s.push_str(&format!("rx {}\n", self.rx_stats()));
         s
+    }
+
+    /// The kernel dropped `n` references to `ino` (FUSE FORGET): at none
+    /// left, the inode is forgotten here too.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let none_left = self
+            .inner
+            .inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unref(ino, n);
+        if none_left {
+            self.inner.forget_ino(ino);
+        }
+    }
+
+    /// Gives back the reference of a readdirplus entry that did not fit in
+    /// the kernel's buffer: every entry but "." and ".." of a directory
+    /// other than `/afs` carries one.
+    pub fn unref(&self, ino: u64) {
+        self.forget(ino, 1);
     }
 }
 
@@ -719,6 +755,31 @@ impl Inner {
             .intern(node)
     }
 
+    /// [`Inner::intern`] with a kernel reference (see [`Inodes`]).
+    fn intern_ref(&self, node: NodeRef) -> u64 {
+        self.inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .intern_ref(node)
+    }
+
+    /// Drops an inode the kernel forgot, unless a file is open for writing
+    /// on it (its state is found by inode number).
+    fn forget_ino(&self, ino: u64) {
+        if self
+            .dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&ino)
+        {
+            return;
+        }
+        self.inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(ino);
+    }
+
     /// The identity `uid` has in the cell of `node`.
     fn who(&self, uid: u32, node: &NodeRef) -> Identity {
         self.tokens.identity(uid, &node.cell)
@@ -761,9 +822,10 @@ impl Inner {
             .set(ANONYMOUS, key, st.anonymous_access, rec.callback_expires);
     }
 
+    /// A lookup's answer for `node`: its attributes, and a kernel reference.
     async fn attr_of_node(&self, node: NodeRef, who: &Identity) -> Result<Attr> {
         let st = self.valid_status(&node, who).await?;
-        let ino = self.intern(node);
+        let ino = self.intern_ref(node);
         Ok(self.attr(ino, &st))
     }
 
@@ -1433,7 +1495,7 @@ impl AfsClient {
         let c = self
             .inner
             .created(self.inner.mutate(&pnode, None, &who, m, None).await?)?;
-        let ino = self.inner.intern(c.node);
+        let ino = self.inner.intern_ref(c.node);
         Ok(self.inner.attr(ino, &c.status))
     }
 
@@ -1450,7 +1512,10 @@ impl AfsClient {
             existing: target.fid,
         };
         self.inner.mutate(&pnode, None, &who, m, None).await?;
-        self.getattr(uid, ino).await
+        let attr = self.getattr(uid, ino).await?;
+        // The answer gives the kernel the inode under one more name.
+        self.inner.intern_ref(target);
+        Ok(attr)
     }
 
     pub async fn unlink(&self, uid: u32, parent: u64, name: &[u8]) -> Result<()> {
@@ -1729,6 +1794,12 @@ impl Inner {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&ino);
+            // Kept past a FORGET for the open state; the kernel may have
+            // let go of it meanwhile.
+            self.inodes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(ino);
         }
     }
 

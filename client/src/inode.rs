@@ -31,10 +31,21 @@ impl NodeRef {
 }
 
 /// The table. Inode 1 is the synthetic `/afs` root and is not in it.
+///
+/// Each entry counts the kernel's references to it (FUSE's "nlookup"): one
+/// per entry we answer with (lookup, create, mkdir, symlink, link, and the
+/// entries of readdirplus). The kernel gives them back with FORGET once it
+/// drops the inode; at zero the entry goes, so the table follows what the
+/// kernel holds instead of every file ever seen.
 pub(crate) struct Inodes {
     next: u64,
-    by_ino: HashMap<u64, NodeRef>,
+    by_ino: HashMap<u64, Entry>,
     by_key: HashMap<FidKey, u64>,
+}
+
+struct Entry {
+    node: NodeRef,
+    refs: u64,
 }
 
 impl Inodes {
@@ -46,6 +57,7 @@ impl Inodes {
         }
     }
 
+    /// The inode of a fid, made when absent; no kernel reference taken.
     pub(crate) fn intern(&mut self, node: NodeRef) -> u64 {
         let key = node.key();
         if let Some(ino) = self.by_key.get(&key) {
@@ -54,12 +66,48 @@ impl Inodes {
         let ino = self.next;
         self.next += 1;
         self.by_key.insert(key, ino);
-        self.by_ino.insert(ino, node);
+        self.by_ino.insert(ino, Entry { node, refs: 0 });
         ino
     }
 
+    /// [`Inodes::intern`] for an answer that gives the kernel the inode:
+    /// one more reference, taken in the same step so that a FORGET racing
+    /// with the answer cannot drop the entry in between.
+    pub(crate) fn intern_ref(&mut self, node: NodeRef) -> u64 {
+        let ino = self.intern(node);
+        if let Some(e) = self.by_ino.get_mut(&ino) {
+            e.refs += 1;
+        }
+        ino
+    }
+
+    /// Gives back `n` kernel references. Returns true when none is left
+    /// and the entry may go (see [`Inodes::remove`]).
+    pub(crate) fn unref(&mut self, ino: u64, n: u64) -> bool {
+        match self.by_ino.get_mut(&ino) {
+            Some(e) => {
+                e.refs = e.refs.saturating_sub(n);
+                e.refs == 0
+            }
+            None => false,
+        }
+    }
+
+    /// Drops an entry the kernel holds no reference to.
+    pub(crate) fn remove(&mut self, ino: u64) {
+        if let Some(e) = self.by_ino.get(&ino) {
+            if e.refs == 0 {
+                let key = e.node.key();
+                self.by_ino.remove(&ino);
+                if self.by_key.get(&key) == Some(&ino) {
+                    self.by_key.remove(&key);
+                }
+            }
+        }
+    }
+
     pub(crate) fn get(&self, ino: u64) -> Option<NodeRef> {
-        self.by_ino.get(&ino).cloned()
+        self.by_ino.get(&ino).map(|e| e.node.clone())
     }
 
     pub(crate) fn ino_of(&self, key: &FidKey) -> Option<u64> {
@@ -77,6 +125,10 @@ impl Inodes {
 
     pub(crate) fn all(&self) -> Vec<u64> {
         self.by_ino.keys().copied().collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_ino.len()
     }
 }
 
@@ -104,5 +156,30 @@ mod tests {
         v.sort();
         assert_eq!(v, vec![ia, ib]);
         assert!(t.inos_of_volume(Some("d"), 1).is_empty());
+    }
+
+    #[test]
+    fn entries_live_while_the_kernel_holds_them() {
+        let mut t = Inodes::new();
+        let a = NodeRef {
+            cell: "c".into(),
+            fid: Fid::new(1, 1, 1),
+            vol_type: VolType::Rw,
+        };
+        let ia = t.intern_ref(a.clone());
+        assert_eq!(t.intern_ref(a.clone()), ia);
+        assert!(!t.unref(ia, 1), "one reference left");
+        assert!(t.unref(ia, 1));
+        // A reference taken again before the removal keeps the entry.
+        t.intern_ref(a.clone());
+        t.remove(ia);
+        assert_eq!(t.get(ia), Some(a.clone()));
+        assert!(t.unref(ia, 5), "more given back than taken: none left");
+        t.remove(ia);
+        assert_eq!(t.get(ia), None);
+        assert_eq!(t.len(), 0);
+        // The fid comes back under a new number.
+        assert_ne!(t.intern_ref(a), ia);
+        assert!(!t.unref(999, 1), "unknown inodes are ignored");
     }
 }

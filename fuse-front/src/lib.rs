@@ -118,6 +118,12 @@ impl Filesystem for AfsFs {
         });
     }
 
+    /// The kernel dropped an inode (memory pressure, unlink, drop_caches):
+    /// the client forgets it too, so its tables follow what the kernel holds.
+    fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
+        self.client.forget(ino, nlookup);
+    }
+
     fn getattr(&mut self, req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
         let c = self.client.clone();
         let uid = req.uid();
@@ -334,6 +340,7 @@ impl Filesystem for AfsFs {
             // A reply buffer holds a few dozen entries; look up no more than that.
             match c.readdirplus(uid, ino, start, 128).await {
                 Ok(entries) => {
+                    let mut taken = entries.len();
                     for (i, (e, attr)) in entries.iter().enumerate() {
                         let next = (start + i + 1) as i64;
                         let name = OsStr::from_bytes(&e.name);
@@ -359,7 +366,17 @@ impl Filesystem for AfsFs {
                             }
                         };
                         if full {
+                            taken = i;
                             break;
+                        }
+                    }
+                    // Entries the buffer did not take carry references the
+                    // kernel never got.
+                    if ino != client::ROOT_INO {
+                        for (e, attr) in &entries[taken..] {
+                            if e.name != b"." && e.name != b".." {
+                                c.unref(attr.as_ref().map_or(e.ino, |a| a.ino));
+                            }
                         }
                     }
                     reply.ok();

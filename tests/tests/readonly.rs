@@ -77,6 +77,34 @@ fn large_directory_lists_exactly_the_servers_names() {
         assert!(md.is_file());
     }
     assert!(m.stat("RXAFS_InlineBulkStatus") >= 1);
+
+    // The daemon's inode table follows the kernel's: once the kernel drops
+    // its inodes (FORGET), they go from the table too, and the names still
+    // work afterwards under new inode numbers.
+    let listed = || -> usize {
+        let out = std::process::Command::new("ls")
+            .arg("-l")
+            .arg(m.path(&format!(".{}/{dirname}", cell.cell())))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("entry-"))
+            .count()
+    };
+    assert_eq!(listed(), 2000);
+    let held = m.stat("inodes");
+    assert!(held >= 2000, "{held} inodes after ls -l of 2000 entries");
+    let dropped = afsd_tests::wait_until(std::time::Duration::from_secs(10), || {
+        std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        m.stat("inodes") < 100
+    });
+    assert!(dropped, "{} inodes still held", m.stat("inodes"));
+    assert_eq!(listed(), 2000);
+    let md =
+        std::fs::metadata(m.path(&format!(".{}/{dirname}/{}", cell.cell(), names[7]))).unwrap();
+    assert!(md.is_file());
 }
 
 /// Symlinks read as symlinks; `#` and `%` mount points lead to the volume's
