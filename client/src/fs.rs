@@ -67,6 +67,28 @@ pub struct DirEntryOut {
     pub name: Vec<u8>,
     pub ino: u64,
     pub kind: NodeKind,
+    /// Where a listing resumes after this entry (the FUSE offset). A hash
+    /// of the name, so that it stays put while other entries come and go:
+    /// a program deleting entries as it lists them still meets every one.
+    pub cookie: u64,
+}
+
+/// The readdir cookie of a name: "." is 1, ".." 2, any other name an
+/// FNV-1a hash folded above them and below `i64::MAX` (FUSE offsets are
+/// signed). Listings are sorted by it.
+fn dir_cookie(name: &[u8]) -> u64 {
+    match name {
+        b"." => 1,
+        b".." => 2,
+        _ => {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for &b in name {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            3 + h % (i64::MAX as u64 - 3)
+        }
+    }
 }
 
 /// statfs answer, in 1 KiB blocks.
@@ -417,11 +439,13 @@ impl AfsClient {
                     name: b".".to_vec(),
                     ino: ROOT_INO,
                     kind: NodeKind::Dir,
+                    cookie: dir_cookie(b"."),
                 },
                 DirEntryOut {
                     name: b"..".to_vec(),
                     ino: ROOT_INO,
                     kind: NodeKind::Dir,
+                    cookie: dir_cookie(b".."),
                 },
             ];
             for (i, c) in self.cells().into_iter().enumerate() {
@@ -430,13 +454,17 @@ impl AfsClient {
                     name: c.clone().into_bytes(),
                     ino: base,
                     kind: NodeKind::Dir,
+                    cookie: dir_cookie(c.as_bytes()),
                 });
+                let dot = format!(".{c}");
                 out.push(DirEntryOut {
-                    name: format!(".{c}").into_bytes(),
+                    cookie: dir_cookie(dot.as_bytes()),
+                    name: dot.into_bytes(),
                     ino: base - 1,
                     kind: NodeKind::Dir,
                 });
             }
+            out.sort_by(|a, b| (a.cookie, &a.name).cmp(&(b.cookie, &b.name)));
             return Ok(out);
         }
         let node = inner.node(ino)?;
@@ -462,8 +490,10 @@ impl AfsClient {
                 name: e.name.clone(),
                 ino: cino,
                 kind,
+                cookie: dir_cookie(&e.name),
             });
         }
+        out.sort_by(|a, b| (a.cookie, &a.name).cmp(&(b.cookie, &b.name)));
         Ok(out)
     }
 
@@ -476,12 +506,12 @@ impl AfsClient {
         &self,
         uid: u32,
         ino: u64,
-        offset: usize,
+        after: u64,
         max: usize,
     ) -> Result<Vec<(DirEntryOut, Option<Attr>)>> {
         let entries = self.readdir(uid, ino).await?;
         let mut out = Vec::with_capacity(max.min(entries.len()));
-        for e in entries.into_iter().skip(offset).take(max) {
+        for e in entries.into_iter().filter(|e| e.cookie > after).take(max) {
             // The root lists cells: looking each up would ask every cell's
             // VL server just to list /afs.
             let attr = if ino == ROOT_INO || e.name == b"." || e.name == b".." {
@@ -2826,5 +2856,24 @@ impl AfsClient {
             }
             _ => libc::F_UNLCK,
         }
+    }
+}
+
+#[cfg(test)]
+mod cookie_tests {
+    use super::dir_cookie;
+
+    #[test]
+    fn cookies_put_dots_first_and_stay_in_range() {
+        assert_eq!(dir_cookie(b"."), 1);
+        assert_eq!(dir_cookie(b".."), 2);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..20_000 {
+            let c = dir_cookie(format!("entry-{i:05}").as_bytes());
+            assert!(c > 2 && c < i64::MAX as u64);
+            assert!(seen.insert(c), "collision at {i}");
+        }
+        // A name's cookie depends on the name alone.
+        assert_eq!(dir_cookie(b"hello.txt"), dir_cookie(b"hello.txt"));
     }
 }

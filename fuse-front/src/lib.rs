@@ -305,10 +305,11 @@ impl Filesystem for AfsFs {
         self.rt.spawn(async move {
             match c.readdir(uid, ino).await {
                 Ok(entries) => {
-                    for (i, e) in entries.iter().enumerate().skip(offset.max(0) as usize) {
+                    let after = offset.max(0) as u64;
+                    for e in entries.iter().filter(|e| e.cookie > after) {
                         if reply.add(
                             e.ino,
-                            (i + 1) as i64,
+                            e.cookie as i64,
                             file_type(e.kind),
                             OsStr::from_bytes(&e.name),
                         ) {
@@ -336,13 +337,13 @@ impl Filesystem for AfsFs {
         let c = self.client.clone();
         let uid = req.uid();
         self.rt.spawn(async move {
-            let start = offset.max(0) as usize;
+            let after = offset.max(0) as u64;
             // A reply buffer holds a few dozen entries; look up no more than that.
-            match c.readdirplus(uid, ino, start, 128).await {
+            match c.readdirplus(uid, ino, after, 128).await {
                 Ok(entries) => {
                     let mut taken = entries.len();
                     for (i, (e, attr)) in entries.iter().enumerate() {
-                        let next = (start + i + 1) as i64;
+                        let next = e.cookie as i64;
                         let name = OsStr::from_bytes(&e.name);
                         let full = match attr {
                             Some(a) => reply.add(a.ino, next, name, &TTL, &file_attr(a), 0),

@@ -424,3 +424,22 @@ fn failed_store_keeps_the_changes_for_the_next_close() {
         b"VERSION TWO\n"
     );
 }
+
+/// Deleting entries while listing them (as `os.scandir` + `unlink`, or
+/// `find -delete` on some systems, do) meets every entry: where a listing
+/// resumes does not move when earlier entries go.
+#[test]
+fn deleting_while_listing_meets_every_entry() {
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &[]);
+    let (dir, rel) = workdir(&cell, &m, "dellist");
+    cell.third_party(&["touchmany", &cell.rw(&rel), "600", "e-"], None);
+    let mut seen = 0;
+    for e in fs::read_dir(&dir).unwrap() {
+        fs::remove_file(e.unwrap().path()).unwrap();
+        seen += 1;
+    }
+    assert_eq!(seen, 600, "entries met while deleting");
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+    fs::remove_dir(&dir).unwrap();
+}
