@@ -49,6 +49,8 @@ struct State {
     /// Bytes of the chunk directories, and when the overhead was measured.
     dir_bytes: u64,
     measured: Option<std::time::Instant>,
+    /// The last eviction left usage above the limits (warned about).
+    over_warned: bool,
 }
 
 impl RocksStore {
@@ -174,13 +176,15 @@ impl RocksStore {
         // Evicted data is refetchable: no log needed. A lost record delete
         // finds the file gone at the next open and drops the record.
         self.write(st, wb, actions, false)?;
-        if report.over_limit {
+        // Said once per stretch above the limits, not at every write.
+        if report.over_limit && !st.over_warned {
             tracing::warn!(
                 usage = ?st.acc.usage(),
                 limits = ?st.acc.limits(),
-                "cache above its limits: the rest is dirty data"
+                "cache above its limits: the rest is data not yet stored"
             );
         }
+        st.over_warned = report.over_limit;
         Ok(report)
     }
 
