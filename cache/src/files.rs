@@ -186,6 +186,19 @@ impl ChunkFiles {
             .sum::<u64>()
     }
 
+    /// A chunk's file opened for changes in place, made when absent.
+    fn open_in_place(&self, key: &[u8]) -> Result<(File, PathBuf)> {
+        let path = self.path(key);
+        self.create_parent(&path)?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
+        Ok((f, path))
+    }
+
     /// Carries out every action but the deletes, in order. With `sync`, the
     /// files written and their directories reach the disk before returning
     /// (a durable batch: its records then go through the write-ahead log).
@@ -206,14 +219,7 @@ impl ChunkFiles {
                     touched.push(path);
                 }
                 FileAction::Write { key, offset, data } => {
-                    let path = self.path(key);
-                    self.create_parent(&path)?;
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(&path)
-                        .map_err(|e| io_err(&path, e))?;
+                    let (f, path) = self.open_in_place(key)?;
                     f.write_all_at(data, *offset)
                         .map_err(|e| io_err(&path, e))?;
                     if data.is_empty() {
@@ -229,14 +235,7 @@ impl ChunkFiles {
                     touched.push(path);
                 }
                 FileAction::Truncate { key, len } => {
-                    let path = self.path(key);
-                    self.create_parent(&path)?;
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(&path)
-                        .map_err(|e| io_err(&path, e))?;
+                    let (f, path) = self.open_in_place(key)?;
                     f.set_len(*len).map_err(|e| io_err(&path, e))?;
                     if sync {
                         f.sync_data().map_err(|e| io_err(&path, e))?;

@@ -504,3 +504,18 @@ impl Mount {
             .unwrap_or(0)
     }
 }
+
+/// The proptest runner of the reftests: 24 cases, or `AFSD_REFTEST_CASES`
+/// for longer searches outside CI; few shrink steps, as each one runs
+/// against the real cell.
+pub fn reftest_runner() -> proptest::test_runner::TestRunner {
+    let cases = std::env::var("AFSD_REFTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases,
+        max_shrink_iters: 64,
+        ..proptest::test_runner::Config::default()
+    })
+}

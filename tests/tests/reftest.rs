@@ -12,7 +12,6 @@ use std::os::unix::fs::FileExt;
 
 use afsd_tests::{random_bytes, Cell, Mount};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 
 const MIB: u64 = 1 << 20;
 
@@ -71,16 +70,7 @@ fn random_writes_truncations_and_closes_match_a_model() {
     let m = Mount::new(&cell, &[]);
     let dir = format!("shared/reftest-{}", std::process::id());
     std::fs::create_dir(m.path(&format!(".{}/{dir}", cell.cell()))).unwrap();
-    // AFSD_REFTEST_CASES runs longer searches outside CI.
-    let cases = std::env::var("AFSD_REFTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        max_shrink_iters: 64,
-        ..Config::default()
-    });
+    let mut runner = afsd_tests::reftest_runner();
     let case = std::cell::Cell::new(0u32);
     let strategy = (0usize..(3 << 20), proptest::collection::vec(op(), 1..14));
     let result = runner.run(&strategy, |(initial_len, ops)| {

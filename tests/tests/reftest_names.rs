@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use afsd_tests::{wait_until, Cell, Mount};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Node {
@@ -183,15 +182,7 @@ fn random_directory_operations_match_a_model() {
     let other = Mount::new(&cell, &[]);
     let base = format!("shared/names-{}", std::process::id());
     std::fs::create_dir(m.path(&format!(".{}/{base}", cell.cell()))).unwrap();
-    let cases = std::env::var("AFSD_REFTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        max_shrink_iters: 64,
-        ..Config::default()
-    });
+    let mut runner = afsd_tests::reftest_runner();
     let case = std::cell::Cell::new(0u32);
     let strategy = proptest::collection::vec(name_op(), 1..30);
     let result = runner.run(&strategy, |ops| {
