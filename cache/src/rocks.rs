@@ -253,6 +253,12 @@ fn load_accounting(db: &DB, files: &ChunkFiles) -> Result<Accounting> {
         let mut meta: ChunkMeta = decode(&k, &v)?;
         let key = chunk_key_of(&k);
         match on_disk.remove(&key) {
+            // A clean chunk is written whole before its record: a shorter
+            // file lost its tail in a power cut. Fetched again, not served.
+            Some(size) if !meta.dirty && size < meta.size => {
+                stale.delete(&k);
+                files.remove_orphan(&key);
+            }
             Some(size) => {
                 meta.size = size;
                 records.push((key, meta));

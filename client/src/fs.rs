@@ -1625,14 +1625,14 @@ impl AfsClient {
             if st.file_type != FileType::File.as_u32() {
                 return Err(Error::IsDir);
             }
-            let f = self.inner.open_file(ino, &st);
-            let mut f = f.lock().await;
+            let mut f = self.inner.lock_open(ino, &st).await;
             self.inner.truncate_open(&node, &who, &mut f, size).await?;
+            f.writer_uid = Some(uid);
             self.inner.note_length(ino, f.length);
             if f.writers == 0 {
                 self.inner.store_open(&node, &who, &mut f).await?;
-                drop(f);
-                self.inner.close_if_done(ino);
+                let cell = tokio::sync::OwnedMutexGuard::mutex(&f).clone();
+                self.inner.close_if_done(ino, &cell, &f);
             }
         }
         if attrs.mode.is_some() || attrs.mtime.is_some() {
@@ -1652,24 +1652,24 @@ impl AfsClient {
     /// Opens `ino` for writing (`truncate`: O_TRUNC). Writes change chunks
     /// in the cache; close stores them.
     pub async fn open_write(&self, uid: u32, ino: u64, truncate: bool) -> Result<()> {
-        let (node, who, f) = self.writable_file(uid, ino).await?;
-        let mut f = f.lock().await;
-        f.writers += 1;
+        let (node, who, mut f) = self.writable_file(uid, ino).await?;
         if truncate && f.length > 0 {
             self.inner.truncate_open(&node, &who, &mut f, 0).await?;
         } else if truncate {
             f.modified = true;
         }
+        if truncate {
+            f.writer_uid = Some(uid);
+        }
+        // Counted once the open cannot fail any more: a failed open gets
+        // no release.
+        f.writers += 1;
         self.inner.note_length(ino, f.length);
         Ok(())
     }
 
     /// The node, identity and open-file state of a file being written.
-    async fn writable_file(
-        &self,
-        uid: u32,
-        ino: u64,
-    ) -> Result<(NodeRef, Identity, Arc<tokio::sync::Mutex<OpenFile>>)> {
+    async fn writable_file(&self, uid: u32, ino: u64) -> Result<(NodeRef, Identity, OpenGuard)> {
         let node = self.inner.node(ino)?;
         if node.vol_type != VolType::Rw {
             return Err(Error::ReadOnly);
@@ -1680,7 +1680,7 @@ impl AfsClient {
         if st.file_type != FileType::File.as_u32() {
             return Err(Error::IsDir);
         }
-        let f = self.inner.open_file(ino, &st);
+        let f = self.inner.lock_open(ino, &st).await;
         Ok((node, who, f))
     }
 
@@ -1688,8 +1688,7 @@ impl AfsClient {
     /// first time is first copied from the old contents (unless the write
     /// covers them all), then changed in place.
     pub async fn write(&self, uid: u32, ino: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        let (node, who, f) = self.writable_file(uid, ino).await?;
-        let mut f = f.lock().await;
+        let (node, who, mut f) = self.writable_file(uid, ino).await?;
         let cs = self.inner.config.chunk_size;
         let key = node.key();
         let end = offset
@@ -1724,6 +1723,7 @@ impl AfsClient {
         f.dirty.extend(new_dirty);
         f.length = f.length.max(end);
         f.modified = true;
+        f.writer_uid = Some(uid);
         self.inner.note_length(ino, f.length);
         Ok(data.len() as u32)
     }
@@ -1739,7 +1739,8 @@ impl AfsClient {
             return Ok(());
         }
         let node = self.inner.node(ino)?;
-        let who = self.inner.who(uid, &node);
+        // The changes are stored as the user who made them, whoever closes.
+        let who = self.inner.who(f.writer_uid.unwrap_or(uid), &node);
         self.inner.store_open(&node, &who, &mut f).await
     }
 
@@ -1747,23 +1748,21 @@ impl AfsClient {
     /// writer, unless a store failed: then the changes stay, in the cache,
     /// and the next close or fsync stores them.
     pub async fn release(&self, ino: u64, write: bool) {
-        let Some(f) = self.inner.dirty_of(ino) else {
+        let Some(cell) = self.inner.dirty_of(ino) else {
             return;
         };
-        {
-            let mut f = f.lock().await;
-            if write {
-                f.writers = f.writers.saturating_sub(1);
-            }
-            if f.writers == 0 && f.modified {
-                tracing::warn!(
-                    ino,
-                    length = f.length,
-                    "closed with changes not stored; they stay in the cache"
-                );
-            }
+        let mut f = cell.lock().await;
+        if write {
+            f.writers = f.writers.saturating_sub(1);
         }
-        self.inner.close_if_done(ino);
+        if f.writers == 0 && f.modified {
+            tracing::warn!(
+                ino,
+                length = f.length,
+                "closed with changes not stored; they stay in the cache"
+            );
+        }
+        self.inner.close_if_done(ino, &cell, &f);
     }
 
     /// Size of a file being written, for getattr while it is open.
@@ -1786,6 +1785,9 @@ impl AfsClient {
         Some(self.inner.read_open(uid, ino, &f, offset, size).await)
     }
 }
+
+/// The lock on a file's write state, held across the awaits of a change.
+type OpenGuard = tokio::sync::OwnedMutexGuard<OpenFile>;
 
 /// A batch of unstored writes. Not logged: close stores to the fileserver
 /// before returning, so what a crash loses here was never acknowledged.
@@ -1812,13 +1814,33 @@ impl Inner {
         f
     }
 
+    /// The open-file state of `ino`, locked, and still the one in force:
+    /// a state dropped by [`Inner::close_if_done`] while we waited for its
+    /// lock is not written to; a fresh one is taken instead.
+    async fn lock_open(&self, ino: u64, st: &StatusRecord) -> OpenGuard {
+        loop {
+            let f = self.open_file(ino, st);
+            let g = f.clone().lock_owned().await;
+            let live = self
+                .dirty
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&ino)
+                .is_some_and(|cur| Arc::ptr_eq(cur, &f));
+            if live {
+                return g;
+            }
+        }
+    }
+
     /// Forgets the open-file state once no one writes and all is stored.
-    fn close_if_done(&self, ino: u64) {
-        let mut map = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
-        let done = map
-            .get(&ino)
-            .and_then(|f| f.try_lock().ok().map(|f| f.writers == 0 && !f.modified));
-        if done == Some(true) {
+    /// Called with the state locked (`f`), so the decision holds.
+    fn close_if_done(&self, ino: u64, cell: &Arc<tokio::sync::Mutex<OpenFile>>, f: &OpenFile) {
+        if f.writers == 0 && !f.modified {
+            let mut map = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+            if !map.get(&ino).is_some_and(|cur| Arc::ptr_eq(cur, cell)) {
+                return; // already gone, and maybe replaced
+            }
             map.remove(&ino);
             self.open_lengths
                 .lock()
@@ -1877,11 +1899,14 @@ impl Inner {
         self: &Arc<Self>,
         node: &NodeRef,
         who: &Identity,
-        f: &mut OpenFile,
+        state: &mut OpenFile,
         size: u64,
     ) -> Result<()> {
         let cs = self.config.chunk_size;
         let key = node.key();
+        // Worked out on a copy: the state changes only once the cache has.
+        let mut next = state.clone();
+        let f = &mut next;
         let (dropped, cut) = f.truncate(size, cs);
         let mut ops: Vec<Op> = dropped
             .into_iter()
@@ -1915,7 +1940,9 @@ impl Inner {
             });
             f.dirty.insert(last);
         }
-        Ok(self.store.apply(unlogged(ops))?)
+        self.store.apply(unlogged(ops))?;
+        *state = next;
+        Ok(())
     }
 
     /// Stores an open file's changes through the mutation path and makes
@@ -1949,6 +1976,7 @@ impl Inner {
         let who = self.who(uid, &node);
         // Reading needs the read right, as on any open file.
         self.valid_status(&node, &who).await?;
+        self.require(&node, &who, PRSFS_READ)?;
         let cs = self.config.chunk_size;
         let end = f.length.min(offset.saturating_add(size as u64));
         if offset >= end {

@@ -30,6 +30,9 @@ pub(crate) struct OpenFile {
     pub modified: bool,
     /// Open write descriptors.
     pub writers: u32,
+    /// The user whose changes these are: a store goes with their identity,
+    /// whoever's close triggers it.
+    pub writer_uid: Option<u32>,
 }
 
 /// One StoreData64 call: the bytes at `pos` are the dirty chunks listed,
@@ -59,6 +62,7 @@ impl OpenFile {
             dirty: BTreeSet::new(),
             modified: false,
             writers: 0,
+            writer_uid: None,
         }
     }
 
@@ -180,6 +184,7 @@ impl OpenFile {
         self.base_dv = dv;
         self.dirty.clear();
         self.modified = false;
+        self.writer_uid = None;
     }
 }
 
