@@ -1642,11 +1642,8 @@ impl AfsClient {
             };
             self.inner.mutate(&node, None, &who, m, None).await?;
         }
-        let mut attr = self.getattr(uid, ino).await?;
-        if let Some(size) = self.dirty_size(ino).await {
-            attr.size = size;
-        }
-        Ok(attr)
+        // getattr shows an open file's local length (Inner::attr).
+        self.getattr(uid, ino).await
     }
 
     /// Opens `ino` for writing (`truncate`: O_TRUNC). Writes change chunks
@@ -1763,13 +1760,6 @@ impl AfsClient {
             );
         }
         self.inner.close_if_done(ino, &cell, &f);
-    }
-
-    /// Size of a file being written, for getattr while it is open.
-    pub async fn dirty_size(&self, ino: u64) -> Option<u64> {
-        let f = self.inner.dirty_of(ino)?;
-        let len = f.lock().await.length;
-        Some(len)
     }
 
     /// Reads a file open for writing as it is now (None: not open so).

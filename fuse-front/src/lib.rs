@@ -129,12 +129,7 @@ impl Filesystem for AfsFs {
         let uid = req.uid();
         self.rt.spawn(async move {
             match c.getattr(uid, ino).await {
-                Ok(mut a) => {
-                    if let Some(size) = c.dirty_size(ino).await {
-                        a.size = size;
-                    }
-                    reply.attr(&TTL, &file_attr(&a))
-                }
+                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
                 Err(e) => {
                     tracing::debug!(ino, "getattr: {e}");
                     reply.error(e.errno())
