@@ -7,7 +7,19 @@ use std::net::Ipv4Addr;
 use crate::xdr::{self, XResult, XdrWriter};
 
 /// `AFSFid`: identifies a file across the cell (common.xg).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Fid {
     /// Volume id.
     pub volume: u32,

@@ -67,8 +67,9 @@ pub enum Op {
     },
     /// Drop every chunk of a fid, of every data version, dirty ones included.
     DeleteChunks(FidKey),
-    /// Drop every dirty chunk of `data_version`, of every fid: unstored
-    /// writes of a daemon that died before their close returned.
+    /// Drop every dirty chunk of `data_version` or above, of every fid:
+    /// unstored writes of a daemon that died before their close returned
+    /// (local versions sit at the top of the range, one per writer).
     DiscardDirty {
         data_version: u64,
     },

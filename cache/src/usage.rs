@@ -501,7 +501,7 @@ pub(crate) fn translate(
                 let doomed: Vec<Vec<u8>> = acc
                     .chunks
                     .iter()
-                    .filter(|(k, m)| m.dirty && dv_of(k) == Some(data_version))
+                    .filter(|(k, m)| m.dirty && dv_of(k).is_some_and(|dv| dv >= data_version))
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in doomed {

@@ -14,14 +14,11 @@
 //! `VIOC_AFS_STAT_MT_PT` does. Only `afs.acl` is listed by listxattr (as
 //! Linux kAFS lists it); the `afsd.*` names are queries.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use afs_proto::fs as rpcs;
-use afs_proto::types::FileType;
 
-use crate::fs::{AfsClient, ROOT_INO};
-use crate::{Error, Result, VolType};
+use crate::attr::{is_mount_point, ROOT_INO};
+use crate::client::AfsClient;
+use crate::{Error, Result};
 
 /// The ACL xattr (the name Linux kAFS uses).
 pub const XATTR_ACL: &str = "afs.acl";
@@ -31,9 +28,6 @@ pub const XATTR_VOLSTATUS: &str = "afsd.volstatus";
 pub const XATTR_WHEREIS: &str = "afsd.whereis";
 /// Prefix of the per-entry mount point query on a directory.
 pub const XATTR_MOUNTPOINT_PREFIX: &str = "afsd.mountpoint.";
-
-/// How long `checkservers` waits for a probe answer.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An ACL as the fileserver exchanges it in text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -136,10 +130,6 @@ pub fn parse_rights(s: &str) -> std::result::Result<u32, char> {
     Ok(r)
 }
 
-fn is_mount_point(st: &cache::StatusRecord) -> bool {
-    st.file_type == FileType::Symlink.as_u32() && st.mode & 0o111 == 0
-}
-
 impl AfsClient {
     /// getxattr as `uid`: the administration names above, then the
     /// read-only `afs.fid`, `afs.cell`, `afs.volume` and `afsd.stats`.
@@ -167,58 +157,24 @@ impl AfsClient {
     /// The ACL text of a node (FetchACL; for a file, the fileserver answers
     /// with its directory's ACL).
     pub async fn get_acl(&self, uid: u32, ino: u64) -> Result<Vec<u8>> {
-        let inner = self.admin_inner();
-        let node = inner.admin_node(ino)?;
-        let who = inner.admin_who(uid, &node);
+        let inner = &self.inner;
+        let node = inner.nodes.node(ino)?;
+        let who = inner.valid.who(uid, &node);
         let reply = inner
-            .admin_fs_call(&node, &who, &rpcs::FetchAcl { fid: node.fid })
+            .valid
+            .call(&node, &who, &rpcs::FetchAcl { fid: node.fid })
             .await?;
         Ok(reply.acl.trim_end_matches('\0').as_bytes().to_vec())
     }
 
-    /// Stores a new ACL (StoreACL) given in the fileserver's text form.
-    /// The rights learned on the volume are dropped: they are fetched again
-    /// at next use.
-    pub async fn set_acl(&self, uid: u32, ino: u64, text: &[u8]) -> Result<()> {
-        if ino == ROOT_INO {
-            return Err(Error::ReadOnly);
-        }
-        let inner = self.admin_inner();
-        let node = inner.admin_node(ino)?;
-        if node.vol_type != VolType::Rw {
-            return Err(Error::ReadOnly);
-        }
-        let text = std::str::from_utf8(text)
-            .map_err(|_| Error::Invalid("ACL text must be UTF-8".into()))?
-            .trim_end_matches('\0');
-        if Acl::parse(text).is_none() {
-            return Err(Error::Invalid(format!("malformed ACL text {text:?}")));
-        }
-        let who = inner.admin_who(uid, &node);
-        let r = inner
-            .admin_fs_call(
-                &node,
-                &who,
-                &rpcs::StoreAcl {
-                    fid: node.fid,
-                    acl: text.to_string(),
-                },
-            )
-            .await;
-        // Whatever happened, rights learned in this volume may be stale.
-        inner.admin_rights().break_volume(node.fid.volume);
-        r?;
-        tracing::info!(uid, fid = ?node.fid, cell = %node.cell, "ACL stored");
-        Ok(())
-    }
-
     /// `fid V.N.U`, then the GetVolumeStatus answer as `key value` lines.
     async fn volume_status_text(&self, uid: u32, ino: u64) -> Result<Vec<u8>> {
-        let inner = self.admin_inner();
-        let node = inner.admin_node(ino)?;
-        let who = inner.admin_who(uid, &node);
+        let inner = &self.inner;
+        let node = inner.nodes.node(ino)?;
+        let who = inner.valid.who(uid, &node);
         let vs = inner
-            .admin_fs_call(
+            .valid
+            .call(
                 &node,
                 &who,
                 &rpcs::GetVolumeStatus {
@@ -248,11 +204,11 @@ impl AfsClient {
     /// The fileserver addresses of the node's volume instance, space
     /// separated.
     fn whereis_text(&self, ino: u64) -> Result<Vec<u8>> {
-        let inner = self.admin_inner();
-        let node = inner.admin_node(ino)?;
+        let inner = &self.inner;
+        let node = inner.nodes.node(ino)?;
         let (vol, t) = inner
-            .admin_volumes()
-            .by_id(&node.cell, node.fid.volume)
+            .fs
+            .volume_by_id(&node.cell, node.fid.volume)
             .ok_or_else(|| {
                 Error::NoSuchVolume(format!("{} in cell {}", node.fid.volume, node.cell))
             })?;
@@ -264,14 +220,14 @@ impl AfsClient {
     /// the entry is not a mount point. In `/afs` the cell entries are the
     /// mount points of their root.cell, as in OpenAFS's dynroot.
     async fn mount_point_of(&self, uid: u32, ino: u64, name: &str) -> Result<Vec<u8>> {
-        let inner = self.admin_inner();
+        let inner = &self.inner;
         if ino == ROOT_INO {
             let (kind, cell) = match name.strip_prefix('.') {
                 Some(c) => ('%', c),
                 None => ('#', name),
             };
             let cell = inner
-                .admin_cells()
+                .cells
                 .get(cell)
                 .ok_or(Error::NotFound)?
                 .name
@@ -281,49 +237,21 @@ impl AfsClient {
         if name.is_empty() || name.contains('/') {
             return Err(Error::Invalid("bad entry name".into()));
         }
-        let dir = inner.admin_node(ino)?;
-        let who = inner.admin_who(uid, &dir);
+        let dir = inner.nodes.node(ino)?;
+        let who = inner.valid.who(uid, &dir);
         let fid = inner
-            .admin_dir_entry(&dir, &who, name.as_bytes())
+            .dirs
+            .entry(&dir, &who, name.as_bytes())
             .await?
             .ok_or(Error::NotFound)?;
         let child = dir.with_fid(fid);
-        let st = inner.admin_valid_status(&child, &who).await?;
+        let st = inner.valid.valid_status(&child, &who).await?;
         if !is_mount_point(&st) {
             return Err(Error::Invalid(format!("{name} is not a mount point")));
         }
-        let contents = inner.admin_read(&child, st.length.min(1024), &who).await?;
+        let contents = inner.data.read(&child, 0, st.length.min(1024), &who).await?;
         let text = String::from_utf8_lossy(&contents);
         Ok(text.trim_end_matches(['\0', '\n']).as_bytes().to_vec())
-    }
-
-    /// Probes every fileserver this client knows of (those it used, and
-    /// those marked down) and returns the ones that did not answer.
-    pub async fn check_servers(&self) -> Vec<SocketAddr> {
-        let servers = self.admin_inner().admin_known_servers();
-        let mut probes = tokio::task::JoinSet::new();
-        for s in servers {
-            let me = self.clone();
-            probes.spawn(async move {
-                let r = tokio::time::timeout(
-                    PROBE_TIMEOUT,
-                    me.admin_inner().admin_rpc().call(s, &rpcs::GetCapabilities),
-                )
-                .await;
-                // Any answer, an abort included, proves the server is up.
-                let up = matches!(r, Ok(Ok(_)) | Ok(Err(Error::Server { .. })));
-                tracing::debug!(server = %s, up, "checkservers probe");
-                (s, up)
-            });
-        }
-        let mut down = Vec::new();
-        while let Some(r) = probes.join_next().await {
-            if let Ok((s, false)) = r {
-                down.push(s);
-            }
-        }
-        down.sort();
-        down
     }
 }
 

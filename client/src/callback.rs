@@ -14,12 +14,16 @@ use afs_proto::types::{InterfaceAddr, Uuid};
 use rx::IncomingCall;
 use tokio::sync::mpsc;
 
-use crate::fs::Inner;
+use crate::fileserver::CallbackSink;
 
 /// Serves callback calls until the endpoint closes or the client is dropped.
-pub(crate) async fn serve(inner: Weak<Inner>, mut calls: mpsc::Receiver<IncomingCall>) {
+pub(crate) async fn serve(
+    sink: Weak<dyn CallbackSink>,
+    uuid: Uuid,
+    mut calls: mpsc::Receiver<IncomingCall>,
+) {
     while let Some(call) = calls.recv().await {
-        let Some(inner) = inner.upgrade() else { break };
+        let Some(sink) = sink.upgrade() else { break };
         if call.service_id != cb::CB_SERVICE_ID {
             call.abort(cb::RXGEN_OPCODE);
             continue;
@@ -36,28 +40,26 @@ pub(crate) async fn serve(inner: Weak<Inner>, mut calls: mpsc::Receiver<Incoming
         tracing::debug!(peer = %call.peer, ?req, "callback service call");
         match req {
             CbRequest::CallBack { fids, .. } => {
-                for fid in fids {
-                    inner.break_callback(call.peer, fid);
-                }
+                sink.break_fids(call.peer, &fids);
                 call.reply(cb::encode_empty_reply());
             }
             CbRequest::InitCallBackState | CbRequest::InitCallBackState3 { .. } => {
-                inner.break_all_callbacks(call.peer);
+                sink.break_all(call.peer);
                 call.reply(cb::encode_empty_reply());
             }
             CbRequest::Probe => call.reply(cb::encode_empty_reply()),
             CbRequest::ProbeUuid { client_uuid } => {
-                if client_uuid == inner.uuid {
+                if client_uuid == uuid {
                     call.reply(cb::encode_empty_reply())
                 } else {
                     call.abort(cb::PROBE_UUID_MISMATCH)
                 }
             }
             CbRequest::WhoAreYou => {
-                call.reply(cb::encode_who_are_you_reply(&interface_addr(inner.uuid)))
+                call.reply(cb::encode_who_are_you_reply(&interface_addr(uuid)))
             }
             CbRequest::TellMeAboutYourself => call.reply(cb::encode_tell_me_about_yourself_reply(
-                &interface_addr(inner.uuid),
+                &interface_addr(uuid),
                 &[cb::CLIENT_CAPABILITY_ERRORTRANS],
             )),
             CbRequest::Unknown(op) => {

@@ -43,6 +43,10 @@ pub enum Error {
     NotEmpty,
     #[error("the file is locked")]
     WouldBlock,
+    #[error("no such open file")]
+    BadHandle,
+    #[error("interrupted")]
+    Interrupted,
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     /// The outcome of a fetch shared by several waiters.
@@ -65,6 +69,8 @@ impl Error {
             Error::CrossVolume => libc::EXDEV,
             Error::NotEmpty => libc::ENOTEMPTY,
             Error::WouldBlock => libc::EAGAIN,
+            Error::BadHandle => libc::EBADF,
+            Error::Interrupted => libc::EINTR,
             Error::Access => libc::EACCES,
             Error::ReadOnly => libc::EROFS,
             Error::TimedOut(_) => libc::ETIMEDOUT,

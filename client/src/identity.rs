@@ -26,24 +26,30 @@ pub(crate) const PRSFS_LOOKUP: u32 = 8;
 /// How long a denial without a callback is remembered.
 const DENIAL_SECS: u64 = 10;
 
-/// An identity for one call path.
+/// Who a call is made for: the local uid, and what the fileserver will
+/// take it to be (its token's AFS id, or anonymous).
 #[derive(Clone, Debug)]
-pub(crate) struct Identity {
+pub struct Identity {
+    /// Names the token (0: anonymous); rights are learned per `id`, so a new
+    /// token starts with no rights carried over.
     pub id: u64,
     pub security: ClientSecurity,
     /// Set when the caller holds a token for the cell that has expired:
     /// its principal, for the message that names the remedy.
     pub expired: Option<String>,
     pub uid: u32,
+    /// The AFS (PTS) id the token speaks for; None when anonymous.
+    pub vice_id: Option<i32>,
 }
 
 impl Identity {
-    pub(crate) fn anonymous(uid: u32) -> Self {
+    pub fn anonymous(uid: u32) -> Self {
         Identity {
             id: ANONYMOUS,
             security: ClientSecurity::Null,
             expired: None,
             uid,
+            vice_id: None,
         }
     }
 }
@@ -144,6 +150,7 @@ impl Tokens {
             },
             expired: None,
             uid,
+            vice_id: Some(rec.vice_id),
         }
     }
 

@@ -1,37 +1,57 @@
-//! The afsd-rs cache manager: AFS semantics on top of the Rx RPCs and the
-//! persistent cache, with no knowledge of FUSE.
+//! The afsd-rs cache manager: AFS semantics on top of the fileservers and
+//! the persistent cache, with no knowledge of FUSE.
 //!
 //! [`AfsClient`] answers file-system questions (lookup, getattr, readdir,
-//! read, readlink, statfs, xattrs) for numbered nodes. It finds volumes
-//! through the VL servers of the cells in CellServDB, talks to fileservers,
-//! serves the callback service the fileservers call back on, and keeps the
-//! cache coherent by data version: cached data is served while the callback
-//! holds, revalidated with FetchStatus/InlineBulkStatus when it does not.
+//! read, readlink, statfs, xattrs) and makes changes for numbered nodes. It
+//! finds volumes through the VL servers of the cells in CellServDB, talks to
+//! fileservers through the [`FileServer`] seam, receives their callback
+//! breaks, and keeps the cache coherent by data version: cached data is
+//! served while the callback holds, revalidated with
+//! FetchStatus/InlineBulkStatus when it does not. Every change is a
+//! [`Mutation`] record run by one executor. The components and what each
+//! owns are drawn in `client.rs`.
 
 mod admin;
+mod attr;
 mod callback;
 mod cellservdb;
+mod changes;
+mod client;
 mod config;
+mod data;
+mod dirs;
 mod error;
-mod fs;
+mod executor;
+mod fileserver;
+mod files;
 mod identity;
 mod inode;
+mod locks;
+pub mod memserver;
 mod mutation;
+mod namespace;
+mod nodes;
 mod openfile;
 mod rpc;
+mod rxserver;
 mod stats;
 mod status;
+mod validate;
 mod volume;
+mod writes;
 
 pub use admin::{
     parse_rights, rights_string, Acl, XATTR_ACL, XATTR_MOUNTPOINT_PREFIX, XATTR_VOLSTATUS,
     XATTR_WHEREIS,
 };
+pub use attr::{Attr, DirEntryOut, Invalidation, NodeKind, StatFs, ROOT_INO};
 pub use cellservdb::{parse_cellservdb, Cell, CellDb};
+pub use client::{AfsClient, CacheStats};
 pub use config::ClientConfig;
 pub use error::{Error, Result};
-pub use fs::{AfsClient, Attr, CacheStats, DirEntryOut, Invalidation, NodeKind, StatFs, ROOT_INO};
-pub use identity::TokenInfo;
-pub use mutation::{Mutation, SetAttrs};
+pub use fileserver::{BoxFuture, CallbackSink, FileServer, FsCall, FsReply, VolumeTarget};
+pub use identity::{Identity, TokenInfo};
+pub use mutation::{BaseState, Change, DataChange, Mutation, SetAttrs};
+pub use rxserver::RxFileServer;
 pub use stats::Stats;
-pub use volume::{MountKind, MountPoint, VolType};
+pub use volume::{MountKind, MountPoint, VolType, VolumeInfo};

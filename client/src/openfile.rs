@@ -177,6 +177,32 @@ impl OpenFile {
             .collect()
     }
 
+    /// What a store of these changes sends, as a record.
+    pub fn change(&self, local_dv: u64) -> crate::mutation::DataChange {
+        crate::mutation::DataChange {
+            length: self.length,
+            base_len: self.base_len,
+            server_len: self.server_len,
+            base_dv: self.base_dv,
+            local_dv,
+            chunks: self.dirty.clone(),
+        }
+    }
+
+    /// The write state a record describes (to plan its calls).
+    pub fn from_change(c: &crate::mutation::DataChange) -> Self {
+        OpenFile {
+            length: c.length,
+            base_len: c.base_len,
+            server_len: c.server_len,
+            base_dv: c.base_dv,
+            dirty: c.chunks.clone(),
+            modified: true,
+            writers: 0,
+            writer_uid: None,
+        }
+    }
+
     /// After a successful store: the stored state is the new base.
     pub fn stored(&mut self, dv: u64) {
         self.base_len = self.length;

@@ -64,7 +64,9 @@ impl MountPoint {
 
 /// What the VLDB says of a volume, with fileserver addresses resolved.
 #[derive(Clone, Debug)]
-pub(crate) struct VolumeInfo {
+pub struct VolumeInfo {
+    /// The cell the volume lives in (relocation asks its VL servers).
+    pub cell: Cell,
     pub name: String,
     pub rw_id: u32,
     pub ro_id: u32,
@@ -181,7 +183,7 @@ impl VolumeDb {
                     .unwrap_or_else(|| Error::Config(format!("no VL server for {}", cell.name))))
             }
         };
-        let info = std::sync::Arc::new(self.resolve(rpc, vl_peer, &entry).await?);
+        let info = std::sync::Arc::new(self.resolve(rpc, vl_peer, cell, &entry).await?);
         self.lock_by_name().insert(key, info.clone());
         let mut by_id = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
         for (id, t) in [
@@ -225,6 +227,7 @@ impl VolumeDb {
         &self,
         rpc: &RpcClient,
         vl_peer: SocketAddr,
+        cell: &Cell,
         e: &UVldbEntry,
     ) -> Result<VolumeInfo> {
         let mut rw = Vec::new();
@@ -240,6 +243,7 @@ impl VolumeDb {
             }
         }
         Ok(VolumeInfo {
+            cell: cell.clone(),
             name: e.name.clone(),
             rw_id: e.rw_id(),
             ro_id: if ro.is_empty() { 0 } else { e.ro_id() },
@@ -321,6 +325,10 @@ mod tests {
     fn info(ro: bool) -> VolumeInfo {
         let a: SocketAddr = "198.18.0.1:7000".parse().unwrap();
         VolumeInfo {
+            cell: Cell {
+                name: "c".into(),
+                db_servers: vec![],
+            },
             name: "root.cell".into(),
             rw_id: 10,
             ro_id: if ro { 11 } else { 0 },

@@ -151,22 +151,9 @@ impl Filesystem for AfsFs {
     fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let uid = req.uid();
         let c = self.client.clone();
-        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let truncate = flags & libc::O_TRUNC != 0;
         self.rt.spawn(async move {
-            let r = if write {
-                c.open_write(uid, ino, truncate).await
-            } else {
-                c.open(uid, ino).await.and_then(|a| {
-                    if a.kind == NodeKind::Dir {
-                        Err(client::Error::IsDir)
-                    } else {
-                        Ok(())
-                    }
-                })
-            };
-            match r {
-                Ok(()) => reply.opened(0, 0),
+            match c.open(uid, ino, flags).await {
+                Ok(fh) => reply.opened(fh, 0),
                 Err(e) => {
                     tracing::info!(ino, "open: {e}");
                     reply.error(e.errno())
@@ -179,7 +166,7 @@ impl Filesystem for AfsFs {
         &mut self,
         req: &Request<'_>,
         ino: u64,
-        _fh: u64,
+        fh: u64,
         offset: i64,
         size: u32,
         _flags: i32,
@@ -193,15 +180,7 @@ impl Filesystem for AfsFs {
         let c = self.client.clone();
         let uid = req.uid();
         self.rt.spawn(async move {
-            match c.read_dirty(uid, ino, offset as u64, size).await {
-                Some(Ok(d)) => return reply.data(&d),
-                Some(Err(e)) => {
-                    tracing::info!(ino, offset, "read: {e}");
-                    return reply.error(e.errno());
-                }
-                None => {}
-            }
-            match c.read(uid, ino, offset as u64, size).await {
+            match c.read(uid, fh, offset as u64, size).await {
                 Ok(d) => reply.data(&d),
                 Err(e) => {
                     tracing::info!(ino, offset, "read: {e}");
@@ -213,18 +192,10 @@ impl Filesystem for AfsFs {
 
     /// close(2): AFS stores the whole file at close, and close returns
     /// only once the fileserver has it.
-    fn flush(
-        &mut self,
-        req: &Request<'_>,
-        ino: u64,
-        _fh: u64,
-        _lock_owner: u64,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _lock_owner: u64, reply: ReplyEmpty) {
         let c = self.client.clone();
-        let uid = req.uid();
         self.rt.spawn(async move {
-            match c.flush(uid, ino).await {
+            match c.flush(fh).await {
                 Ok(()) => reply.ok(),
                 Err(e) => {
                     tracing::warn!(ino, "storing at close: {e}");
@@ -234,47 +205,30 @@ impl Filesystem for AfsFs {
         });
     }
 
-    fn fsync(&mut self, req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&mut self, _req: &Request<'_>, _ino: u64, fh: u64, _datasync: bool, reply: ReplyEmpty) {
         let c = self.client.clone();
-        let uid = req.uid();
-        self.answer(
-            reply,
-            async move { c.flush(uid, ino).await },
-            |reply, ()| reply.ok(),
-        );
+        self.answer(reply, async move { c.flush(fh).await }, |reply, ()| reply.ok());
     }
 
+    /// The last close of a file description: unlock, store, close, in the
+    /// client.
     #[allow(clippy::too_many_arguments)]
     fn release(
         &mut self,
-        req: &Request<'_>,
-        ino: u64,
-        _fh: u64,
-        flags: i32,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: i32,
         lock_owner: Option<u64>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let c = self.client.clone();
-        let uid = req.uid();
-        self.rt.spawn(async move {
-            // The last close of a descriptor ends its flock lock: the kernel
-            // names the owner here instead of sending an unlock.
-            if let Some(owner) = lock_owner {
-                if let Err(e) = c.setlk(uid, ino, owner, libc::F_UNLCK, false).await {
-                    tracing::warn!(ino, "releasing a lock at close: {e}");
-                }
-            }
-            // flush normally stored everything already; this catches a
-            // writer whose data is still unstored.
-            let r = c.flush(uid, ino).await;
-            c.release(ino, write).await;
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e.errno()),
-            }
-        });
+        self.answer(
+            reply,
+            async move { c.release(fh, lock_owner).await },
+            |reply, ()| reply.ok(),
+        );
     }
 
     fn opendir(&mut self, req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
@@ -282,7 +236,7 @@ impl Filesystem for AfsFs {
         // cached for one user is not listed to another.
         let c = self.client.clone();
         let uid = req.uid();
-        self.answer(reply, async move { c.open(uid, ino).await }, |reply, _| {
+        self.answer(reply, async move { c.opendir(uid, ino).await }, |reply, ()| {
             reply.opened(0, 0)
         });
     }
@@ -459,7 +413,12 @@ impl Filesystem for AfsFs {
             TimeOrNow::SpecificTime(t) => secs(t),
             TimeOrNow::Now => secs(SystemTime::now()),
         });
-        let attrs = client::SetAttrs { mode, mtime, size };
+        let attrs = client::SetAttrs {
+            mode,
+            mtime,
+            size,
+            ..client::SetAttrs::default()
+        };
         self.answer(
             reply,
             async move { c.setattr(uid, ino, attrs).await },
@@ -587,9 +546,9 @@ impl Filesystem for AfsFs {
 
     fn write(
         &mut self,
-        req: &Request<'_>,
-        ino: u64,
-        _fh: u64,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
         offset: i64,
         data: &[u8],
         _write_flags: u32,
@@ -602,11 +561,10 @@ impl Filesystem for AfsFs {
             return;
         }
         let c = self.client.clone();
-        let uid = req.uid();
         let data = data.to_vec();
         self.answer(
             reply,
-            async move { c.write(uid, ino, offset as u64, &data).await },
+            async move { c.write(fh, offset as u64, &data).await },
             |reply, n| reply.written(n),
         );
     }
@@ -624,18 +582,11 @@ impl Filesystem for AfsFs {
         let c = self.client.clone();
         let uid = req.uid();
         let name = name.as_bytes().to_vec();
-        // The release of this descriptor says whether it wrote by its flags.
-        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let op = async move {
-            let a = c.create(uid, parent, &name, mode & !umask).await?;
-            if write {
-                c.open_write(uid, a.ino, true).await?;
-            }
-            Ok(a)
-        };
-        self.answer(reply, op, |reply, a| {
-            reply.created(&TTL, &file_attr(&a), 0, 0, 0)
-        });
+        self.answer(
+            reply,
+            async move { c.create(uid, parent, &name, mode & !umask, flags).await },
+            |reply, (a, fh)| reply.created(&TTL, &file_attr(&a), 0, fh, 0),
+        );
     }
 
     /// Only `afs.acl` can be set: it stores the directory's ACL as the

@@ -1,0 +1,285 @@
+//! The entry points that change the name space and attributes: create,
+//! mkdir, symlink, link, unlink, rmdir, rename, setattr and setacl. Each
+//! builds one [`Mutation`] record, with the base state it was decided
+//! against, and hands it to the executor.
+
+use afs_proto::types::Fid;
+
+use crate::attr::{Attr, ROOT_INO};
+use crate::client::{AfsClient, Inner};
+use crate::identity::Identity;
+use crate::inode::NodeRef;
+use crate::mutation::{BaseState, Change, Mutation, SetAttrs};
+use crate::{Error, Result, VolType};
+
+impl AfsClient {
+    /// Creates an empty file (without opening it).
+    pub async fn create_file(&self, uid: u32, parent: u64, name: &[u8], mode: u32) -> Result<Attr> {
+        let name = name.to_vec();
+        self.create_object(uid, parent, |dir| Change::CreateFile { dir, name, mode })
+            .await
+    }
+
+    pub async fn mkdir(&self, uid: u32, parent: u64, name: &[u8], mode: u32) -> Result<Attr> {
+        let name = name.to_vec();
+        self.create_object(uid, parent, |dir| Change::MakeDir { dir, name, mode })
+            .await
+    }
+
+    pub async fn symlink(&self, uid: u32, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr> {
+        let (name, target) = (name.to_vec(), target.to_vec());
+        self.create_object(uid, parent, |dir| Change::Symlink { dir, name, target })
+            .await
+    }
+
+    /// Runs a creating change in directory `parent` and returns the new
+    /// object's attributes.
+    async fn create_object(
+        &self,
+        uid: u32,
+        parent: u64,
+        make: impl FnOnce(Fid) -> Change,
+    ) -> Result<Attr> {
+        let inner = &self.inner;
+        let (pnode, who) = inner.writable_dir(uid, parent).await?;
+        let change = make(pnode.fid);
+        let m = inner.record(&pnode, &who, change);
+        let out = inner.exec.execute(&who, &m).await?;
+        let (node, st) = out
+            .created
+            .ok_or_else(|| Error::Protocol("the change created nothing".into()))?;
+        let ino = inner.nodes.intern_ref(node.clone());
+        Ok(inner.attr(ino, &node, uid, &st))
+    }
+
+    /// A hard link to file `ino` in `newparent` (same volume only).
+    pub async fn link(&self, uid: u32, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
+        let inner = &self.inner;
+        let target = inner.nodes.node(ino)?;
+        let (pnode, who) = inner.writable_dir(uid, newparent).await?;
+        if target.fid.volume != pnode.fid.volume || target.cell != pnode.cell {
+            return Err(Error::CrossVolume);
+        }
+        let m = inner.record(
+            &pnode,
+            &who,
+            Change::Link {
+                dir: pnode.fid,
+                name: newname.to_vec(),
+                existing: target.fid,
+            },
+        );
+        inner.exec.execute(&who, &m).await?;
+        let attr = self.getattr(uid, ino).await?;
+        // The answer gives the kernel the inode under one more name.
+        inner.nodes.intern_ref(target);
+        Ok(attr)
+    }
+
+    pub async fn unlink(&self, uid: u32, parent: u64, name: &[u8]) -> Result<()> {
+        let inner = &self.inner;
+        let (pnode, who) = inner.writable_dir(uid, parent).await?;
+        let m = inner.record(
+            &pnode,
+            &who,
+            Change::RemoveFile {
+                dir: pnode.fid,
+                name: name.to_vec(),
+            },
+        );
+        inner.exec.execute(&who, &m).await.map(|_| ())
+    }
+
+    pub async fn rmdir(&self, uid: u32, parent: u64, name: &[u8]) -> Result<()> {
+        let inner = &self.inner;
+        let (pnode, who) = inner.writable_dir(uid, parent).await?;
+        let m = inner.record(
+            &pnode,
+            &who,
+            Change::RemoveDir {
+                dir: pnode.fid,
+                name: name.to_vec(),
+            },
+        );
+        inner.exec.execute(&who, &m).await.map(|_| ())
+    }
+
+    /// Rename within a volume; across volumes the answer is EXDEV, as on
+    /// any Unix file system, so `mv` falls back to copying.
+    pub async fn rename(
+        &self,
+        uid: u32,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let (from, who) = inner.writable_dir(uid, parent).await?;
+        let (to, _) = inner.writable_dir(uid, newparent).await?;
+        if from.fid.volume != to.fid.volume || from.cell != to.cell {
+            return Err(Error::CrossVolume);
+        }
+        let change = Change::Rename {
+            from_dir: from.fid,
+            from_name: name.to_vec(),
+            to_dir: to.fid,
+            to_name: newname.to_vec(),
+        };
+        let mut m = inner.record(&from, &who, change);
+        if from.fid != to.fid {
+            m.base.push(inner.dir_base(&to, &[newname]));
+        }
+        inner.exec.execute(&who, &m).await.map(|_| ())
+    }
+
+    /// chmod, chown, utimes and truncate.
+    pub async fn setattr(&self, uid: u32, ino: u64, attrs: SetAttrs) -> Result<Attr> {
+        if ino == ROOT_INO {
+            return Err(Error::ReadOnly);
+        }
+        let inner = &self.inner;
+        let node = inner.nodes.node(ino)?;
+        if node.vol_type != VolType::Rw {
+            return Err(Error::ReadOnly);
+        }
+        let who = inner.valid.who(uid, &node);
+        if let Some(size) = attrs.size {
+            // Through the write state, as a write would: cut in the cache,
+            // then stored (at once when no descriptor writes it).
+            inner.open.truncate(&node, &who, size).await?;
+        }
+        if attrs.has_status() {
+            let st = inner.valid.valid_status(&node, &who).await?;
+            let m = Mutation {
+                cell: node.cell.clone(),
+                volume: node.fid.volume,
+                uid,
+                vice_id: who.vice_id,
+                base: vec![BaseState {
+                    fid: node.fid,
+                    data_version: st.data_version,
+                    length: st.length,
+                    bindings: Vec::new(),
+                }],
+                change: Change::StoreStatus {
+                    fid: node.fid,
+                    attrs,
+                },
+            };
+            inner.exec.execute(&who, &m).await?;
+        }
+        // getattr shows a file's local length while it is being written.
+        self.getattr(uid, ino).await
+    }
+
+    /// Stores a new ACL (StoreACL) given in the fileserver's text form.
+    /// The rights learned on the volume are dropped: they are fetched again
+    /// at next use.
+    pub async fn set_acl(&self, uid: u32, ino: u64, text: &[u8]) -> Result<()> {
+        if ino == ROOT_INO {
+            return Err(Error::ReadOnly);
+        }
+        let inner = &self.inner;
+        let node = inner.nodes.node(ino)?;
+        if node.vol_type != VolType::Rw {
+            return Err(Error::ReadOnly);
+        }
+        let text = std::str::from_utf8(text)
+            .map_err(|_| Error::Invalid("ACL text must be UTF-8".into()))?
+            .trim_end_matches('\0');
+        if crate::Acl::parse(text).is_none() {
+            return Err(Error::Invalid(format!("malformed ACL text {text:?}")));
+        }
+        let who = inner.valid.who(uid, &node);
+        let known = inner.valid.statuses.known(&node.key());
+        let m = Mutation {
+            cell: node.cell.clone(),
+            volume: node.fid.volume,
+            uid,
+            vice_id: who.vice_id,
+            base: known
+                .map(|st| BaseState {
+                    fid: node.fid,
+                    data_version: st.data_version,
+                    length: st.length,
+                    bindings: Vec::new(),
+                })
+                .into_iter()
+                .collect(),
+            change: Change::StoreAcl {
+                fid: node.fid,
+                acl: text.to_string(),
+            },
+        };
+        inner.exec.execute(&who, &m).await?;
+        tracing::info!(uid, fid = ?node.fid, cell = %node.cell, "ACL stored");
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// The directory a change happens in: RW, and current.
+    pub(crate) async fn writable_dir(&self, uid: u32, parent: u64) -> Result<(NodeRef, Identity)> {
+        if parent == ROOT_INO {
+            return Err(Error::ReadOnly);
+        }
+        let pnode = self.nodes.node(parent)?;
+        if pnode.vol_type != VolType::Rw {
+            return Err(Error::ReadOnly);
+        }
+        let who = self.valid.who(uid, &pnode);
+        self.dirs.dir(&pnode, &who).await?;
+        Ok((pnode, who))
+    }
+
+    /// The base state of directory `dir` with the bindings of `names`.
+    fn dir_base(&self, dir: &NodeRef, names: &[&[u8]]) -> BaseState {
+        let st = self.valid.statuses.known(&dir.key());
+        BaseState {
+            fid: dir.fid,
+            data_version: st.as_ref().map_or(0, |s| s.data_version),
+            length: st.as_ref().map_or(0, |s| s.length),
+            bindings: names
+                .iter()
+                .map(|n| {
+                    let bound = self
+                        .dirs
+                        .cached_entry(dir, n)
+                        .map(|e| Fid::new(dir.fid.volume, e.vnode, e.unique));
+                    (n.to_vec(), bound)
+                })
+                .collect(),
+        }
+    }
+
+    /// A record of a change in directory `dir`, as `who`, with the
+    /// directory's base state and the bindings of the names it touches.
+    pub(crate) fn record(&self, dir: &NodeRef, who: &Identity, change: Change) -> Mutation {
+        let names: Vec<&[u8]> = match &change {
+            Change::CreateFile { name, .. }
+            | Change::MakeDir { name, .. }
+            | Change::Symlink { name, .. }
+            | Change::Link { name, .. }
+            | Change::RemoveFile { name, .. }
+            | Change::RemoveDir { name, .. } => vec![name],
+            Change::Rename {
+                from_name,
+                to_name,
+                from_dir,
+                to_dir,
+            } if from_dir == to_dir => vec![from_name, to_name],
+            Change::Rename { from_name, .. } => vec![from_name],
+            _ => vec![],
+        };
+        let base = vec![self.dir_base(dir, &names)];
+        Mutation {
+            cell: dir.cell.clone(),
+            volume: dir.fid.volume,
+            uid: who.uid,
+            vice_id: who.vice_id,
+            base,
+            change,
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! [`AfsClient`], the cache manager's facade, and how its components are
+//! put together.
+//!
+//! ```text
+//!   AfsClient (namespace.rs, files.rs, changes.rs, admin.rs: entry points)
+//!      │ every entry point: nodes → validate (who, status, rights) → one component
+//!      ├── nodes      inode numbers of fids, kernel invalidations
+//!      ├── validate   tokens, statuses with live callbacks, rights per identity;
+//!      │              the callback sink
+//!      ├── dirs       listings per data version, edited after our changes
+//!      ├── data       server data: chunks, read-ahead, shared fetches
+//!      ├── writes     open handles, unstored changes per (fid, uid)
+//!      ├── executor   Mutation records → requests → replies applied
+//!      ├── locks      whole-file locks at the fileserver
+//!      └── FileServer (fileserver.rs): rxserver.rs (Rx, real cells) or
+//!                     memserver (in memory, tests)
+//! ```
+//!
+//! Every component owns its state; they share the store, the stats and the
+//! fileserver seam.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use afs_proto::types::{Fid, Uuid};
+use cache::{Batch, FidKey, Op, RocksStore, Store};
+use tokio::sync::mpsc;
+
+use crate::attr::Invalidation;
+use crate::data::FileData;
+use crate::dirs::Dirs;
+use crate::executor::Executor;
+use crate::fileserver::{CallbackSink, FileServer};
+use crate::identity::{TokenInfo, Tokens};
+use crate::locks::Locks;
+use crate::nodes::Nodes;
+use crate::rxserver::RxFileServer;
+use crate::validate::Validator;
+use crate::writes::{OpenFiles, LOWEST_LOCAL_DV};
+use crate::{CellDb, ClientConfig, Error, Result, Stats};
+
+pub(crate) struct Inner {
+    pub(crate) config: ClientConfig,
+    pub(crate) cells: CellDb,
+    pub(crate) fs: Arc<dyn FileServer>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) uuid: Uuid,
+    pub(crate) nodes: Arc<Nodes>,
+    pub(crate) valid: Arc<Validator>,
+    pub(crate) dirs: Arc<Dirs>,
+    pub(crate) data: Arc<FileData>,
+    pub(crate) exec: Arc<Executor>,
+    pub(crate) open: OpenFiles,
+    pub(crate) locks: Locks,
+    /// The cache size limit in force (`setcachesize` changes it).
+    cache_bytes: AtomicU64,
+}
+
+/// The cache manager. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct AfsClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What `afsd-rs cache stats` shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheStats {
+    pub usage: cache::Usage,
+    pub limits: cache::Limits,
+    /// What the cache directory occupies on disk, records included.
+    pub disk_bytes: u64,
+}
+
+impl AfsClient {
+    /// Reads the cell configuration, opens the cache and binds the Rx
+    /// endpoint that serves both our calls and the callback service. The
+    /// receiver yields nodes whose kernel caches must be invalidated.
+    pub async fn start(
+        config: ClientConfig,
+    ) -> Result<(AfsClient, mpsc::UnboundedReceiver<Invalidation>)> {
+        let cells = CellDb::load(&config.conf_dir)?;
+        if cells.cells.is_empty() {
+            return Err(Error::Config(format!(
+                "{} lists no cells",
+                config.conf_dir.join("CellServDB").display()
+            )));
+        }
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(&config.cache_dir)?);
+        Self::start_with_store(config, cells, store).await
+    }
+
+    /// As [`AfsClient::start`], with a given store and cell list.
+    pub async fn start_with_store(
+        config: ClientConfig,
+        cells: CellDb,
+        store: Arc<dyn Store>,
+    ) -> Result<(AfsClient, mpsc::UnboundedReceiver<Invalidation>)> {
+        let stats = Arc::new(Stats::default());
+        let fs = RxFileServer::bind(config.dead_time, config.vldb_ttl, stats.clone())?;
+        Self::start_with(config, cells, store, fs, stats)
+    }
+
+    /// Puts the components together over a given fileserver seam (the Rx
+    /// one, or an in-memory fileserver in tests).
+    pub fn start_with(
+        config: ClientConfig,
+        cells: CellDb,
+        store: Arc<dyn Store>,
+        fs: Arc<dyn FileServer>,
+        stats: Arc<Stats>,
+    ) -> Result<(AfsClient, mpsc::UnboundedReceiver<Invalidation>)> {
+        let uuid = match store.get_meta("uuid")? {
+            Some(b) if b.len() == 16 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&b);
+                Uuid::from_bytes(a)
+            }
+            _ => {
+                let mut a: [u8; 16] = rand::random();
+                a[6] = (a[6] & 0x0f) | 0x40; // version 4
+                a[8] = (a[8] & 0x3f) | 0x80; // RFC 4122 variant
+                let mut b = Batch::new();
+                b.push(Op::PutMeta("uuid".into(), a.to_vec()));
+                store.apply(b)?;
+                Uuid::from_bytes(a)
+            }
+        };
+        let stored_tokens = store.tokens()?;
+        let cache_bytes = config.cache_bytes;
+        store.set_limits(cache::Limits {
+            max_entries: config.cache_entries,
+            disk_bytes: config.cache_bytes,
+            ..cache::Limits::default()
+        });
+        // Unstored writes of a run that died before their close returned
+        // were never acknowledged; without a change log (disconnected
+        // operation brings one) nothing says what they belong to.
+        let dirty = store.usage().dirty_bytes;
+        if dirty > 0 {
+            let mut b = Batch::new();
+            b.push(Op::DiscardDirty {
+                data_version: LOWEST_LOCAL_DV,
+            });
+            store.apply(b)?;
+            tracing::warn!(
+                bytes = dirty - store.usage().dirty_bytes,
+                "dropped writes of an earlier run whose close never returned"
+            );
+        }
+        // A smaller limit than last time takes effect now, not at the next fetch.
+        store.evict()?;
+        let (inval, inval_rx) = mpsc::unbounded_channel();
+        let nodes = Arc::new(Nodes::new(inval));
+        let cell_names = cells.cells.iter().map(|c| c.name.clone()).collect();
+        let valid = Arc::new(Validator::new(
+            fs.clone(),
+            store.clone(),
+            stats.clone(),
+            nodes.clone(),
+            cell_names,
+            Tokens::new(config.rxkad_level, stored_tokens),
+        ));
+        let dirs = Arc::new(Dirs::new(store.clone(), stats.clone(), valid.clone()));
+        let data = Arc::new(FileData::new(
+            store.clone(),
+            stats.clone(),
+            valid.clone(),
+            config.chunk_size,
+            config.readahead_chunks,
+        ));
+        let exec = Arc::new(Executor::new(
+            store.clone(),
+            stats.clone(),
+            valid.clone(),
+            dirs.clone(),
+            config.chunk_size,
+        ));
+        let open = OpenFiles::new(store.clone(), valid.clone(), data.clone(), exec.clone());
+        let locks = Locks::new(valid.clone());
+        let sink: Arc<dyn CallbackSink> = valid.clone();
+        fs.attach(Arc::downgrade(&sink), uuid);
+        let inner = Arc::new(Inner {
+            config,
+            cells,
+            fs,
+            store,
+            stats,
+            uuid,
+            nodes,
+            valid,
+            dirs,
+            data,
+            exec,
+            open,
+            locks,
+            cache_bytes: AtomicU64::new(cache_bytes),
+        });
+        tracing::info!(uuid = %uuid, "cache manager started");
+        Ok((AfsClient { inner }, inval_rx))
+    }
+
+    /// The configured cells, local cell first.
+    pub fn cells(&self) -> Vec<String> {
+        let db = &self.inner.cells;
+        let mut names: Vec<String> = Vec::new();
+        if let Some(tc) = &db.this_cell {
+            names.push(tc.to_ascii_lowercase());
+        }
+        for c in &db.cells {
+            if !names.contains(&c.name) {
+                names.push(c.name.clone());
+            }
+        }
+        names
+    }
+
+    /// Locates root.cell of `cell` and fetches its root status: proves the
+    /// cell's VL server and a fileserver answer. Used at mount time so that
+    /// a misconfiguration is reported at once.
+    pub async fn check_cell(&self, cell: &str) -> Result<()> {
+        let name = cell.as_bytes().to_vec();
+        self.lookup(0, crate::ROOT_INO, &name).await.map(|_| ())
+    }
+
+    /// The address of the socket our calls leave from and the callback
+    /// service listens on.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.inner.fs.local_addr()
+    }
+
+    /// The client's UUID, stable for the life of its cache.
+    pub fn uuid(&self) -> Uuid {
+        self.inner.uuid
+    }
+
+    /// Sets `uid`'s token for a cell (from `afsd-rs aklog` over the control
+    /// socket, whose peer credentials named the uid). Kept in the cache's
+    /// store, so it survives restarts.
+    pub fn set_token(&self, token: cache::TokenRecord) -> Result<()> {
+        let cell = token.cell.to_ascii_lowercase();
+        if self.inner.cells.get(&cell).is_none() {
+            return Err(Error::UnknownCell(cell));
+        }
+        let token = cache::TokenRecord {
+            cell: cell.clone(),
+            ..token
+        };
+        let mut b = Batch::new();
+        b.push(Op::PutToken(token.clone()));
+        self.inner.store.apply(b)?;
+        let tokens = &self.inner.valid.tokens;
+        tokens.clear_warning(token.uid, &cell);
+        tracing::info!(uid = token.uid, cell = %cell, principal = %token.principal, "token set");
+        tokens.insert(token);
+        Ok(())
+    }
+
+    /// `uid`'s tokens, expired ones included and marked.
+    pub fn tokens(&self, uid: u32) -> Vec<TokenInfo> {
+        self.inner.valid.tokens.list(uid)
+    }
+
+    /// Drops `uid`'s tokens (one cell, or all). Returns the cells dropped.
+    pub fn unlog(&self, uid: u32, cell: Option<&str>) -> Result<Vec<String>> {
+        let cells = self.inner.valid.tokens.remove(uid, cell);
+        let mut b = Batch::new();
+        for c in &cells {
+            b.push(Op::DeleteToken {
+                uid,
+                cell: c.clone(),
+            });
+        }
+        self.inner.store.apply(b)?;
+        Ok(cells)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Transport counters, for the stats output.
+    pub fn rx_stats(&self) -> String {
+        self.inner.fs.transport_stats()
+    }
+
+    /// The stats text: RPC counts, cache hits and misses, bytes fetched,
+    /// inodes known.
+    pub fn render_stats(&self) -> String {
+        let mut s = self.inner.stats.render();
+        s.push_str(&format!("inodes {}\n", self.inner.nodes.len()));
+        s.push_str(&format!("rx {}\n", self.rx_stats()));
+        s
+    }
+
+    /// Tells every fileserver we used to drop our callbacks (clean unmount).
+    pub async fn shutdown(&self) {
+        self.inner.fs.give_up_callbacks().await;
+    }
+
+    /// Probes every fileserver this client knows of (those it used, and
+    /// those marked down) and returns the ones that did not answer.
+    pub async fn check_servers(&self) -> Vec<std::net::SocketAddr> {
+        let servers = self.inner.fs.known_servers();
+        let mut probes = tokio::task::JoinSet::new();
+        for s in servers {
+            let me = self.clone();
+            probes.spawn(async move {
+                let up = me.inner.fs.probe(s).await;
+                tracing::debug!(server = %s, up, "checkservers probe");
+                (s, up)
+            });
+        }
+        let mut down = Vec::new();
+        while let Some(r) = probes.join_next().await {
+            if let Ok((s, false)) = r {
+                down.push(s);
+            }
+        }
+        down.sort();
+        down
+    }
+
+    /// Usage and limits of the persistent cache.
+    pub fn cache_stats(&self) -> CacheStats {
+        let bytes = self.inner.cache_bytes.load(Ordering::SeqCst);
+        CacheStats {
+            usage: self.inner.store.usage(),
+            limits: cache::Limits {
+                max_bytes: bytes,
+                max_entries: self.inner.config.cache_entries,
+                disk_bytes: bytes,
+            },
+            disk_bytes: self.inner.store.disk_usage(),
+        }
+    }
+
+    /// Changes the cache size limit (bytes; 0: unlimited) and evicts to it.
+    pub fn set_cache_size(&self, bytes: u64) -> Result<cache::EvictReport> {
+        self.inner.cache_bytes.store(bytes, Ordering::SeqCst);
+        self.inner.store.set_limits(cache::Limits {
+            max_entries: self.inner.config.cache_entries,
+            disk_bytes: bytes,
+            ..cache::Limits::default()
+        });
+        Ok(self.inner.store.evict()?)
+    }
+
+    /// Forgets everything cached about one file or directory (`afsd-rs
+    /// flush`): the next access fetches it again.
+    pub fn flush_fid(&self, cell: &str, fid: Fid) -> Result<()> {
+        let key = FidKey::new(cell, fid.volume, fid.vnode, fid.unique);
+        self.inner.store.flush_fid(&key)?;
+        self.inner.forget_cached(|k| *k == key);
+        Ok(())
+    }
+
+    /// As `flush_fid`, for every file of a volume (`afsd-rs flushvolume`).
+    pub fn flush_volume(&self, cell: &str, volume: u32) -> Result<()> {
+        self.inner.store.flush_volume(cell, volume)?;
+        self.inner
+            .forget_cached(|k| k.volume == volume && k.cell == cell);
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Drops in-memory state of the matching fids and tells the kernel.
+    fn forget_cached(&self, matches: impl Fn(&FidKey) -> bool) {
+        self.dirs.forget(&matches);
+        self.data.forget(&matches);
+        for (ino, node) in self.nodes.matching(&matches) {
+            self.valid.forget(&node.key());
+            self.nodes.invalidate_ino(ino);
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The entry points that read the name space: lookup, getattr, readdir,
+//! readdirplus, readlink, statfs, the read-only xattrs, and the synthetic
+//! `/afs` root.
+//!
+//! The root (`/afs`) is synthetic, like OpenAFS's dynroot: it lists each
+//! configured cell twice, `CELL` (root.cell, the RO clone when one exists)
+//! and `.CELL` (root.cell RW). Below it every node is a fid. Mount points are
+//! followed at lookup, so the kernel sees a mount point as the root directory
+//! of the volume it names.
+
+use afs_proto::fs as rpcs;
+use afs_proto::types::{Fid, FileType};
+use cache::StatusRecord;
+
+use crate::attr::{
+    attr_of, dir_cookie, is_mount_point, kind_of, root_attr, Attr, DirEntryOut, NodeKind, StatFs,
+    ROOT_INO,
+};
+use crate::client::{AfsClient, Inner};
+use crate::identity::Identity;
+use crate::inode::NodeRef;
+use crate::volume::split_volume_suffix;
+use crate::{Error, MountKind, MountPoint, Result, VolType};
+
+impl AfsClient {
+    pub async fn getattr(&self, uid: u32, ino: u64) -> Result<Attr> {
+        if ino == ROOT_INO {
+            return Ok(root_attr());
+        }
+        let inner = &self.inner;
+        let node = inner.nodes.node(ino)?;
+        let who = inner.valid.who(uid, &node);
+        let st = inner.valid.valid_status(&node, &who).await?;
+        Ok(inner.attr(ino, &node, uid, &st))
+    }
+
+    pub async fn lookup(&self, uid: u32, parent: u64, name: &[u8]) -> Result<Attr> {
+        if name.is_empty() || name.len() > 255 || name.contains(&b'/') {
+            return Err(Error::NotFound);
+        }
+        let inner = &self.inner;
+        if parent == ROOT_INO {
+            let node = inner.cell_root(name).await?;
+            let who = inner.valid.who(uid, &node);
+            return inner.attr_of_node(node, &who).await;
+        }
+        let pnode = inner.nodes.node(parent)?;
+        let who = inner.valid.who(uid, &pnode);
+        let dir = inner.dirs.dir(&pnode, &who).await?;
+        if name == b"." {
+            return self.getattr(uid, parent).await;
+        }
+        let Some(i) = dir.position(name) else {
+            return Err(Error::NotFound);
+        };
+        let e = &dir.entries[i];
+        let child = pnode.with_fid(Fid::new(pnode.fid.volume, e.vnode, e.unique));
+        if name != b".." && !inner.valid.has_valid(&child, &who) {
+            inner
+                .valid
+                .bulk_prefetch(&pnode, &dir.entries, i, &who)
+                .await;
+        }
+        let st = inner.valid.valid_status(&child, &who).await?;
+        if is_mount_point(&st) {
+            let target = inner.resolve_mount_point(&child, &st, &who).await?;
+            let who = inner.valid.who(uid, &target);
+            return inner.attr_of_node(target, &who).await;
+        }
+        let ino = inner.nodes.intern_ref(child.clone());
+        Ok(inner.attr(ino, &child, uid, &st))
+    }
+
+    pub async fn readdir(&self, uid: u32, ino: u64) -> Result<Vec<DirEntryOut>> {
+        let inner = &self.inner;
+        if ino == ROOT_INO {
+            return Ok(self.root_entries());
+        }
+        let node = inner.nodes.node(ino)?;
+        let who = inner.valid.who(uid, &node);
+        let dir = inner.dirs.dir(&node, &who).await?;
+        let mut out = Vec::with_capacity(dir.entries.len());
+        for e in &dir.entries {
+            let child = node.with_fid(Fid::new(node.fid.volume, e.vnode, e.unique));
+            let kind = match inner.valid.statuses.known(&child.key()) {
+                Some(st) if is_mount_point(&st) => NodeKind::Dir,
+                Some(st) => kind_of(&st),
+                // AFS gives directories odd vnode numbers and files even ones.
+                None if e.vnode % 2 == 1 => NodeKind::Dir,
+                None => NodeKind::File,
+            };
+            let cino = if e.name == b"." {
+                ino
+            } else {
+                inner.nodes.intern(child)
+            };
+            out.push(DirEntryOut {
+                name: e.name.clone(),
+                ino: cino,
+                kind,
+                cookie: dir_cookie(&e.name),
+            });
+        }
+        out.sort_by(|a, b| (a.cookie, &a.name).cmp(&(b.cookie, &b.name)));
+        Ok(out)
+    }
+
+    /// `/afs`: every cell twice, `CELL` and `.CELL`.
+    fn root_entries(&self) -> Vec<DirEntryOut> {
+        let dot = |name: &[u8]| DirEntryOut {
+            name: name.to_vec(),
+            ino: ROOT_INO,
+            kind: NodeKind::Dir,
+            cookie: dir_cookie(name),
+        };
+        let mut out = vec![dot(b"."), dot(b"..")];
+        for (i, c) in self.cells().into_iter().enumerate() {
+            let base = u64::MAX - 2 * i as u64;
+            out.push(DirEntryOut {
+                name: c.clone().into_bytes(),
+                ino: base,
+                kind: NodeKind::Dir,
+                cookie: dir_cookie(c.as_bytes()),
+            });
+            let dotted = format!(".{c}");
+            out.push(DirEntryOut {
+                cookie: dir_cookie(dotted.as_bytes()),
+                name: dotted.into_bytes(),
+                ino: base - 1,
+                kind: NodeKind::Dir,
+            });
+        }
+        out.sort_by(|a, b| (a.cookie, &a.name).cmp(&(b.cookie, &b.name)));
+        out
+    }
+
+    /// Entries with their attributes (FUSE readdirplus): one call lists a
+    /// directory for `ls -l`. Statuses come in InlineBulkStatus batches of
+    /// 50 through lookup's prefetch; mount points show their volume's root.
+    /// Entries whose status cannot be had (deleted meanwhile, no access) are
+    /// listed without attributes.
+    pub async fn readdirplus(
+        &self,
+        uid: u32,
+        ino: u64,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(DirEntryOut, Option<Attr>)>> {
+        let entries = self.readdir(uid, ino).await?;
+        let inner = &self.inner;
+        let mut out = Vec::with_capacity(max.min(entries.len()));
+        for e in entries.into_iter().filter(|e| e.cookie > after).take(max) {
+            // The root lists cells: looking each up would ask every cell's
+            // VL server just to list /afs.
+            let attr = if ino == ROOT_INO || e.name == b"." || e.name == b".." {
+                None
+            } else {
+                match self.lookup(uid, ino, &e.name).await {
+                    Ok(a) => Some(a),
+                    Err(err) => {
+                        tracing::debug!(name = %String::from_utf8_lossy(&e.name), "readdirplus lookup: {err}");
+                        // Listed all the same: the kernel holds the inode.
+                        match inner.nodes.node(e.ino) {
+                            Ok(n) => {
+                                inner.nodes.intern_ref(n.clone());
+                                // The last status we had is better than none.
+                                inner
+                                    .valid
+                                    .statuses
+                                    .known(&n.key())
+                                    .filter(|st| !is_mount_point(st))
+                                    .map(|st| inner.attr(e.ino, &n, uid, &st))
+                            }
+                            Err(_) => None,
+                        }
+                    }
+                }
+            };
+            out.push((e, attr));
+        }
+        Ok(out)
+    }
+
+    pub async fn readlink(&self, uid: u32, ino: u64) -> Result<Vec<u8>> {
+        if ino == ROOT_INO {
+            return Err(Error::NotSymlink);
+        }
+        let inner = &self.inner;
+        let node = inner.nodes.node(ino)?;
+        let who = inner.valid.who(uid, &node);
+        let st = inner.valid.valid_status(&node, &who).await?;
+        if st.file_type != FileType::Symlink.as_u32() {
+            return Err(Error::NotSymlink);
+        }
+        inner.data.read(&node, 0, st.length.min(4096), &who).await
+    }
+
+    pub async fn statfs(&self, uid: u32, ino: u64) -> Result<StatFs> {
+        let generic = StatFs {
+            blocks: 1 << 30,
+            bfree: 1 << 30,
+            bavail: 1 << 30,
+            files: 1 << 24,
+            ffree: 1 << 24,
+        };
+        if ino == ROOT_INO {
+            return Ok(generic);
+        }
+        let inner = &self.inner;
+        let node = inner.nodes.node(ino)?;
+        let who = inner.valid.who(uid, &node);
+        let vs = inner
+            .valid
+            .call(
+                &node,
+                &who,
+                &rpcs::GetVolumeStatus {
+                    volume: node.fid.volume,
+                },
+            )
+            .await?;
+        let part_total = vs.part_max_blocks.max(0) as u64;
+        let part_free = vs.part_blocks_avail.max(0) as u64;
+        let used = vs.blocks_in_use.max(0) as u64;
+        let (total, free) = if vs.max_quota > 0 {
+            let q = vs.max_quota as u64;
+            (q, q.saturating_sub(used).min(part_free))
+        } else {
+            (part_total, part_free)
+        };
+        Ok(StatFs {
+            blocks: total,
+            bfree: free,
+            bavail: free,
+            ..generic
+        })
+    }
+
+    /// The read-only xattrs Linux kAFS offers: `afs.fid`, `afs.cell`,
+    /// `afs.volume`; and `afsd.stats` on the root for the stats command.
+    pub async fn getxattr(&self, ino: u64, name: &str) -> Result<Option<Vec<u8>>> {
+        if ino == ROOT_INO {
+            return Ok(match name {
+                "afsd.stats" => Some(self.render_stats().into_bytes()),
+                _ => None,
+            });
+        }
+        let node = self.inner.nodes.node(ino)?;
+        Ok(match name {
+            "afs.fid" => Some(
+                format!(
+                    "{:x}:{:x}:{:x}",
+                    node.fid.volume, node.fid.vnode, node.fid.unique
+                )
+                .into_bytes(),
+            ),
+            "afs.cell" => Some(node.cell.clone().into_bytes()),
+            "afs.volume" => {
+                let name = match self.inner.fs.volume_by_id(&node.cell, node.fid.volume) {
+                    Some((v, VolType::Ro)) => format!("{}.readonly", v.name),
+                    Some((v, VolType::Backup)) => format!("{}.backup", v.name),
+                    Some((v, VolType::Rw)) => v.name.clone(),
+                    None => node.fid.volume.to_string(),
+                };
+                Some(name.into_bytes())
+            }
+            _ => None,
+        })
+    }
+
+    pub fn listxattr(&self, ino: u64) -> Vec<&'static str> {
+        if ino == ROOT_INO {
+            vec!["afsd.stats"]
+        } else {
+            vec!["afs.cell", "afs.fid", "afs.volume"]
+        }
+    }
+
+    /// The kernel dropped `n` references to `ino` (FUSE FORGET): at none
+    /// left, the inode is forgotten here too. Open descriptors name their
+    /// node themselves, so nothing else holds on to the number.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        if self.inner.nodes.unref(ino, n) {
+            self.inner.nodes.remove(ino);
+        }
+    }
+
+    /// Gives back the reference of a readdirplus entry that did not fit in
+    /// the kernel's buffer: every entry but "." and ".." of a directory
+    /// other than `/afs` carries one.
+    pub fn unref(&self, ino: u64) {
+        self.forget(ino, 1);
+    }
+}
+
+impl Inner {
+    /// Attributes from a status, with the length `uid` sees of a file it
+    /// is writing.
+    pub(crate) fn attr(&self, ino: u64, node: &NodeRef, uid: u32, st: &StatusRecord) -> Attr {
+        let mut a = attr_of(ino, st);
+        if let Some(len) = self.open.length(&node.key(), uid) {
+            a.size = len;
+        }
+        a
+    }
+
+    /// A lookup's answer for `node`: its attributes, and a kernel reference.
+    pub(crate) async fn attr_of_node(&self, node: NodeRef, who: &Identity) -> Result<Attr> {
+        let st = self.valid.valid_status(&node, who).await?;
+        let ino = self.nodes.intern_ref(node.clone());
+        Ok(self.attr(ino, &node, who.uid, &st))
+    }
+
+    /// `/afs/CELL` and `/afs/.CELL`.
+    async fn cell_root(&self, name: &[u8]) -> Result<NodeRef> {
+        let name = std::str::from_utf8(name).map_err(|_| Error::NotFound)?;
+        let (rw, cell_name) = match name.strip_prefix('.') {
+            Some(c) => (true, c),
+            None => (false, name),
+        };
+        let cell = self
+            .cells
+            .get(cell_name)
+            .ok_or_else(|| Error::UnknownCell(cell_name.to_string()))?
+            .clone();
+        let info = self.fs.locate(&cell, "root.cell").await?;
+        let kind = if rw {
+            MountKind::ReadWrite
+        } else {
+            MountKind::Regular
+        };
+        let (id, t) = info.choose(VolType::Rw, kind, true);
+        Ok(NodeRef {
+            cell: cell.name.clone(),
+            fid: Fid::new(id, 1, 1),
+            vol_type: t,
+        })
+    }
+
+    /// The root of the volume a mount point names.
+    pub(crate) async fn resolve_mount_point(
+        &self,
+        mp: &NodeRef,
+        st: &StatusRecord,
+        who: &Identity,
+    ) -> Result<NodeRef> {
+        let contents = self.data.read(mp, 0, st.length.min(1024), who).await?;
+        let parsed = MountPoint::parse(&contents).ok_or_else(|| {
+            Error::Protocol(format!(
+                "bad mount point contents {:?}",
+                String::from_utf8_lossy(&contents)
+            ))
+        })?;
+        let cell_name = parsed.cell.clone().unwrap_or_else(|| mp.cell.clone());
+        let cell = self
+            .cells
+            .get(&cell_name)
+            .ok_or_else(|| Error::UnknownCell(cell_name.clone()))?
+            .clone();
+        let (base, requested) = split_volume_suffix(&parsed.volume);
+        let info = self.fs.locate(&cell, base).await?;
+        let parent_ro = mp.vol_type != VolType::Rw;
+        let (id, t) = info.choose(requested, parsed.kind, parent_ro);
+        Ok(NodeRef {
+            cell: cell.name.clone(),
+            fid: Fid::new(id, 1, 1),
+            vol_type: t,
+        })
+    }
+}

@@ -1,0 +1,98 @@
+//! The inode table behind a lock, and the channel that tells the kernel
+//! to drop what it cached of a node.
+
+use std::sync::Mutex;
+
+use cache::FidKey;
+use tokio::sync::mpsc;
+
+use crate::attr::Invalidation;
+use crate::inode::{Inodes, NodeRef};
+use crate::{Error, Result};
+
+/// Inode numbers of fids, and kernel invalidations.
+pub(crate) struct Nodes {
+    table: Mutex<Inodes>,
+    inval: mpsc::UnboundedSender<Invalidation>,
+}
+
+impl Nodes {
+    pub(crate) fn new(inval: mpsc::UnboundedSender<Invalidation>) -> Self {
+        Nodes {
+            table: Mutex::new(Inodes::new()),
+            inval,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inodes> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn node(&self, ino: u64) -> Result<NodeRef> {
+        self.lock().get(ino).ok_or(Error::NotFound)
+    }
+
+    /// The inode of a node, made when absent; no kernel reference taken.
+    pub(crate) fn intern(&self, node: NodeRef) -> u64 {
+        self.lock().intern(node)
+    }
+
+    /// [`Nodes::intern`] with a kernel reference (see [`Inodes`]).
+    pub(crate) fn intern_ref(&self, node: NodeRef) -> u64 {
+        self.lock().intern_ref(node)
+    }
+
+    /// Gives back `n` kernel references; true when none is left.
+    pub(crate) fn unref(&self, ino: u64, n: u64) -> bool {
+        self.lock().unref(ino, n)
+    }
+
+    /// Drops an entry the kernel holds no reference to.
+    pub(crate) fn remove(&self, ino: u64) {
+        self.lock().remove(ino)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Tells the kernel to drop what it cached of the fid, if it has it.
+    pub(crate) fn invalidate(&self, key: &FidKey) {
+        let ino = self.lock().ino_of(key);
+        if let Some(ino) = ino {
+            let _ = self.inval.send(Invalidation { ino });
+        }
+    }
+
+    /// As [`Nodes::invalidate`] for every known fid of a volume (any cell
+    /// when `cell` is None: callback breaks carry no cell).
+    pub(crate) fn invalidate_volume(&self, cell: Option<&str>, volume: u32) {
+        let inos = self.lock().inos_of_volume(cell, volume);
+        for ino in inos {
+            let _ = self.inval.send(Invalidation { ino });
+        }
+    }
+
+    /// The nodes matching `f`, with their inode numbers.
+    pub(crate) fn matching(&self, f: impl Fn(&FidKey) -> bool) -> Vec<(u64, NodeRef)> {
+        let t = self.lock();
+        t.all()
+            .into_iter()
+            .filter_map(|i| t.get(i).map(|n| (i, n)))
+            .filter(|(_, n)| f(&n.key()))
+            .collect()
+    }
+
+    /// Invalidates inode `ino`.
+    pub(crate) fn invalidate_ino(&self, ino: u64) {
+        let _ = self.inval.send(Invalidation { ino });
+    }
+
+    /// Invalidates every inode.
+    pub(crate) fn invalidate_all(&self) {
+        let inos = self.lock().all();
+        for ino in inos {
+            let _ = self.inval.send(Invalidation { ino });
+        }
+    }
+}

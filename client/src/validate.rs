@@ -1,0 +1,409 @@
+//! Status and rights validation: the one place every entry point asks
+//! "is what we hold of this object current, and may this identity do this?"
+//!
+//! Owns the tokens (who a uid is in a cell), the statuses whose callbacks
+//! hold ([`StatusTable`]) and the rights learned per identity
+//! ([`RightsTable`]). A status reply from any call is recorded here
+//! ([`Validator::apply_status`]), with the rights it grants; a callback
+//! break arrives here and invalidates both, and the kernel's copy.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use afs_proto::fs as rpcs;
+use afs_proto::types::{CallBack, FetchStatus, Fid, FileType};
+use cache::{Batch, DirEntryRecord, FidKey, Op, StatusRecord, Store};
+
+use crate::fileserver::{CallbackSink, FileServer, FsRpc, VolumeTarget};
+use crate::identity::{Identity, RightsTable, Tokens, ANONYMOUS};
+use crate::inode::NodeRef;
+use crate::nodes::Nodes;
+use crate::status::{now_secs, StatusTable};
+use crate::{Error, Result, Stats};
+
+/// What a caller wants to do, as AFS rights bits (prs_fs.h).
+pub(crate) use crate::identity::{PRSFS_LOOKUP, PRSFS_READ};
+
+/// Statuses, rights and tokens.
+pub(crate) struct Validator {
+    fs: Arc<dyn FileServer>,
+    store: Arc<dyn Store>,
+    stats: Arc<Stats>,
+    nodes: Arc<Nodes>,
+    cells: Vec<String>,
+    pub(crate) statuses: StatusTable,
+    pub(crate) rights: RightsTable,
+    pub(crate) tokens: Tokens,
+}
+
+fn record_of(st: &FetchStatus, cb: &CallBack, request_start: u64) -> StatusRecord {
+    // ExpirationTime in FS replies is relative to the time of the call
+    // (afs_fetchstore.c adds the request start time).
+    let callback_expires = if cb.expiration_time == 0 {
+        0
+    } else {
+        request_start + cb.expiration_time as u64
+    };
+    StatusRecord {
+        file_type: st.file_type.as_u32(),
+        length: st.length,
+        data_version: st.data_version,
+        mode: st.unix_mode_bits,
+        owner: st.owner,
+        group: st.group,
+        link_count: st.link_count,
+        author: st.author,
+        client_modtime: st.client_modtime,
+        server_modtime: st.server_modtime,
+        parent_vnode: st.parent_vnode,
+        parent_unique: st.parent_unique,
+        anonymous_access: st.anonymous_access,
+        callback_expires,
+        fetched_at: request_start,
+    }
+}
+
+/// The target of calls about a node: its volume.
+pub(crate) fn target(node: &NodeRef) -> VolumeTarget {
+    VolumeTarget {
+        cell: node.cell.clone(),
+        volume: node.fid.volume,
+    }
+}
+
+impl Validator {
+    pub(crate) fn new(
+        fs: Arc<dyn FileServer>,
+        store: Arc<dyn Store>,
+        stats: Arc<Stats>,
+        nodes: Arc<Nodes>,
+        cells: Vec<String>,
+        tokens: Tokens,
+    ) -> Self {
+        Validator {
+            fs,
+            store,
+            stats,
+            nodes,
+            cells,
+            statuses: StatusTable::default(),
+            rights: RightsTable::default(),
+            tokens,
+        }
+    }
+
+    /// The identity `uid` has in the cell of `node`.
+    pub(crate) fn who(&self, uid: u32, node: &NodeRef) -> Identity {
+        self.tokens.identity(uid, &node.cell)
+    }
+
+    /// Sends one FS RPC about `node` as `who`. A refusal to a user whose
+    /// token expired says so in the log.
+    pub(crate) async fn call<R: FsRpc>(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        rpc: &R,
+    ) -> Result<R::Reply> {
+        self.call_data(node, who, rpc, &[]).await
+    }
+
+    /// As [`Validator::call`], with raw bytes after the arguments.
+    pub(crate) async fn call_data<R: FsRpc>(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        rpc: &R,
+        data: &[u8],
+    ) -> Result<R::Reply> {
+        let r = crate::fileserver::fs_call(&*self.fs, &target(node), who, rpc, data).await;
+        if matches!(&r, Err(e) if e.errno() == libc::EACCES) {
+            self.tokens.warn_expired(who, &node.cell);
+        }
+        r
+    }
+
+    /// True when both the status and `who`'s rights on it are current.
+    pub(crate) fn has_valid(&self, node: &NodeRef, who: &Identity) -> bool {
+        let key = node.key();
+        self.statuses.valid(&key).is_some() && self.rights.get(who.id, &key).is_some()
+    }
+
+    /// Checks `who`'s rights (learned by the last valid_status) against
+    /// `needed`. A denial to a user whose token expired says so in the log.
+    pub(crate) fn require(&self, node: &NodeRef, who: &Identity, needed: u32) -> Result<()> {
+        let have = self.rights.get(who.id, &node.key()).unwrap_or(0);
+        if have & needed == needed {
+            Ok(())
+        } else {
+            self.tokens.warn_expired(who, &node.cell);
+            Err(Error::Access)
+        }
+    }
+
+    /// The check every entry point makes: a current status, and `needed`
+    /// rights for `who` on it.
+    pub(crate) async fn check(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        needed: u32,
+    ) -> Result<StatusRecord> {
+        let st = self.valid_status(node, who).await?;
+        self.require(node, who, needed)?;
+        Ok(st)
+    }
+
+    /// Records the rights a status reply grants: the caller's, and the
+    /// anonymous ones, which hold for any caller without a token.
+    pub(crate) fn learn_rights(
+        &self,
+        key: &FidKey,
+        who: &Identity,
+        st: &FetchStatus,
+        rec: &StatusRecord,
+        epoch: u64,
+    ) {
+        if self.statuses.epoch() != epoch {
+            return;
+        }
+        self.rights
+            .set(who.id, key, st.caller_access, rec.callback_expires);
+        self.rights
+            .set(ANONYMOUS, key, st.anonymous_access, rec.callback_expires);
+    }
+
+    /// The node's status with a callback that holds now; fetched from the
+    /// fileserver when the callback expired or was broken.
+    pub(crate) async fn valid_status(&self, node: &NodeRef, who: &Identity) -> Result<StatusRecord> {
+        let key = node.key();
+        match (self.statuses.valid(&key), self.rights.get(who.id, &key)) {
+            (Some(st), Some(_)) => {
+                Stats::add(&self.stats.status_hits, 1);
+                return Ok(st);
+            }
+            // A recent denial without a callback: do not ask again yet.
+            (_, Some(0)) => {
+                self.tokens.warn_expired(who, &node.cell);
+                return Err(Error::Access);
+            }
+            _ => {}
+        }
+        Stats::add(&self.stats.status_misses, 1);
+        let epoch = self.statuses.epoch();
+        let start = now_secs();
+        let reply = match self
+            .call(node, who, &rpcs::FetchStatus { fid: node.fid })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.errno() == libc::EACCES => {
+                self.rights.deny(who.id, &key);
+                return Err(Error::Access);
+            }
+            Err(e) => return Err(e),
+        };
+        let rec = self.apply_status(
+            &key,
+            &reply.status,
+            &reply.callback,
+            start,
+            epoch,
+            Batch::clean(),
+        )?;
+        self.learn_rights(&key, who, &reply.status, &rec, epoch);
+        Ok(rec)
+    }
+
+    /// Records a status from the server, together with `batch`. When the
+    /// data version moved, the cached data of older versions is dropped and
+    /// the kernel told to forget its pages.
+    pub(crate) fn apply_status(
+        &self,
+        key: &FidKey,
+        st: &FetchStatus,
+        cb: &CallBack,
+        start: u64,
+        epoch: u64,
+        mut batch: Batch,
+    ) -> Result<StatusRecord> {
+        let rec = record_of(st, cb, start);
+        if let Some(valid) = self.statuses.valid(key) {
+            if valid.data_version > rec.data_version {
+                // A reply that left the server before a newer one we already
+                // hold (a slow read-ahead): keep the newer status. The batch
+                // (chunks keyed by their own data version) is still stored.
+                self.store.apply(batch)?;
+                return Ok(rec);
+            }
+        }
+        let old = match self.statuses.known(key) {
+            Some(s) => Some(s),
+            None => self.store.get_status(key)?,
+        };
+        let moved = old
+            .as_ref()
+            .is_some_and(|o| o.data_version != rec.data_version);
+        // Chunks and listings of other versions go; the batch's own (of this
+        // version, or moved to it by a store) stay, and unstored data too.
+        let mut ops = vec![Op::PutStatus(key.clone(), rec.clone())];
+        if moved {
+            ops.push(Op::DeleteDir(key.clone()));
+        }
+        ops.append(&mut batch.ops);
+        if moved {
+            ops.push(Op::DeleteCleanChunks {
+                fid: key.clone(),
+                keep: Some(rec.data_version),
+            });
+        }
+        self.store.apply(Batch {
+            ops,
+            durable: batch.durable,
+        })?;
+        if moved {
+            self.nodes.invalidate(key);
+        }
+        self.statuses.set(key.clone(), rec.clone(), epoch);
+        Ok(rec)
+    }
+
+    /// Records a status the server returned for our own change. The
+    /// callback we held stays valid (a fileserver never breaks the callback
+    /// of the client that made the change); a directory edit, if any, rides
+    /// in `batch`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn apply_own(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        st: &FetchStatus,
+        old: Option<&StatusRecord>,
+        start: u64,
+        epoch: u64,
+        batch: Batch,
+    ) -> Result<StatusRecord> {
+        let key = node.key();
+        let remaining = old
+            .filter(|o| o.callback_expires > start)
+            .map(|o| (o.callback_expires - start) as u32)
+            .unwrap_or(0);
+        let cb = CallBack {
+            version: 1,
+            expiration_time: remaining,
+            callback_type: 1,
+        };
+        let rec = self.apply_status(&key, st, &cb, start, epoch, batch)?;
+        self.learn_rights(&key, who, st, &rec, epoch);
+        Ok(rec)
+    }
+
+    /// Fetches the statuses of up to 50 entries of a directory in one
+    /// InlineBulkStatus call, starting at entry `from`: a lookup is usually
+    /// followed by lookups of its neighbours (`ls -l`).
+    pub(crate) async fn bulk_prefetch(
+        &self,
+        dir_node: &NodeRef,
+        entries: &[DirEntryRecord],
+        from: usize,
+        who: &Identity,
+    ) {
+        let n = entries.len();
+        let mut fids = Vec::new();
+        for j in 0..n {
+            let e = &entries[(from + j) % n];
+            if e.name == b"." || e.name == b".." {
+                continue;
+            }
+            let fid = Fid::new(dir_node.fid.volume, e.vnode, e.unique);
+            if !self.has_valid(&dir_node.with_fid(fid), who) {
+                fids.push(fid);
+            }
+            if fids.len() == afs_proto::fs::AFSCBMAX {
+                break;
+            }
+        }
+        if fids.len() < 2 {
+            return;
+        }
+        let Ok(call) = rpcs::InlineBulkStatus::new(fids.clone()) else {
+            return;
+        };
+        let epoch = self.statuses.epoch();
+        let start = now_secs();
+        match self.call(dir_node, who, &call).await {
+            Ok(reply) => {
+                for (fid, e) in fids.iter().zip(reply.entries.iter()) {
+                    if e.status.error_code != 0 {
+                        continue;
+                    }
+                    let key = dir_node.with_fid(*fid).key();
+                    match self.apply_status(
+                        &key,
+                        &e.status,
+                        &e.callback,
+                        start,
+                        epoch,
+                        Batch::clean(),
+                    ) {
+                        Ok(rec) => self.learn_rights(&key, who, &e.status, &rec, epoch),
+                        Err(err) => tracing::warn!("storing bulk status: {err}"),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("InlineBulkStatus failed, falling back to FetchStatus: {e}"),
+        }
+    }
+
+    /// Forgets the status and rights of one fid (a file that changed under
+    /// us, a flush).
+    pub(crate) fn forget(&self, key: &FidKey) {
+        self.statuses.break_fid(key);
+        self.rights.break_fid(key);
+    }
+
+    /// A regular file's current status, for a caller with `needed` rights.
+    pub(crate) async fn file(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        needed: u32,
+    ) -> Result<StatusRecord> {
+        let st = self.check(node, who, needed).await?;
+        if st.file_type == FileType::Directory.as_u32() {
+            return Err(Error::IsDir);
+        }
+        Ok(st)
+    }
+}
+
+impl CallbackSink for Validator {
+    fn break_fids(&self, from: SocketAddr, fids: &[Fid]) {
+        for &fid in fids {
+            Stats::add(&self.stats.callback_breaks, 1);
+            tracing::debug!(%from, ?fid, "callback broken");
+            // Fids in breaks carry no cell: a fileserver belongs to one cell
+            // and volume ids are unique within it; across cells a spurious
+            // extra invalidation is harmless.
+            if fid.vnode == 0 {
+                self.statuses.break_volume(None, fid.volume);
+                self.rights.break_volume(fid.volume);
+                self.nodes.invalidate_volume(None, fid.volume);
+            } else {
+                for cell in &self.cells {
+                    let key = FidKey::new(cell, fid.volume, fid.vnode, fid.unique);
+                    self.statuses.break_fid(&key);
+                    self.nodes.invalidate(&key);
+                }
+            }
+        }
+    }
+
+    fn break_all(&self, from: SocketAddr) {
+        tracing::info!(%from, "fileserver reset its callback state");
+        Stats::add(&self.stats.callback_breaks, 1);
+        self.statuses.break_all();
+        self.rights.break_all();
+        self.nodes.invalidate_all();
+    }
+}
