@@ -226,12 +226,7 @@ impl AfsClient {
                 Some(c) => ('%', c),
                 None => ('#', name),
             };
-            let cell = inner
-                .cells
-                .get(cell)
-                .ok_or(Error::NotFound)?
-                .name
-                .clone();
+            let cell = inner.cells.get(cell).ok_or(Error::NotFound)?.name.clone();
             return Ok(format!("{kind}{cell}:root.cell.").into_bytes());
         }
         if name.is_empty() || name.contains('/') {
@@ -249,7 +244,10 @@ impl AfsClient {
         if !is_mount_point(&st) {
             return Err(Error::Invalid(format!("{name} is not a mount point")));
         }
-        let contents = inner.data.read(&child, 0, st.length.min(1024), &who).await?;
+        let contents = inner
+            .data
+            .read(&child, 0, st.length.min(1024), &who)
+            .await?;
         let text = String::from_utf8_lossy(&contents);
         Ok(text.trim_end_matches(['\0', '\n']).as_bytes().to_vec())
     }

@@ -55,9 +55,7 @@ pub(crate) async fn serve(
                     call.abort(cb::PROBE_UUID_MISMATCH)
                 }
             }
-            CbRequest::WhoAreYou => {
-                call.reply(cb::encode_who_are_you_reply(&interface_addr(uuid)))
-            }
+            CbRequest::WhoAreYou => call.reply(cb::encode_who_are_you_reply(&interface_addr(uuid))),
             CbRequest::TellMeAboutYourself => call.reply(cb::encode_tell_me_about_yourself_reply(
                 &interface_addr(uuid),
                 &[cb::CLIENT_CAPABILITY_ERRORTRANS],

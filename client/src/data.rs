@@ -113,7 +113,14 @@ impl FileData {
         )))
     }
 
-    fn readahead(self: &Arc<Self>, node: &NodeRef, dv: u64, length: u64, from: u64, who: &Identity) {
+    fn readahead(
+        self: &Arc<Self>,
+        node: &NodeRef,
+        dv: u64,
+        length: u64,
+        from: u64,
+        who: &Identity,
+    ) {
         let cs = self.chunk_size;
         let chunks = length.div_ceil(cs);
         for idx in from..chunks.min(from + self.readahead_chunks) {
@@ -234,14 +241,9 @@ impl FileData {
             index: idx,
             data: data.to_vec(),
         });
-        let rec = self.valid.apply_status(
-            &key,
-            &reply.status,
-            &reply.callback,
-            start,
-            epoch,
-            batch,
-        )?;
+        let rec =
+            self.valid
+                .apply_status(&key, &reply.status, &reply.callback, start, epoch, batch)?;
         self.valid
             .learn_rights(&key, who, &reply.status, &rec, epoch);
         self.remember_chunk((key, got_dv, idx), data.clone());

@@ -196,8 +196,7 @@ impl Dirs {
         name: &[u8],
     ) -> Result<Option<Fid>> {
         let d = self.dir(dir, who).await?;
-        Ok(d
-            .get(name)
+        Ok(d.get(name)
             .map(|e| Fid::new(dir.fid.volume, e.vnode, e.unique)))
     }
 

@@ -221,8 +221,7 @@ impl Executor {
         let rec = self
             .valid
             .apply_status(&node.key(), &st, &cb, start, epoch, Batch::clean())?;
-        self.valid
-            .learn_rights(&node.key(), who, &st, &rec, epoch);
+        self.valid.learn_rights(&node.key(), who, &st, &rec, epoch);
         self.dirs
             .apply_change(dir, who, &dir_st, old.as_ref(), start, epoch, |entries| {
                 m.change.edit_dir(dir.fid, entries, Some(fid), None)
@@ -290,9 +289,10 @@ impl Executor {
         let n = name_str(name)?;
         // The removed object's link count changes: forget its status.
         if let Some(e) = self.dirs.cached_entry(dir, name) {
-            self.valid
-                .statuses
-                .break_fid(&dir.with_fid(Fid::new(dir.fid.volume, e.vnode, e.unique)).key());
+            self.valid.statuses.break_fid(
+                &dir.with_fid(Fid::new(dir.fid.volume, e.vnode, e.unique))
+                    .key(),
+            );
         }
         let reply = match &m.change {
             Change::RemoveDir { .. } => {
@@ -330,10 +330,15 @@ impl Executor {
                     .await?
             }
         };
-        self.dirs
-            .apply_change(dir, who, &reply.status, old.as_ref(), start, epoch, |entries| {
-                m.change.edit_dir(dir.fid, entries, None, None)
-            })?;
+        self.dirs.apply_change(
+            dir,
+            who,
+            &reply.status,
+            old.as_ref(),
+            start,
+            epoch,
+            |entries| m.change.edit_dir(dir.fid, entries, None, None),
+        )?;
         Ok(Outcome::none())
     }
 
@@ -355,9 +360,10 @@ impl Executor {
         let moved = self.dirs.cached_entry(from, from_name);
         // An object renamed over goes away or loses a link.
         if let Some(e) = self.dirs.cached_entry(to, to_name) {
-            self.valid
-                .statuses
-                .break_fid(&to.with_fid(Fid::new(to.fid.volume, e.vnode, e.unique)).key());
+            self.valid.statuses.break_fid(
+                &to.with_fid(Fid::new(to.fid.volume, e.vnode, e.unique))
+                    .key(),
+            );
         }
         let reply = self
             .valid

@@ -118,7 +118,7 @@ fs_calls!(
 
 impl FsRpc for rpcs::StoreData64 {
     fn wrap(&self, data: &[u8]) -> FsCall {
-        FsCall::StoreData64(self.clone(), data.to_vec())
+        FsCall::StoreData64(*self, data.to_vec())
     }
     fn unwrap(reply: FsReply) -> Result<Self::Reply> {
         match reply {
@@ -145,7 +145,11 @@ pub trait FileServer: Send + Sync {
     fn attach(&self, sink: Weak<dyn CallbackSink>, uuid: Uuid);
 
     /// Locates a volume by its base name (VL GetEntryByNameU).
-    fn locate<'a>(&'a self, cell: &'a Cell, name: &'a str) -> BoxFuture<'a, Result<Arc<VolumeInfo>>>;
+    fn locate<'a>(
+        &'a self,
+        cell: &'a Cell,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<VolumeInfo>>>;
 
     /// The volume a volume id belongs to, if it was located before.
     fn volume_by_id(&self, cell: &str, id: u32) -> Option<(Arc<VolumeInfo>, VolType)>;

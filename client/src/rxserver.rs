@@ -186,11 +186,9 @@ impl FileServer for RxFileServer {
 
     fn probe(&self, server: SocketAddr) -> BoxFuture<'_, bool> {
         Box::pin(async move {
-            let r = tokio::time::timeout(
-                PROBE_TIMEOUT,
-                self.rpc.call(server, &rpcs::GetCapabilities),
-            )
-            .await;
+            let r =
+                tokio::time::timeout(PROBE_TIMEOUT, self.rpc.call(server, &rpcs::GetCapabilities))
+                    .await;
             // Any answer, an abort included, proves the server is up.
             matches!(r, Ok(Ok(_)) | Ok(Err(Error::Server { .. })))
         })

@@ -175,7 +175,11 @@ impl Validator {
 
     /// The node's status with a callback that holds now; fetched from the
     /// fileserver when the callback expired or was broken.
-    pub(crate) async fn valid_status(&self, node: &NodeRef, who: &Identity) -> Result<StatusRecord> {
+    pub(crate) async fn valid_status(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+    ) -> Result<StatusRecord> {
         let key = node.key();
         match (self.statuses.valid(&key), self.rights.get(who.id, &key)) {
             (Some(st), Some(_)) => {

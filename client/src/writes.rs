@@ -455,10 +455,7 @@ impl OpenFiles {
             },
         };
         let out = self.exec.execute(who, &m).await?;
-        let dv = out
-            .status
-            .map(|s| s.data_version)
-            .unwrap_or(f.base_dv);
+        let dv = out.status.map(|s| s.data_version).unwrap_or(f.base_dv);
         f.stored(dv);
         Ok(())
     }

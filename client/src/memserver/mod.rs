@@ -30,8 +30,8 @@ use crate::identity::Identity;
 use crate::volume::VolumeInfo;
 use crate::{Cell, Error, Result, VolType};
 
-pub use state::{rights, Entry, ANYUSER, AUTHUSER};
 use state::State;
+pub use state::{rights, Entry, ANYUSER, AUTHUSER};
 
 /// The address the in-memory fileserver pretends to have.
 pub const SERVER_ADDR: &str = "127.0.0.1:7000";
@@ -106,7 +106,8 @@ impl MemCell {
                 broken: Vec::new(),
             };
             let out = f(&mut tp);
-            let broken = std::mem::take(&mut tp.broken);
+            let mut broken = std::mem::take(&mut tp.broken);
+            broken.append(&mut st.changed);
             (out, st.take_breaks(usize::MAX, broken))
         };
         self.deliver(breaks);

@@ -4,9 +4,7 @@
 use afs_proto::dir::{build_dir, DirEntry};
 use afs_proto::errors::errno as E;
 use afs_proto::fs::{self as rpcs, BulkEntry};
-use afs_proto::types::{
-    store_mask, CallBack, FetchStatus, Fid, FileType, StoreStatus, VolSync,
-};
+use afs_proto::types::{store_mask, CallBack, FetchStatus, Fid, FileType, StoreStatus, VolSync};
 
 use super::state::{rights, Caller, State};
 use crate::fileserver::{FsCall, FsReply};

@@ -29,6 +29,9 @@ pub enum Entry {
     Symlink(Vec<u8>),
 }
 
+/// ACL entries: (PTS id, rights).
+pub(crate) type AclEntries = Vec<(i32, u32)>;
+
 pub(crate) struct Vnode {
     pub unique: u32,
     pub kind: FileType,
@@ -43,7 +46,7 @@ pub(crate) struct Vnode {
     pub modtime: u32,
     pub author: u32,
     /// Directories: positive and negative ACL entries.
-    pub acl: (Vec<(i32, u32)>, Vec<(i32, u32)>),
+    pub acl: (AclEntries, AclEntries),
     /// Locks: readers (client ids) and the writer.
     pub readers: Vec<usize>,
     pub writer: Option<usize>,
@@ -146,7 +149,10 @@ impl State {
                 modtime: now,
                 author: 0,
                 acl: (
-                    vec![(ANYUSER, rights::READ | rights::LOOKUP), (-204, rights::ALL)],
+                    vec![
+                        (ANYUSER, rights::READ | rights::LOOKUP),
+                        (-204, rights::ALL),
+                    ],
                     vec![],
                 ),
                 readers: Vec::new(),
@@ -188,11 +194,11 @@ impl State {
     /// directories odd, everything else even.
     pub fn alloc(&mut self, dir: Fid, kind: FileType, mode: u32, owner: u32) -> Fid {
         let now = self.tick();
-        let acl = self
-            .vnode(dir)
-            .map(|d| d.acl.clone())
-            .unwrap_or_default();
-        let v = self.volumes.get_mut(&dir.volume).expect("volume of a live dir");
+        let acl = self.vnode(dir).map(|d| d.acl.clone()).unwrap_or_default();
+        let v = self
+            .volumes
+            .get_mut(&dir.volume)
+            .expect("volume of a live dir");
         let vn = if kind == FileType::Directory {
             let n = v.next_dir;
             v.next_dir += 2;
@@ -293,7 +299,8 @@ impl State {
         let mut per: BTreeMap<usize, Vec<Fid>> = BTreeMap::new();
         for fid in fids {
             if let Some(clients) = self.callbacks.get_mut(&fid) {
-                let holders: Vec<usize> = clients.iter().copied().filter(|c| *c != except).collect();
+                let holders: Vec<usize> =
+                    clients.iter().copied().filter(|c| *c != except).collect();
                 for c in holders {
                     clients.remove(&c);
                     per.entry(c).or_default().push(fid);
@@ -362,7 +369,9 @@ impl State {
         let mut parent = cur;
         for c in Self::components(path) {
             parent = cur;
-            let next = self.vnode(cur).and_then(|d| d.entries.get(c.as_bytes()).copied());
+            let next = self
+                .vnode(cur)
+                .and_then(|d| d.entries.get(c.as_bytes()).copied());
             cur = match next {
                 Some(f) => self.follow(f),
                 None => {
