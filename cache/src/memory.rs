@@ -5,7 +5,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::files::FileAction;
 use crate::key::{all_tokens_prefix, chunk_key, dir_key, meta_key, prefix_end, status_key};
-use crate::usage::{translate, Accounting};
+use crate::record::decode;
+use crate::usage::{translate, Accounting, Sink};
 use crate::{
     Batch, DirRecord, EvictReport, FidKey, Limits, Result, StatusRecord, Store, TokenRecord, Usage,
 };
@@ -34,6 +35,21 @@ impl MemoryStore {
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         self.lock().map.get(key).cloned()
+    }
+}
+
+impl Sink for BTreeMap<Vec<u8>, Vec<u8>> {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.insert(key, value);
+    }
+    fn delete(&mut self, key: Vec<u8>) {
+        self.remove(&key);
+    }
+    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
+        let doomed: Vec<_> = self.range(start..end).map(|(k, _)| k.clone()).collect();
+        for k in doomed {
+            self.remove(&k);
+        }
     }
 }
 
@@ -77,18 +93,14 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn get_status(&self, fid: &FidKey) -> Result<Option<StatusRecord>> {
         let key = status_key(fid);
-        self.get(&key)
-            .map(|v| crate::rocks::decode(&key, &v))
-            .transpose()
+        self.get(&key).map(|v| decode(&key, &v)).transpose()
     }
     fn get_chunk(&self, fid: &FidKey, dv: u64, index: u64) -> Result<Option<Vec<u8>>> {
         Ok(self.get(&chunk_key(fid, dv, index)))
     }
     fn get_dir(&self, fid: &FidKey) -> Result<Option<DirRecord>> {
         let key = dir_key(fid);
-        self.get(&key)
-            .map(|v| crate::rocks::decode(&key, &v))
-            .transpose()
+        self.get(&key).map(|v| decode(&key, &v)).transpose()
     }
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.get(&meta_key(name)))
@@ -100,7 +112,7 @@ impl Store for MemoryStore {
         inner
             .map
             .range(start..end)
-            .map(|(k, v)| crate::rocks::decode(k, v))
+            .map(|(k, v)| decode(k, v))
             .collect()
     }
     fn dirty_chunks(&self, fid: &FidKey) -> Vec<(u64, u64, u64)> {

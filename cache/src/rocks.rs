@@ -4,14 +4,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rocksdb::{Options, WriteBatch, DB};
-use serde::{de::DeserializeOwned, Serialize};
 
 use crate::files::{allocated_bytes, ChunkFiles, FileAction};
 use crate::key::{
     all_tokens_prefix, all_usage_prefix, chunk_key, chunk_key_of, dir_key, meta_key, prefix_end,
     status_key, KIND_CHUNK,
 };
-use crate::usage::{translate, Accounting, ChunkMeta};
+use crate::record::decode;
+use crate::usage::{translate, Accounting, ChunkMeta, Sink};
 use crate::{
     Batch, DirRecord, Error, EvictReport, FidKey, Limits, Result, StatusRecord, Store, TokenRecord,
     Usage,
@@ -224,6 +224,18 @@ impl RocksStore {
     }
 }
 
+impl Sink for WriteBatch {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        WriteBatch::put(self, key, value)
+    }
+    fn delete(&mut self, key: Vec<u8>) {
+        WriteBatch::delete(self, key)
+    }
+    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
+        WriteBatch::delete_range(self, start, end)
+    }
+}
+
 impl Drop for RocksStore {
     fn drop(&mut self) {
         let mut st = std::mem::take(&mut *self.state());
@@ -278,18 +290,6 @@ fn load_accounting(db: &DB, files: &ChunkFiles) -> Result<Accounting> {
         db.write(stale)?;
     }
     Ok(Accounting::from_records(records))
-}
-
-pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    // Serialising plain structs of integers and byte vectors cannot fail.
-    bincode::serialize(v).unwrap_or_default()
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T> {
-    bincode::deserialize(v).map_err(|e| Error::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        msg: e.to_string(),
-    })
 }
 
 impl Store for RocksStore {

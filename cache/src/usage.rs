@@ -15,7 +15,7 @@ use crate::key::{
     chunk_key, chunk_prefix, dir_key, prefix_end, status_key, token_key, usage_key_of,
 };
 use crate::key::{meta_key, volume_prefix, KIND_CHUNK, KIND_DIR, KIND_STATUS};
-use crate::rocks::encode;
+use crate::record::encode;
 use crate::{FidKey, Op};
 
 /// The unit a file system allocates in: a chunk of n bytes occupies n
@@ -70,37 +70,11 @@ pub(crate) struct ChunkMeta {
 }
 
 /// Where translated writes go: a RocksDB `WriteBatch` or the memory map.
+/// The impls live beside their stores, so the accounting depends on neither.
 pub(crate) trait Sink {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
     fn delete(&mut self, key: Vec<u8>);
     fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>);
-}
-
-impl Sink for rocksdb::WriteBatch {
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        rocksdb::WriteBatch::put(self, key, value)
-    }
-    fn delete(&mut self, key: Vec<u8>) {
-        rocksdb::WriteBatch::delete(self, key)
-    }
-    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
-        rocksdb::WriteBatch::delete_range(self, start, end)
-    }
-}
-
-impl Sink for BTreeMap<Vec<u8>, Vec<u8>> {
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.insert(key, value);
-    }
-    fn delete(&mut self, key: Vec<u8>) {
-        self.remove(&key);
-    }
-    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
-        let doomed: Vec<_> = self.range(start..end).map(|(k, _)| k.clone()).collect();
-        for k in doomed {
-            self.remove(&k);
-        }
-    }
 }
 
 /// Persist pending touches once this many chunks were touched.
