@@ -83,6 +83,33 @@ fn apply_files(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, actions: Vec<FileAction>) {
     }
 }
 
+impl Inner {
+    /// Where every batch is carried out, as in the RocksDB store: a
+    /// caller's, an eviction's. Returns whether it added file data.
+    fn apply(&mut self, batch: Batch, persist_touches: bool) -> bool {
+        let mut files = Vec::new();
+        let grew = translate(&mut self.acc, batch.ops, &mut self.map, &mut files);
+        if persist_touches {
+            self.acc.drain_touches(&mut self.map);
+        }
+        apply_files(&mut self.map, files);
+        grew
+    }
+
+    fn evict(&mut self) -> EvictReport {
+        let (ops, mut report) = self.acc.eviction();
+        self.apply(
+            Batch {
+                ops,
+                durable: false,
+            },
+            true,
+        );
+        report.over_limit = self.acc.over_limits();
+        report
+    }
+}
+
 impl MemoryStore {
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
@@ -121,12 +148,9 @@ impl Store for MemoryStore {
     fn apply(&self, batch: Batch) -> Result<()> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let mut files = Vec::new();
-        let grew = translate(&mut inner.acc, batch.ops, &mut inner.map, &mut files);
-        if grew && inner.acc.over_limits() {
-            inner.acc.evict(&mut inner.map, &mut files);
+        if inner.apply(batch, false) && inner.acc.over_limits() {
+            inner.evict();
         }
-        apply_files(&mut inner.map, files);
         Ok(())
     }
     fn usage(&self) -> Usage {
@@ -138,38 +162,7 @@ impl Store for MemoryStore {
     fn set_limits(&self, limits: Limits) {
         self.lock().acc.set_limits(limits);
     }
-    fn touch(&self, fid: &FidKey, data_version: u64, index: u64) {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        if inner.acc.touch(&chunk_key(fid, data_version, index)) {
-            inner.acc.drain_touches(&mut inner.map);
-        }
-    }
     fn evict(&self) -> Result<EvictReport> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        inner.acc.drain_touches(&mut inner.map);
-        let mut files = Vec::new();
-        let report = inner.acc.evict(&mut inner.map, &mut files);
-        apply_files(&mut inner.map, files);
-        Ok(report)
-    }
-    fn flush_fid(&self, fid: &FidKey) -> Result<()> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let mut files = Vec::new();
-        inner.acc.flush_fid(fid, &mut inner.map, &mut files);
-        apply_files(&mut inner.map, files);
-        Ok(())
-    }
-    fn flush_volume(&self, cell: &str, volume: u32) -> Result<()> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let mut files = Vec::new();
-        inner
-            .acc
-            .flush_volume(cell, volume, &mut inner.map, &mut files);
-        apply_files(&mut inner.map, files);
-        Ok(())
+        Ok(self.lock().evict())
     }
 }
