@@ -111,6 +111,26 @@ pub(crate) fn chunk_key(fid: &FidKey, dv: u64, index: u64) -> Vec<u8> {
     k
 }
 
+/// The fid, data version and index of a chunk key: what an op names a
+/// chunk by, when the store itself picks chunks (eviction). None for a key
+/// no fid encodes to, as when a cell name cut at 255 bytes split a
+/// character.
+pub(crate) fn parse_chunk_key(key: &[u8]) -> Option<(FidKey, u64, u64)> {
+    if key.first() != Some(&KIND_CHUNK) {
+        return None;
+    }
+    let n = *key.get(1)? as usize;
+    let cell = std::str::from_utf8(key.get(2..2 + n)?).ok()?;
+    let rest = key.get(2 + n..)?;
+    if rest.len() != 28 {
+        return None;
+    }
+    let word = |at: usize| u32::from_be_bytes(rest[at..at + 4].try_into().unwrap_or_default());
+    let long = |at: usize| u64::from_be_bytes(rest[at..at + 8].try_into().unwrap_or_default());
+    let fid = FidKey::new(cell, word(0), word(4), word(8));
+    Some((fid, long(12), long(20)))
+}
+
 pub(crate) fn meta_key(name: &str) -> Vec<u8> {
     let mut k = vec![KIND_META];
     k.extend_from_slice(name.as_bytes());
@@ -144,4 +164,24 @@ pub(crate) fn token_key(uid: u32, cell: &str) -> Vec<u8> {
 
 pub(crate) fn all_tokens_prefix() -> Vec<u8> {
     vec![KIND_TOKEN]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_keys_parse_back() {
+        let fid = FidKey::new("test.lab", 536870915, 0x1234, 7);
+        let key = chunk_key(&fid, u64::MAX, 3);
+        assert_eq!(parse_chunk_key(&key), Some((fid.clone(), u64::MAX, 3)));
+        assert_eq!(parse_chunk_key(&status_key(&fid)), None);
+        assert_eq!(parse_chunk_key(&key[..key.len() - 1]), None);
+        // A cell cut inside a character encodes no fid.
+        let long = format!("{}é", "a".repeat(254));
+        assert_eq!(
+            parse_chunk_key(&chunk_key(&FidKey::new(&long, 1, 2, 3), 1, 0)),
+            None
+        );
+    }
 }

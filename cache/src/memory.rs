@@ -5,7 +5,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::files::FileAction;
 use crate::key::{all_tokens_prefix, chunk_key, dir_key, meta_key, prefix_end, status_key};
-use crate::usage::{translate, Accounting};
+use crate::record::decode;
+use crate::usage::{translate, Accounting, Sink};
 use crate::{
     Batch, DirRecord, EvictReport, FidKey, Limits, Result, StatusRecord, Store, TokenRecord, Usage,
 };
@@ -34,6 +35,21 @@ impl MemoryStore {
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         self.lock().map.get(key).cloned()
+    }
+}
+
+impl Sink for BTreeMap<Vec<u8>, Vec<u8>> {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.insert(key, value);
+    }
+    fn delete(&mut self, key: Vec<u8>) {
+        self.remove(&key);
+    }
+    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
+        let doomed: Vec<_> = self.range(start..end).map(|(k, _)| k.clone()).collect();
+        for k in doomed {
+            self.remove(&k);
+        }
     }
 }
 
@@ -67,6 +83,33 @@ fn apply_files(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, actions: Vec<FileAction>) {
     }
 }
 
+impl Inner {
+    /// Where every batch is carried out, as in the RocksDB store: a
+    /// caller's, an eviction's. Returns whether it added file data.
+    fn apply(&mut self, batch: Batch, persist_touches: bool) -> bool {
+        let mut files = Vec::new();
+        let grew = translate(&mut self.acc, batch.ops, &mut self.map, &mut files);
+        if persist_touches {
+            self.acc.drain_touches(&mut self.map);
+        }
+        apply_files(&mut self.map, files);
+        grew
+    }
+
+    fn evict(&mut self) -> EvictReport {
+        let (ops, mut report) = self.acc.eviction();
+        self.apply(
+            Batch {
+                ops,
+                durable: false,
+            },
+            true,
+        );
+        report.over_limit = self.acc.over_limits();
+        report
+    }
+}
+
 impl MemoryStore {
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
@@ -77,18 +120,14 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn get_status(&self, fid: &FidKey) -> Result<Option<StatusRecord>> {
         let key = status_key(fid);
-        self.get(&key)
-            .map(|v| crate::rocks::decode(&key, &v))
-            .transpose()
+        self.get(&key).map(|v| decode(&key, &v)).transpose()
     }
     fn get_chunk(&self, fid: &FidKey, dv: u64, index: u64) -> Result<Option<Vec<u8>>> {
         Ok(self.get(&chunk_key(fid, dv, index)))
     }
     fn get_dir(&self, fid: &FidKey) -> Result<Option<DirRecord>> {
         let key = dir_key(fid);
-        self.get(&key)
-            .map(|v| crate::rocks::decode(&key, &v))
-            .transpose()
+        self.get(&key).map(|v| decode(&key, &v)).transpose()
     }
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.get(&meta_key(name)))
@@ -100,7 +139,7 @@ impl Store for MemoryStore {
         inner
             .map
             .range(start..end)
-            .map(|(k, v)| crate::rocks::decode(k, v))
+            .map(|(k, v)| decode(k, v))
             .collect()
     }
     fn dirty_chunks(&self, fid: &FidKey) -> Vec<(u64, u64, u64)> {
@@ -109,12 +148,9 @@ impl Store for MemoryStore {
     fn apply(&self, batch: Batch) -> Result<()> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let mut files = Vec::new();
-        let grew = translate(&mut inner.acc, batch.ops, &mut inner.map, &mut files);
-        if grew && inner.acc.over_limits() {
-            inner.acc.evict(&mut inner.map, &mut files);
+        if inner.apply(batch, false) && inner.acc.over_limits() {
+            inner.evict();
         }
-        apply_files(&mut inner.map, files);
         Ok(())
     }
     fn usage(&self) -> Usage {
@@ -126,38 +162,7 @@ impl Store for MemoryStore {
     fn set_limits(&self, limits: Limits) {
         self.lock().acc.set_limits(limits);
     }
-    fn touch(&self, fid: &FidKey, data_version: u64, index: u64) {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        if inner.acc.touch(&chunk_key(fid, data_version, index)) {
-            inner.acc.drain_touches(&mut inner.map);
-        }
-    }
     fn evict(&self) -> Result<EvictReport> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        inner.acc.drain_touches(&mut inner.map);
-        let mut files = Vec::new();
-        let report = inner.acc.evict(&mut inner.map, &mut files);
-        apply_files(&mut inner.map, files);
-        Ok(report)
-    }
-    fn flush_fid(&self, fid: &FidKey) -> Result<()> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let mut files = Vec::new();
-        inner.acc.flush_fid(fid, &mut inner.map, &mut files);
-        apply_files(&mut inner.map, files);
-        Ok(())
-    }
-    fn flush_volume(&self, cell: &str, volume: u32) -> Result<()> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let mut files = Vec::new();
-        inner
-            .acc
-            .flush_volume(cell, volume, &mut inner.map, &mut files);
-        apply_files(&mut inner.map, files);
-        Ok(())
+        Ok(self.lock().evict())
     }
 }

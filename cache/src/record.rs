@@ -1,6 +1,8 @@
 //! Records stored in the cache. Plain data, serialised with bincode.
 
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::{Error, Result};
 
 /// The status of a vnode as last learned from its fileserver.
 ///
@@ -57,4 +59,18 @@ pub struct TokenRecord {
     pub session_key: [u8; 8],
     pub start: u64,
     pub end: u64,
+}
+
+/// The one encoding of every record value, shared by both stores and the
+/// accounting, so that a memory store holds the very bytes RocksDB would.
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising plain structs of integers and byte vectors cannot fail.
+    bincode::serialize(v).unwrap_or_default()
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T> {
+    bincode::deserialize(v).map_err(|e| Error::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        msg: e.to_string(),
+    })
 }

@@ -4,14 +4,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use rocksdb::{Options, WriteBatch, DB};
-use serde::{de::DeserializeOwned, Serialize};
 
 use crate::files::{allocated_bytes, ChunkFiles, FileAction};
 use crate::key::{
     all_tokens_prefix, all_usage_prefix, chunk_key, chunk_key_of, dir_key, meta_key, prefix_end,
     status_key, KIND_CHUNK,
 };
-use crate::usage::{translate, Accounting, ChunkMeta};
+use crate::record::decode;
+use crate::usage::{translate, Accounting, ChunkMeta, Sink};
 use crate::{
     Batch, DirRecord, Error, EvictReport, FidKey, Limits, Result, StatusRecord, Store, TokenRecord,
     Usage,
@@ -166,16 +166,39 @@ impl RocksStore {
         Ok(())
     }
 
+    /// Where every batch is carried out, whoever built it: a caller, an
+    /// eviction, the close. With `persist_touches` the pending last-use
+    /// times join the write. A batch that changed only memory (uses below
+    /// the group size) writes nothing. Returns whether the batch added
+    /// file data.
+    fn apply_locked(&self, st: &mut State, batch: Batch, persist_touches: bool) -> Result<bool> {
+        let mut wb = LazyBatch::default();
+        let mut actions = Vec::new();
+        let grew = translate(&mut st.acc, batch.ops, &mut wb, &mut actions);
+        if persist_touches {
+            st.acc.drain_touches(&mut wb);
+        }
+        if wb.0.is_some() || !actions.is_empty() {
+            self.write(st, wb.0.unwrap_or_default(), actions, batch.durable)?;
+        }
+        Ok(grew)
+    }
+
     /// Evicts with the state locked. Pending touches go in the same write.
     fn evict_locked(&self, st: &mut State) -> Result<EvictReport> {
         self.measure_overhead(st);
-        let mut wb = WriteBatch::default();
-        let mut actions = Vec::new();
-        st.acc.drain_touches(&mut wb);
-        let report = st.acc.evict(&mut wb, &mut actions);
+        let (ops, mut report) = st.acc.eviction();
         // Evicted data is refetchable: no log needed. A lost record delete
         // finds the file gone at the next open and drops the record.
-        self.write(st, wb, actions, false)?;
+        self.apply_locked(
+            st,
+            Batch {
+                ops,
+                durable: false,
+            },
+            true,
+        )?;
+        report.over_limit = st.acc.over_limits();
         // Said once per stretch above the limits, not at every write.
         if report.over_limit && !st.over_warned {
             tracing::warn!(
@@ -186,16 +209,6 @@ impl RocksStore {
         }
         st.over_warned = report.over_limit;
         Ok(report)
-    }
-
-    /// Writes pending touches (last-use times) to the disk.
-    fn persist_touches(&self, st: &mut State) -> Result<()> {
-        let mut wb = WriteBatch::default();
-        if st.acc.drain_touches(&mut wb) > 0 {
-            // Never in the log: touches are hints.
-            self.write(st, wb, Vec::new(), false)?;
-        }
-        Ok(())
     }
 
     #[cfg(test)]
@@ -224,10 +237,31 @@ impl RocksStore {
     }
 }
 
+/// A `WriteBatch` made at its first record: a batch of uses alone (every
+/// cached read makes one) then costs no RocksDB object.
+#[derive(Default)]
+struct LazyBatch(Option<WriteBatch>);
+
+impl Sink for LazyBatch {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.0
+            .get_or_insert_with(WriteBatch::default)
+            .put(key, value)
+    }
+    fn delete(&mut self, key: Vec<u8>) {
+        self.0.get_or_insert_with(WriteBatch::default).delete(key)
+    }
+    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
+        self.0
+            .get_or_insert_with(WriteBatch::default)
+            .delete_range(start, end)
+    }
+}
+
 impl Drop for RocksStore {
     fn drop(&mut self) {
         let mut st = std::mem::take(&mut *self.state());
-        if let Err(e) = self.persist_touches(&mut st) {
+        if let Err(e) = self.apply_locked(&mut st, Batch::clean(), true) {
             tracing::warn!("cache: last-use times not saved: {e}");
         }
     }
@@ -278,18 +312,6 @@ fn load_accounting(db: &DB, files: &ChunkFiles) -> Result<Accounting> {
         db.write(stale)?;
     }
     Ok(Accounting::from_records(records))
-}
-
-pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    // Serialising plain structs of integers and byte vectors cannot fail.
-    bincode::serialize(v).unwrap_or_default()
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T> {
-    bincode::deserialize(v).map_err(|e| Error::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        msg: e.to_string(),
-    })
 }
 
 impl Store for RocksStore {
@@ -348,11 +370,7 @@ impl Store for RocksStore {
     }
     fn apply(&self, batch: Batch) -> Result<()> {
         let mut st = self.state();
-        let mut wb = WriteBatch::default();
-        let mut actions = Vec::new();
-        let grew = translate(&mut st.acc, batch.ops, &mut wb, &mut actions);
-        self.write(&mut st, wb, actions, batch.durable)?;
-        if grew {
+        if self.apply_locked(&mut st, batch, false)? {
             if st.acc.limits().disk_bytes > 0 {
                 self.maybe_measure_overhead(&mut st);
             }
@@ -373,31 +391,9 @@ impl Store for RocksStore {
     fn set_limits(&self, limits: Limits) {
         self.state().acc.set_limits(limits);
     }
-    fn touch(&self, fid: &FidKey, data_version: u64, index: u64) {
-        let mut st = self.state();
-        if st.acc.touch(&chunk_key(fid, data_version, index)) {
-            if let Err(e) = self.persist_touches(&mut st) {
-                tracing::warn!("cache: last-use times not saved: {e}");
-            }
-        }
-    }
     fn evict(&self) -> Result<EvictReport> {
         let mut st = self.state();
         self.evict_locked(&mut st)
-    }
-    fn flush_fid(&self, fid: &FidKey) -> Result<()> {
-        let mut st = self.state();
-        let mut wb = WriteBatch::default();
-        let mut actions = Vec::new();
-        st.acc.flush_fid(fid, &mut wb, &mut actions);
-        self.write(&mut st, wb, actions, true)
-    }
-    fn flush_volume(&self, cell: &str, volume: u32) -> Result<()> {
-        let mut st = self.state();
-        let mut wb = WriteBatch::default();
-        let mut actions = Vec::new();
-        st.acc.flush_volume(cell, volume, &mut wb, &mut actions);
-        self.write(&mut st, wb, actions, true)
     }
 }
 

@@ -79,6 +79,24 @@ pub enum Op {
         fid: FidKey,
         keep: Option<u64>,
     },
+    /// A use of a chunk, for LRU eviction; a no-op for a chunk not in the
+    /// cache. Uses are hints: they are kept in memory and written in groups
+    /// (every thousand or so, at an eviction, at close), so that the read
+    /// which causes one costs no disk write. Meant for clean batches: a
+    /// group written in a durable one would go through the log for nothing.
+    Touch {
+        fid: FidKey,
+        data_version: u64,
+        index: u64,
+    },
+    /// Forget the clean chunks, directory and status of one fid: its
+    /// callback is gone or a user asked. Dirty chunks stay.
+    FlushFid(FidKey),
+    /// [`Op::FlushFid`] for every fid of a volume of a cell.
+    FlushVolume {
+        cell: String,
+        volume: u32,
+    },
     PutDir(FidKey, DirRecord),
     DeleteDir(FidKey),
     /// Small named values: the client's UUID, the chunk size in use.
@@ -160,7 +178,8 @@ pub trait Store: Send + Sync {
     fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// The single write path: applies every op of the batch atomically.
     /// When the batch added file data and usage is above the limits, clean
-    /// chunks are then evicted (see [`Store::evict`]).
+    /// chunks are then evicted (see [`Store::evict`]). The writing methods
+    /// below are shorthands for a batch, or build one themselves.
     fn apply(&self, batch: Batch) -> Result<()>;
 
     /// What the file-data chunks occupy now (their bytes).
@@ -171,17 +190,38 @@ pub trait Store: Send + Sync {
     /// Bounds of the file-data cache (0 = unlimited). Takes effect at the
     /// next batch that adds data, or at once through [`Store::evict`].
     fn set_limits(&self, limits: Limits);
-    /// Records a use of a chunk for LRU eviction. Cheap: kept in memory and
-    /// persisted in groups, on eviction and when the store is closed. A
-    /// no-op for a chunk not in the cache. Reads do not touch by themselves.
-    fn touch(&self, fid: &FidKey, data_version: u64, index: u64);
     /// Removes least-recently-used clean chunks until usage is within the
     /// limits. Dirty chunks are never removed, even when that leaves usage
-    /// above a limit ([`EvictReport::over_limit`]).
+    /// above a limit ([`EvictReport::over_limit`]). The store builds the
+    /// deletes as a batch and applies it as it applies any other.
     fn evict(&self) -> Result<EvictReport>;
-    /// Forgets the clean chunks, directory and status of one fid. Dirty
-    /// chunks stay.
-    fn flush_fid(&self, fid: &FidKey) -> Result<()>;
-    /// [`Store::flush_fid`] for every fid of a volume of a cell.
-    fn flush_volume(&self, cell: &str, volume: u32) -> Result<()>;
+
+    /// [`Op::Touch`] in a batch of its own. Called on every cached read, so
+    /// it reports no error: a lost use only makes eviction's choice worse.
+    fn touch(&self, fid: &FidKey, data_version: u64, index: u64) {
+        let mut batch = Batch::clean();
+        batch.push(Op::Touch {
+            fid: fid.clone(),
+            data_version,
+            index,
+        });
+        if let Err(e) = self.apply(batch) {
+            tracing::warn!("cache: last-use times not saved: {e}");
+        }
+    }
+    /// [`Op::FlushFid`] in a batch of its own.
+    fn flush_fid(&self, fid: &FidKey) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.push(Op::FlushFid(fid.clone()));
+        self.apply(batch)
+    }
+    /// [`Op::FlushVolume`] in a batch of its own.
+    fn flush_volume(&self, cell: &str, volume: u32) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.push(Op::FlushVolume {
+            cell: cell.to_string(),
+            volume,
+        });
+        self.apply(batch)
+    }
 }

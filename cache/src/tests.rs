@@ -500,8 +500,59 @@ fn writes_in_place_truncate_and_move() {
     on_both(write_body);
 }
 
-// ---- random op sequences on both stores ----
+fn ops_in_one_batch_body(store: &dyn Store) {
+    let f = fid(4, 1);
+    let g = fid(4, 2);
+    for i in 0..3 {
+        put(store, &f, 1, i, 100);
+    }
+    put(store, &g, 1, 0, 100);
+    store.set_limits(Limits {
+        max_entries: 3,
+        ..Limits::default()
+    });
+    // One batch: a use of the oldest chunk, a flush of g, and a new chunk
+    // that takes usage over the limit; chunk 1 is then the LRU one.
+    let mut b = Batch::clean();
+    b.push(Op::Touch {
+        fid: f.clone(),
+        data_version: 1,
+        index: 0,
+    })
+    .push(Op::FlushFid(g.clone()))
+    .push(Op::PutChunk {
+        fid: f.clone(),
+        data_version: 1,
+        index: 3,
+        data: vec![3; 100],
+    });
+    store.apply(b).unwrap();
+    assert!(!has(store, &g, 1, 0), "flushed in the batch");
+    assert!(!has(store, &f, 1, 1), "evicted after the batch");
+    for i in [0, 2, 3] {
+        assert!(has(store, &f, 1, i), "chunk {i}");
+    }
+    assert_eq!(store.usage(), usage(300, 3, 0, 0));
+    // A volume flush in a durable batch with a status: both land.
+    let mut b = Batch::new();
+    b.push(Op::FlushVolume {
+        cell: "test.lab".into(),
+        volume: 4,
+    })
+    .push(Op::PutStatus(g.clone(), status()));
+    store.apply(b).unwrap();
+    assert_eq!(store.usage(), Usage::default());
+    assert!(store.get_status(&g).unwrap().is_some());
+}
 
+#[test]
+fn touch_and_flush_ops_share_a_batch_with_other_changes() {
+    on_both(ops_in_one_batch_body);
+}
+
+// ---- random op sequences on both stores, against a model ----
+
+/// The ops a batch can carry (see [`TOp::Batch`]) and those it cannot.
 #[derive(Clone, Debug)]
 enum TOp {
     Put {
@@ -537,15 +588,21 @@ enum TOp {
         from: u64,
         to: u64,
     },
+    /// Alone, through [`Store::touch`]; in a batch, as [`Op::Touch`].
     Touch {
         f: u32,
         dv: u64,
         i: u64,
     },
+    /// Alone, through [`Store::flush_fid`]; in a batch, as [`Op::FlushFid`].
+    FlushFid(u32),
+    /// Alone, through [`Store::flush_volume`]; in a batch, as
+    /// [`Op::FlushVolume`].
+    FlushVolume(u32),
+    /// Several of the above in one [`Batch`].
+    Batch(Vec<TOp>),
     Limits(u64, u64),
     Evict,
-    FlushFid(u32),
-    FlushVolume(u32),
     Reopen,
 }
 
@@ -558,7 +615,7 @@ fn tfid(f: u32) -> FidKey {
     fid(10 + f / 2, f)
 }
 
-fn top() -> impl Strategy<Value = TOp> {
+fn leaf() -> impl Strategy<Value = TOp> {
     let f = 0..FIDS;
     prop_oneof![
         6 => (f.clone(), 0..DVS, 0..IDXS, 0usize..40, any::<bool>())
@@ -572,16 +629,25 @@ fn top() -> impl Strategy<Value = TOp> {
             .prop_map(|(f, dv, i, len)| TOp::Truncate { f, dv, i, len }),
         2 => (f.clone(), 0..IDXS, 0..DVS, 0..DVS)
             .prop_map(|(f, i, from, to)| TOp::Move { f, i, from, to }),
-        3 => (f.clone(), 0..DVS, 0..IDXS).prop_map(|(f, dv, i)| TOp::Touch { f, dv, i }),
-        1 => (0u64..150, 0u64..8).prop_map(|(b, e)| TOp::Limits(b, e)),
-        1 => Just(TOp::Evict),
+        4 => (f.clone(), 0..DVS, 0..IDXS).prop_map(|(f, dv, i)| TOp::Touch { f, dv, i }),
         1 => f.clone().prop_map(TOp::FlushFid),
         1 => (10u32..12).prop_map(TOp::FlushVolume),
+    ]
+}
+
+fn top() -> impl Strategy<Value = TOp> {
+    prop_oneof![
+        22 => leaf(),
+        5 => proptest::collection::vec(leaf(), 1..6).prop_map(TOp::Batch),
+        1 => (0u64..150, 0u64..8).prop_map(|(b, e)| TOp::Limits(b, e)),
+        1 => Just(TOp::Evict),
         1 => Just(TOp::Reopen),
     ]
 }
 
-fn run(store: &dyn Store, op: &TOp) -> Option<crate::EvictReport> {
+/// The store ops of a batchable op, and whether they need a durable batch.
+fn ops_of(op: &TOp) -> (Vec<Op>, bool) {
+    let one = |op| vec![op];
     match *op {
         TOp::Put {
             f,
@@ -590,93 +656,283 @@ fn run(store: &dyn Store, op: &TOp) -> Option<crate::EvictReport> {
             len,
             dirty,
         } => {
-            let data = vec![(f as u8) ^ (i as u8); len];
-            let (fid, mut b) = (tfid(f), Batch::clean());
-            if dirty {
-                b = Batch::new();
-                b.push(Op::PutDirtyChunk {
+            let (fid, data) = (tfid(f), vec![(f as u8) ^ (i as u8); len]);
+            let op = if dirty {
+                Op::PutDirtyChunk {
                     fid,
                     data_version: dv,
                     index: i,
                     data,
-                });
+                }
             } else {
-                b.push(Op::PutChunk {
+                Op::PutChunk {
                     fid,
                     data_version: dv,
                     index: i,
                     data,
-                });
-            }
-            store.apply(b).unwrap();
+                }
+            };
+            (one(op), dirty)
         }
-        TOp::MarkClean { f, dv, i } => mark_clean(store, &tfid(f), dv, i),
-        TOp::Delete(f) => {
-            let mut b = Batch::clean();
-            b.push(Op::DeleteChunks(tfid(f)));
-            store.apply(b).unwrap();
-        }
-        TOp::DeleteClean(f) => {
-            let mut b = Batch::clean();
-            b.push(Op::DeleteCleanChunks {
+        TOp::MarkClean { f, dv, i } => (
+            one(Op::MarkClean {
+                fid: tfid(f),
+                data_version: dv,
+                index: i,
+            }),
+            true,
+        ),
+        TOp::Delete(f) => (one(Op::DeleteChunks(tfid(f))), false),
+        TOp::DeleteClean(f) => (
+            one(Op::DeleteCleanChunks {
                 fid: tfid(f),
                 keep: Some(1),
-            });
-            store.apply(b).unwrap();
-        }
+            }),
+            false,
+        ),
         TOp::Write {
             f,
             dv,
             i,
             offset,
             len,
-        } => {
-            let mut b = Batch::clean();
-            b.push(Op::WriteChunk {
+        } => (
+            one(Op::WriteChunk {
                 fid: tfid(f),
                 data_version: dv,
                 index: i,
                 offset,
                 data: vec![0x80 | offset as u8; len],
-            });
-            store.apply(b).unwrap();
-        }
-        TOp::Truncate { f, dv, i, len } => {
-            let mut b = Batch::clean();
-            b.push(Op::TruncateChunk {
+            }),
+            false,
+        ),
+        TOp::Truncate { f, dv, i, len } => (
+            one(Op::TruncateChunk {
                 fid: tfid(f),
                 data_version: dv,
                 index: i,
                 length: len,
-            });
-            store.apply(b).unwrap();
-        }
-        TOp::Move { f, i, from, to } => {
-            let mut b = Batch::clean();
-            b.push(Op::MoveChunk {
+            }),
+            false,
+        ),
+        TOp::Move { f, i, from, to } => (
+            one(Op::MoveChunk {
                 fid: tfid(f),
                 index: i,
                 from_dv: from,
                 to_dv: to,
-            });
-            store.apply(b).unwrap();
+            }),
+            false,
+        ),
+        TOp::Touch { f, dv, i } => (
+            one(Op::Touch {
+                fid: tfid(f),
+                data_version: dv,
+                index: i,
+            }),
+            false,
+        ),
+        TOp::FlushFid(f) => (one(Op::FlushFid(tfid(f))), true),
+        TOp::FlushVolume(v) => (
+            one(Op::FlushVolume {
+                cell: "test.lab".into(),
+                volume: v,
+            }),
+            true,
+        ),
+        TOp::Batch(ref ops) => {
+            let (mut all, mut durable) = (Vec::new(), false);
+            for op in ops {
+                let (o, d) = ops_of(op);
+                all.extend(o);
+                durable |= d;
+            }
+            (all, durable)
         }
+        TOp::Limits(..) | TOp::Evict | TOp::Reopen => (Vec::new(), false),
+    }
+}
+
+fn run(store: &dyn Store, op: &TOp) -> Option<crate::EvictReport> {
+    match *op {
         TOp::Touch { f, dv, i } => store.touch(&tfid(f), dv, i),
+        TOp::FlushFid(f) => store.flush_fid(&tfid(f)).unwrap(),
+        TOp::FlushVolume(v) => store.flush_volume("test.lab", v).unwrap(),
         TOp::Limits(b, e) => store.set_limits(Limits {
             max_bytes: b,
             max_entries: e,
             ..Limits::default()
         }),
         TOp::Evict => return Some(store.evict().unwrap()),
-        TOp::FlushFid(f) => store.flush_fid(&tfid(f)).unwrap(),
-        TOp::FlushVolume(v) => store.flush_volume("test.lab", v).unwrap(),
         TOp::Reopen => {}
+        _ => {
+            let (ops, durable) = ops_of(op);
+            store.apply(Batch { ops, durable }).unwrap();
+        }
     }
     None
 }
 
+type ChunkId = (u32, u64, u64);
+
+/// What the cache should hold: each chunk's bytes, dirtiness and last use.
+#[derive(Default)]
+struct Model {
+    chunks: BTreeMap<ChunkId, (Vec<u8>, bool, u64)>,
+    clock: u64,
+    limits: Limits,
+}
+
+impl Model {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn set(&mut self, k: ChunkId, data: Vec<u8>, dirty: bool) {
+        let t = self.tick();
+        self.chunks.insert(k, (data, dirty, t));
+    }
+
+    /// Drops the clean chunks `doomed` says so of.
+    fn drop_clean(&mut self, doomed: impl Fn(&ChunkId) -> bool) {
+        self.chunks.retain(|k, c| c.1 || !doomed(k));
+    }
+
+    /// Applies one op; returns whether it added file data (may evict).
+    fn step(&mut self, op: &TOp) -> bool {
+        match *op {
+            TOp::Put {
+                f,
+                dv,
+                i,
+                len,
+                dirty,
+            } => self.set((f, dv, i), vec![(f as u8) ^ (i as u8); len], dirty),
+            TOp::MarkClean { f, dv, i } => {
+                if let Some(c) = self.chunks.get_mut(&(f, dv, i)) {
+                    c.1 = false;
+                }
+                return false;
+            }
+            TOp::Delete(f) => {
+                self.chunks.retain(|k, _| k.0 != f);
+                return false;
+            }
+            TOp::DeleteClean(f) => {
+                self.drop_clean(|k| k.0 == f && k.1 != 1);
+                return false;
+            }
+            TOp::Write {
+                f,
+                dv,
+                i,
+                offset,
+                len,
+            } => {
+                let mut d = self.chunks.remove(&(f, dv, i)).map_or(vec![], |c| c.0);
+                let end = offset as usize + len;
+                d.resize(d.len().max(end), 0);
+                d[offset as usize..end].fill(0x80 | offset as u8);
+                self.set((f, dv, i), d, true);
+            }
+            TOp::Truncate { f, dv, i, len } => {
+                let mut d = self.chunks.remove(&(f, dv, i)).map_or(vec![], |c| c.0);
+                d.resize(len as usize, 0);
+                self.set((f, dv, i), d, true);
+            }
+            TOp::Move { f, i, from, to } => {
+                if from == to {
+                    if let Some(c) = self.chunks.get_mut(&(f, from, i)) {
+                        c.1 = false;
+                    }
+                } else if let Some((d, _, _)) = self.chunks.remove(&(f, from, i)) {
+                    self.set((f, to, i), d, false);
+                }
+                return false;
+            }
+            TOp::Touch { f, dv, i } => {
+                if self.chunks.contains_key(&(f, dv, i)) {
+                    let t = self.tick();
+                    if let Some(c) = self.chunks.get_mut(&(f, dv, i)) {
+                        c.2 = t;
+                    }
+                }
+                return false;
+            }
+            TOp::FlushFid(f) => {
+                self.drop_clean(|k| k.0 == f);
+                return false;
+            }
+            TOp::FlushVolume(v) => {
+                self.drop_clean(|k| tfid(k.0).volume == v);
+                return false;
+            }
+            TOp::Batch(ref ops) => {
+                let mut grew = false;
+                for op in ops {
+                    grew |= self.step(op);
+                }
+                return grew;
+            }
+            TOp::Limits(b, e) => {
+                self.limits = Limits {
+                    max_bytes: b,
+                    max_entries: e,
+                    ..Limits::default()
+                };
+                return false;
+            }
+            TOp::Evict | TOp::Reopen => return false,
+        }
+        true
+    }
+
+    fn usage(&self) -> Usage {
+        let mut u = Usage::default();
+        for (d, dirty, _) in self.chunks.values() {
+            u.bytes += d.len() as u64;
+            u.entries += 1;
+            if *dirty {
+                u.dirty_bytes += d.len() as u64;
+                u.dirty_entries += 1;
+            }
+        }
+        u
+    }
+
+    fn over(&self) -> bool {
+        let (u, l) = (self.usage(), self.limits);
+        (l.max_bytes > 0 && u.bytes > l.max_bytes)
+            || (l.max_entries > 0 && u.entries > l.max_entries)
+    }
+
+    /// Least recently used clean chunks first, until within the limits.
+    fn evict(&mut self) -> crate::EvictReport {
+        let mut r = crate::EvictReport::default();
+        while self.over() {
+            let lru = self
+                .chunks
+                .iter()
+                .filter(|(_, c)| !c.1)
+                .min_by_key(|(_, c)| c.2)
+                .map(|(k, _)| *k);
+            let Some(k) = lru else { break };
+            let (d, _, _) = self.chunks.remove(&k).unwrap();
+            r.chunks += 1;
+            r.bytes += d.len() as u64;
+        }
+        r.over_limit = self.over();
+        r
+    }
+
+    fn contents(&self) -> BTreeMap<ChunkId, Vec<u8>> {
+        self.chunks.iter().map(|(k, c)| (*k, c.0.clone())).collect()
+    }
+}
+
 /// Every chunk of the domain, as the store holds it.
-fn contents(store: &dyn Store) -> BTreeMap<(u32, u64, u64), Vec<u8>> {
+fn contents(store: &dyn Store) -> BTreeMap<ChunkId, Vec<u8>> {
     let mut out = BTreeMap::new();
     for f in 0..FIDS {
         for dv in 0..DVS {
@@ -694,75 +950,61 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_ops_usage_matches_contents_on_both_stores(
+    fn random_ops_match_the_model_on_both_stores(
         ops in proptest::collection::vec(top(), 1..40)
     ) {
         let tmp = tempfile::tempdir().unwrap();
         let mem = MemoryStore::new();
         let mut rocks = Some(RocksStore::open(tmp.path()).unwrap());
-        let mut limits = Limits::default();
-        // Which chunks are dirty, by the ops alone (eviction never touches them).
-        let mut dirty: BTreeMap<(u32, u64, u64), usize> = BTreeMap::new();
+        let mut model = Model::default();
         for op in &ops {
-            match *op {
-                TOp::Put { f, dv, i, len, dirty: d } => {
-                    if d { dirty.insert((f, dv, i), len); } else { dirty.remove(&(f, dv, i)); }
-                }
-                TOp::MarkClean { f, dv, i } => { dirty.remove(&(f, dv, i)); }
-                TOp::Delete(f) => dirty.retain(|k, _| k.0 != f),
-                TOp::Write { f, dv, i, offset, len } => {
-                    let before = contents(&mem).get(&(f, dv, i)).map_or(0, |d| d.len());
-                    dirty.insert((f, dv, i), before.max(offset as usize + len));
-                }
-                TOp::Truncate { f, dv, i, len } => { dirty.insert((f, dv, i), len as usize); }
-                TOp::Move { f, i, from, to }
-                    if from == to || contents(&mem).contains_key(&(f, from, i)) =>
-                {
-                    dirty.remove(&(f, from, i));
-                    dirty.remove(&(f, to, i));
-                }
-                TOp::Limits(b, e) => limits = Limits { max_bytes: b, max_entries: e, ..Limits::default() },
-                TOp::Reopen => {
-                    drop(rocks.take());
-                    rocks = Some(RocksStore::open(tmp.path()).unwrap());
-                    rocks.as_ref().unwrap().set_limits(limits);
-                }
-                _ => {}
+            if let TOp::Reopen = op {
+                drop(rocks.take());
+                rocks = Some(RocksStore::open(tmp.path()).unwrap());
+                rocks.as_ref().unwrap().set_limits(model.limits);
             }
             let r = rocks.as_ref().unwrap();
             let rm = run(&mem, op);
             let rr = run(r, op);
-            prop_assert_eq!(rm, rr, "eviction reports differ after {:?}", op);
+            let grew = model.step(op);
+            let expected = match op {
+                TOp::Evict => Some(model.evict()),
+                _ if grew => {
+                    model.evict();
+                    None
+                }
+                _ => None,
+            };
+            prop_assert_eq!(rm, expected, "memory eviction after {:?}", op);
+            prop_assert_eq!(rr, expected, "rocks eviction after {:?}", op);
             mem.check_invariants();
             r.check_invariants();
 
-            let held = contents(&mem);
-            prop_assert_eq!(&held, &contents(r), "contents differ after {:?}", op);
-            let sum = Usage {
-                bytes: held.values().map(|d| d.len() as u64).sum(),
-                entries: held.len() as u64,
-                dirty_bytes: dirty.values().map(|&l| l as u64).sum(),
-                dirty_entries: dirty.len() as u64,
-            };
-            prop_assert_eq!(mem.usage(), sum, "memory usage after {:?}", op);
-            prop_assert_eq!(r.usage(), sum, "rocks usage after {:?}", op);
-            for k in dirty.keys() {
-                prop_assert!(held.contains_key(k), "dirty chunk {:?} lost", k);
-            }
-            if matches!(op, TOp::Evict | TOp::Put { .. }) {
-                let u = sum;
-                let within = (limits.max_bytes == 0 || u.bytes <= limits.max_bytes)
-                    && (limits.max_entries == 0 || u.entries <= limits.max_entries);
-                prop_assert!(within || u.entries == u.dirty_entries,
-                    "over the limits with clean data left: {:?} {:?}", u, limits);
+            let want = model.contents();
+            prop_assert_eq!(&contents(&mem), &want, "memory contents after {:?}", op);
+            prop_assert_eq!(&contents(r), &want, "rocks contents after {:?}", op);
+            prop_assert_eq!(mem.usage(), model.usage(), "memory usage after {:?}", op);
+            prop_assert_eq!(r.usage(), model.usage(), "rocks usage after {:?}", op);
+            for f in 0..FIDS {
+                let mut dirty: Vec<_> = model
+                    .chunks
+                    .iter()
+                    .filter(|(k, c)| k.0 == f && c.1)
+                    .map(|(k, c)| (k.1, k.2, c.0.len() as u64))
+                    .collect();
+                dirty.sort();
+                prop_assert_eq!(&mem.dirty_chunks(&tfid(f)), &dirty);
+                prop_assert_eq!(&r.dirty_chunks(&tfid(f)), &dirty);
             }
         }
-        // A final restart keeps everything.
-        let before = rocks.as_ref().unwrap().usage();
-        let held = contents(rocks.as_ref().unwrap());
+        // A final restart keeps everything, and the order of last uses.
         drop(rocks.take());
         let r = RocksStore::open(tmp.path()).unwrap();
-        prop_assert_eq!(r.usage(), before);
-        prop_assert_eq!(contents(&r), held);
+        prop_assert_eq!(r.usage(), model.usage());
+        prop_assert_eq!(contents(&r), model.contents());
+        model.limits = Limits { max_entries: 1, ..Limits::default() };
+        r.set_limits(model.limits);
+        prop_assert_eq!(r.evict().unwrap(), model.evict());
+        prop_assert_eq!(contents(&r), model.contents());
     }
 }

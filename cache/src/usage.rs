@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::files::{FileAction, FileSink};
 use crate::key::{
-    chunk_key, chunk_prefix, dir_key, prefix_end, status_key, token_key, usage_key_of,
+    chunk_key, chunk_prefix, dir_key, parse_chunk_key, prefix_end, status_key, token_key,
+    usage_key_of,
 };
 use crate::key::{meta_key, volume_prefix, KIND_CHUNK, KIND_DIR, KIND_STATUS};
-use crate::rocks::encode;
+use crate::record::encode;
 use crate::{FidKey, Op};
 
 /// The unit a file system allocates in: a chunk of n bytes occupies n
@@ -70,37 +71,11 @@ pub(crate) struct ChunkMeta {
 }
 
 /// Where translated writes go: a RocksDB `WriteBatch` or the memory map.
+/// The impls live beside their stores, so the accounting depends on neither.
 pub(crate) trait Sink {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
     fn delete(&mut self, key: Vec<u8>);
     fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>);
-}
-
-impl Sink for rocksdb::WriteBatch {
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        rocksdb::WriteBatch::put(self, key, value)
-    }
-    fn delete(&mut self, key: Vec<u8>) {
-        rocksdb::WriteBatch::delete(self, key)
-    }
-    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
-        rocksdb::WriteBatch::delete_range(self, start, end)
-    }
-}
-
-impl Sink for BTreeMap<Vec<u8>, Vec<u8>> {
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.insert(key, value);
-    }
-    fn delete(&mut self, key: Vec<u8>) {
-        self.remove(&key);
-    }
-    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
-        let doomed: Vec<_> = self.range(start..end).map(|(k, _)| k.clone()).collect();
-        for k in doomed {
-            self.remove(&k);
-        }
-    }
 }
 
 /// Persist pending touches once this many chunks were touched.
@@ -251,11 +226,15 @@ impl Accounting {
         n
     }
 
-    pub fn over_limits(&self) -> bool {
+    fn over(&self, bytes: u64, entries: u64, disk: u64) -> bool {
         let l = self.limits;
-        (l.max_bytes > 0 && self.usage.bytes > l.max_bytes)
-            || (l.max_entries > 0 && self.usage.entries > l.max_entries)
-            || (l.disk_bytes > 0 && self.disk_bytes() > l.disk_bytes)
+        (l.max_bytes > 0 && bytes > l.max_bytes)
+            || (l.max_entries > 0 && entries > l.max_entries)
+            || (l.disk_bytes > 0 && disk > l.disk_bytes)
+    }
+
+    pub fn over_limits(&self) -> bool {
+        self.over(self.usage.bytes, self.usage.entries, self.disk_bytes())
     }
 
     /// Forgets a chunk: its usage record through `sink`, its file through
@@ -266,20 +245,36 @@ impl Accounting {
         files.file(FileAction::Delete { key: key.to_vec() });
     }
 
-    /// Evicts least-recently-used clean chunks until within the limits.
-    pub fn evict(&mut self, sink: &mut impl Sink, files: &mut impl FileSink) -> EvictReport {
+    /// An eviction as ops: deletes of the least-recently-used clean chunks
+    /// that bring usage within the limits, and the report of what they
+    /// remove (`over_limit` is for the store to tell after applying them).
+    /// Chosen under the store's lock and applied under it, so every chunk
+    /// named is still clean when its delete runs.
+    pub fn eviction(&self) -> (Vec<Op>, EvictReport) {
+        let (mut bytes, mut entries, mut disk) =
+            (self.usage.bytes, self.usage.entries, self.disk_bytes());
+        let mut ops = Vec::new();
         let mut report = EvictReport::default();
-        while self.over_limits() {
-            let Some((_, key)) = self.lru.iter().next().cloned() else {
+        for (_, key) in &self.lru {
+            if !self.over(bytes, entries, disk) {
                 break;
+            }
+            let Some((fid, data_version, index)) = parse_chunk_key(key) else {
+                continue;
             };
-            let size = self.chunks.get(&key).map(|m| m.size).unwrap_or(0);
-            self.drop_chunk(&key, sink, files);
+            let size = self.chunks.get(key).map_or(0, |m| m.size);
+            bytes -= size;
+            entries -= 1;
+            disk -= blocks_of(size);
+            ops.push(Op::DeleteChunk {
+                fid,
+                data_version,
+                index,
+            });
             report.chunks += 1;
             report.bytes += size;
         }
-        report.over_limit = self.over_limits();
-        report
+        (ops, report)
     }
 
     /// Drops the chunks in [start, end): the clean ones, or all.
@@ -299,7 +294,7 @@ impl Accounting {
     }
 
     /// Flush of one fid: clean chunks, status and directory.
-    pub fn flush_fid(&mut self, fid: &FidKey, sink: &mut impl Sink, files: &mut impl FileSink) {
+    fn flush_fid(&mut self, fid: &FidKey, sink: &mut impl Sink, files: &mut impl FileSink) {
         let start = chunk_prefix(fid);
         let end = prefix_end(&start);
         self.drop_range(&start, &end, false, sink, files);
@@ -308,7 +303,7 @@ impl Accounting {
     }
 
     /// Flush of every fid of a volume: clean chunks, statuses, directories.
-    pub fn flush_volume(
+    fn flush_volume(
         &mut self,
         cell: &str,
         volume: u32,
@@ -508,6 +503,18 @@ pub(crate) fn translate(
                     acc.drop_chunk(&key, sink, files);
                 }
             }
+            Op::Touch {
+                fid,
+                data_version,
+                index,
+            } => {
+                if acc.touch(&chunk_key(&fid, data_version, index)) {
+                    // Enough uses are pending to be worth a write: this one.
+                    acc.drain_touches(sink);
+                }
+            }
+            Op::FlushFid(fid) => acc.flush_fid(&fid, sink, files),
+            Op::FlushVolume { cell, volume } => acc.flush_volume(&cell, volume, sink, files),
             Op::PutDir(fid, rec) => sink.put(dir_key(&fid), encode(&rec)),
             Op::DeleteDir(fid) => sink.delete(dir_key(&fid)),
             Op::PutMeta(name, v) => sink.put(meta_key(&name), v),

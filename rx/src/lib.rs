@@ -7,7 +7,9 @@
 //! * [`security`] / [`rxkad`] / [`fcrypt`]: security classes; rxkad
 //!   (index 2) client side at levels clear, auth and crypt, chosen per call
 //!   through [`ConnKey::security`](crate::ConnKey).
-//! * [`driver`]: a thin tokio layer ([`RxEndpoint`]) owning one UDP socket.
+//! * `driver`: a thin tokio layer (`RxEndpoint`) owning one UDP socket,
+//!   behind the `tokio` feature (on by default), so that the core builds
+//!   without an async runtime.
 //!
 //! Wire rules follow OpenAFS 1.8 (src/rx/rx.c, rx_packet.c, rx.h).
 
@@ -16,6 +18,7 @@
 pub mod ack;
 mod call;
 mod conn;
+#[cfg(feature = "tokio")]
 pub mod driver;
 mod endpoint;
 pub mod error;
@@ -31,6 +34,7 @@ pub mod proto {
     pub use crate::error::CallError;
 }
 
+#[cfg(feature = "tokio")]
 pub use driver::{IncomingCall, RxEndpoint};
 pub use endpoint::{CallId, Config, ConnKey, Event, Stats, Transmit};
 pub use error::{CallError, Error};
