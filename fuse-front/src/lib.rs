@@ -192,7 +192,14 @@ impl Filesystem for AfsFs {
 
     /// close(2): AFS stores the whole file at close, and close returns
     /// only once the fileserver has it.
-    fn flush(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _lock_owner: u64, reply: ReplyEmpty) {
+    fn flush(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        _lock_owner: u64,
+        reply: ReplyEmpty,
+    ) {
         let c = self.client.clone();
         self.rt.spawn(async move {
             match c.flush(fh).await {
@@ -205,9 +212,18 @@ impl Filesystem for AfsFs {
         });
     }
 
-    fn fsync(&mut self, _req: &Request<'_>, _ino: u64, fh: u64, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let c = self.client.clone();
-        self.answer(reply, async move { c.flush(fh).await }, |reply, ()| reply.ok());
+        self.answer(reply, async move { c.flush(fh).await }, |reply, ()| {
+            reply.ok()
+        });
     }
 
     /// The last close of a file description: unlock, store, close, in the
@@ -236,9 +252,11 @@ impl Filesystem for AfsFs {
         // cached for one user is not listed to another.
         let c = self.client.clone();
         let uid = req.uid();
-        self.answer(reply, async move { c.opendir(uid, ino).await }, |reply, ()| {
-            reply.opened(0, 0)
-        });
+        self.answer(
+            reply,
+            async move { c.opendir(uid, ino).await },
+            |reply, ()| reply.opened(0, 0),
+        );
     }
 
     fn readdir(
