@@ -41,6 +41,44 @@ pub(crate) enum FileAction {
     Delete { key: Vec<u8> },
 }
 
+/// What becomes of a chunk's file after a delete in the same batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Remade {
+    /// Replaced whole (a put, a rename onto it).
+    Whole,
+    /// Changed in place (a write, a truncation), which must start from an
+    /// empty file as the delete left it.
+    InPlace,
+}
+
+/// For each action, when it is a delete whose key a later action of the
+/// batch makes again, how. Deletes run after the records are written, so
+/// one deleted and remade in a batch (a flush, then a fetch) would
+/// otherwise take the new file with it, and an in-place write would land
+/// on the old contents.
+fn remade_after(actions: &[FileAction]) -> Vec<Option<Remade>> {
+    let mut next: std::collections::HashMap<&[u8], Remade> = Default::default();
+    let mut out = vec![None; actions.len()];
+    for (i, a) in actions.iter().enumerate().rev() {
+        match a {
+            FileAction::Delete { key } => {
+                out[i] = next.get(key.as_slice()).copied();
+                next.remove(key.as_slice());
+            }
+            FileAction::Put { key, .. } => {
+                next.insert(key, Remade::Whole);
+            }
+            FileAction::Rename { to, .. } => {
+                next.insert(to, Remade::Whole);
+            }
+            FileAction::Write { key, .. } | FileAction::Truncate { key, .. } => {
+                next.insert(key, Remade::InPlace);
+            }
+        }
+    }
+    out
+}
+
 /// Where the actions of a translated batch go.
 pub(crate) trait FileSink {
     fn file(&mut self, action: FileAction);
@@ -204,7 +242,8 @@ impl ChunkFiles {
     /// (a durable batch: its records then go through the write-ahead log).
     pub fn apply_writes(&self, actions: &[FileAction], sync: bool) -> Result<()> {
         let mut touched: Vec<PathBuf> = Vec::new();
-        for a in actions {
+        let remade = remade_after(actions);
+        for (a, remade) in actions.iter().zip(remade) {
             match a {
                 FileAction::Put { key, data } => {
                     let path = self.path(key);
@@ -248,12 +287,28 @@ impl ChunkFiles {
                     match fs::rename(&src, &dst) {
                         Ok(()) => touched.push(dst),
                         // Nothing to move: the record goes, and a missing
-                        // file reads as a miss.
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        // file reads as a miss. A file already at the
+                        // destination is not the moved chunk's: it goes too.
+                        Err(e) if e.kind() == ErrorKind::NotFound => {
+                            if let Err(e) = fs::remove_file(&dst) {
+                                if e.kind() != ErrorKind::NotFound {
+                                    return Err(io_err(&dst, e));
+                                }
+                            }
+                        }
                         Err(e) => return Err(io_err(&src, e)),
                     }
                 }
-                FileAction::Delete { .. } => {}
+                FileAction::Delete { key } => {
+                    if remade == Some(Remade::InPlace) {
+                        let path = self.path(key);
+                        match OpenOptions::new().write(true).open(&path) {
+                            Ok(f) => f.set_len(0).map_err(|e| io_err(&path, e))?,
+                            Err(e) if e.kind() == ErrorKind::NotFound => {}
+                            Err(e) => return Err(io_err(&path, e)),
+                        }
+                    }
+                }
             }
         }
         if sync {
@@ -270,10 +325,11 @@ impl ChunkFiles {
         Ok(())
     }
 
-    /// Carries out the deletes. A file already gone is fine.
+    /// Carries out the deletes but those of files the batch made again.
+    /// A file already gone is fine.
     pub fn apply_deletes(&self, actions: &[FileAction]) {
-        for a in actions {
-            if let FileAction::Delete { key } = a {
+        for (a, remade) in actions.iter().zip(remade_after(actions)) {
+            if let (FileAction::Delete { key }, None) = (a, remade) {
                 let path = self.path(key);
                 if let Err(e) = fs::remove_file(&path) {
                     if e.kind() != ErrorKind::NotFound {
@@ -389,5 +445,39 @@ mod tests {
         files.apply_deletes(&[FileAction::Delete { key: key.clone() }]);
         assert_eq!(files.read(&key).unwrap(), None);
         assert_eq!(files.scan().unwrap(), vec![]);
+    }
+
+    /// A batch that deletes a chunk and makes it again keeps the new file.
+    #[test]
+    fn delete_then_remake_in_one_batch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = ChunkFiles::open(tmp.path().join("chunks")).unwrap();
+        let key = chunk_key(&FidKey::new("test.lab", 1, 2, 3), 1, 0);
+        let run = |actions: &[FileAction]| {
+            files.apply_writes(actions, false).unwrap();
+            files.apply_deletes(actions);
+        };
+        let put = |data: &[u8]| FileAction::Put {
+            key: key.clone(),
+            data: data.to_vec(),
+        };
+        let delete = FileAction::Delete { key: key.clone() };
+        run(&[put(b"old contents")]);
+        run(&[delete.clone(), put(b"new")]);
+        assert_eq!(files.read(&key).unwrap().unwrap(), b"new".to_vec());
+        let write = FileAction::Write {
+            key: key.clone(),
+            offset: 1,
+            data: b"w".to_vec(),
+        };
+        run(&[delete.clone(), write.clone()]);
+        assert_eq!(
+            files.read(&key).unwrap().unwrap(),
+            b"\0w".to_vec(),
+            "an in-place write after a delete starts from an empty file"
+        );
+        // Deleted again after the remake: gone.
+        run(&[delete.clone(), write, delete]);
+        assert_eq!(files.read(&key).unwrap(), None);
     }
 }

@@ -8,9 +8,11 @@
 //! for why), so the cache directory's size follows the limit at all times.
 //!
 //! Every change goes through [`Store::apply`] with a [`Batch`] of [`Op`]s,
-//! applied atomically. That single path is where the offline change log of
+//! applied atomically: flushes, uses of chunks and the store's own
+//! evictions too. That single path is where the offline change log of
 //! disconnected operation will join: a logged mutation and its effect on the
-//! cache land in the same batch.
+//! cache land in the same batch. (Only the repairs at open, which drop
+//! records whose files are gone, write outside it.)
 
 mod error;
 mod files;

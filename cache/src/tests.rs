@@ -543,6 +543,17 @@ fn ops_in_one_batch_body(store: &dyn Store) {
     store.apply(b).unwrap();
     assert_eq!(store.usage(), Usage::default());
     assert!(store.get_status(&g).unwrap().is_some());
+    // A chunk flushed and fetched again in one batch is there after it.
+    put(store, &g, 1, 0, 10);
+    let mut b = Batch::clean();
+    b.push(Op::FlushFid(g.clone())).push(Op::PutChunk {
+        fid: g.clone(),
+        data_version: 1,
+        index: 0,
+        data: vec![7; 5],
+    });
+    store.apply(b).unwrap();
+    assert_eq!(store.get_chunk(&g, 1, 0).unwrap(), Some(vec![7; 5]));
 }
 
 #[test]
