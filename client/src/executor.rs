@@ -8,13 +8,14 @@
 use std::sync::Arc;
 
 use afs_proto::fs as rpcs;
-use afs_proto::types::{CallBack, Fid};
-use cache::{Batch, FidKey, Op, StatusRecord, Store};
+use afs_proto::types::{CallBack, FetchStatus, Fid};
+use cache::{Batch, DirEntryRecord, FidKey, Op, StatusRecord, Store};
 
 use crate::dirs::Dirs;
+use crate::fileserver::FsReply;
 use crate::identity::Identity;
 use crate::inode::NodeRef;
-use crate::mutation::{create_status, name_str, Change, DataChange, Mutation};
+use crate::mutation::{Change, DataChange, Mutation};
 use crate::openfile::OpenFile;
 use crate::status::now_secs;
 use crate::validate::Validator;
@@ -37,6 +38,27 @@ impl Outcome {
             created: None,
             status: None,
         }
+    }
+}
+
+/// What the cache held before a call, for applying its reply.
+struct Prepared {
+    start: u64,
+    epoch: u64,
+    /// The object the call is about (the directory of a name change).
+    target: NodeRef,
+    /// Last known statuses of the objects the reply updates.
+    old: Vec<(Fid, Option<StatusRecord>)>,
+    /// The entry a rename moves, from the cached source listing.
+    moved: Option<DirEntryRecord>,
+}
+
+impl Prepared {
+    fn old(&self, fid: Fid) -> Option<&StatusRecord> {
+        self.old
+            .iter()
+            .find(|(f, _)| *f == fid)
+            .and_then(|(_, s)| s.as_ref())
     }
 }
 
@@ -77,43 +99,168 @@ impl Executor {
 
     /// Sends `m` as `who` and applies the reply. `who` must be the record's
     /// identity (the caller resolved `m.uid`'s token).
+    ///
+    /// Three steps, kept apart: the request comes from the record alone
+    /// ([`Change::request`]); it is sent; the reply is applied to the cache
+    /// ([`Executor::apply`]), with the record's own local edit of listings
+    /// ([`Change::edit_dir`]).
     pub(crate) async fn execute(&self, who: &Identity, m: &Mutation) -> Result<Outcome> {
         tracing::debug!(change = m.change.kind(), cell = %m.cell, uid = m.uid, "executing");
+        if let Change::StoreData { fid, data } = &m.change {
+            let st = self.store_data(&node_of(m, *fid), who, data).await?;
+            return Ok(Outcome {
+                created: None,
+                status: Some(st),
+            });
+        }
+        let call = m.change.request()?;
+        let prep = self.prepare(m);
+        let reply = self.valid.send(&prep.target, who, call).await;
+        if let Change::StoreAcl { fid, .. } = &m.change {
+            // Whatever happened, rights learned in this volume may be
+            // stale: they are fetched again at next use.
+            self.valid.rights.break_volume(fid.volume);
+        }
+        let reply = reply.map_err(|e| match &m.change {
+            // The fileserver says EEXIST for a non-empty directory; POSIX
+            // says ENOTEMPTY (OpenAFS's Linux client maps it too).
+            Change::RemoveDir { .. } if e.errno() == libc::EEXIST => Error::NotEmpty,
+            _ => e,
+        })?;
+        self.apply(who, m, &prep, reply)
+    }
+
+    /// What the cache says before the call: the clock, the break counter,
+    /// the statuses of the objects the reply will update, and the entries a
+    /// change relies on. Statuses of objects whose link count the change
+    /// alters are dropped (fetched again at next use).
+    fn prepare(&self, m: &Mutation) -> Prepared {
+        let target_fid = match &m.change {
+            Change::StoreStatus { fid, .. } | Change::StoreAcl { fid, .. } => *fid,
+            Change::StoreData { fid, .. } => *fid,
+            other => other.dirs()[0],
+        };
+        let target = node_of(m, target_fid);
+        let mut old = Vec::new();
+        for fid in m.change.dirs().into_iter().chain([target_fid]) {
+            let st = self.valid.statuses.known(&node_of(m, fid).key());
+            old.push((fid, st));
+        }
+        let mut moved = None;
+        let mut victims = Vec::new();
         match &m.change {
-            Change::CreateFile { dir, .. }
-            | Change::MakeDir { dir, .. }
-            | Change::Symlink { dir, .. } => self.create(who, m, &node_of(m, *dir)).await,
-            Change::Link { dir, existing, .. } => {
-                self.link(who, m, &node_of(m, *dir), *existing).await
-            }
-            Change::RemoveFile { dir, name } | Change::RemoveDir { dir, name } => {
-                self.remove(who, m, &node_of(m, *dir), name).await
+            Change::RemoveFile { name, .. } | Change::RemoveDir { name, .. } => {
+                victims.extend(self.dirs.cached_entry(&target, name));
             }
             Change::Rename {
-                from_dir, to_dir, ..
+                from_name,
+                to_dir,
+                to_name,
+                ..
             } => {
-                self.rename(who, m, &node_of(m, *from_dir), &node_of(m, *to_dir))
-                    .await
+                moved = self.dirs.cached_entry(&target, from_name);
+                victims.extend(self.dirs.cached_entry(&node_of(m, *to_dir), to_name));
             }
-            Change::StoreStatus { fid, attrs } => {
-                let node = node_of(m, *fid);
-                let (start, epoch, old) = self.begin(&node.key());
-                let reply = self
-                    .valid
-                    .call(
-                        &node,
-                        who,
-                        &rpcs::StoreStatus {
-                            fid: *fid,
-                            status: attrs.store_status(),
-                        },
-                    )
-                    .await?;
-                let st = self.valid.apply_own(
-                    &node,
+            Change::Link { existing, .. } => {
+                let st = self.valid.statuses.known(&node_of(m, *existing).key());
+                old.push((*existing, st));
+            }
+            _ => {}
+        }
+        for e in victims {
+            let key = target
+                .with_fid(Fid::new(target.fid.volume, e.vnode, e.unique))
+                .key();
+            self.valid.statuses.break_fid(&key);
+        }
+        Prepared {
+            start: now_secs(),
+            epoch: self.valid.statuses.epoch(),
+            target,
+            old,
+            moved,
+        }
+    }
+
+    /// Applies the server's reply to record `m` to the cache.
+    fn apply(&self, who: &Identity, m: &Mutation, p: &Prepared, reply: FsReply) -> Result<Outcome> {
+        let (start, epoch) = (p.start, p.epoch);
+        let dir_change = |dir: Fid, st: &FetchStatus| {
+            let node = node_of(m, dir);
+            self.dirs
+                .apply_change(&node, who, st, p.old(dir), start, epoch, |entries| {
+                    m.change.edit_dir(dir, entries, None, p.moved.as_ref())
+                })
+        };
+        let created = |fid: Fid, st: &FetchStatus, dir_st: &FetchStatus, cb: &CallBack| {
+            let dir = p.target.clone();
+            let node = dir.with_fid(fid);
+            let rec = self
+                .valid
+                .apply_status(&node.key(), st, cb, start, epoch, Batch::clean())?;
+            self.valid.learn_rights(&node.key(), who, st, &rec, epoch);
+            self.dirs
+                .apply_change(&dir, who, dir_st, p.old(dir.fid), start, epoch, |entries| {
+                    m.change.edit_dir(dir.fid, entries, Some(fid), None)
+                })?;
+            Ok::<_, Error>(Outcome {
+                created: Some((node, rec)),
+                status: None,
+            })
+        };
+        match (&m.change, reply) {
+            (_, FsReply::CreateFile(r)) | (_, FsReply::MakeDir(r)) => {
+                created(r.fid, &r.status, &r.dir_status, &r.callback)
+            }
+            // Symlink replies carry no callback: the status is revalidated
+            // at next use.
+            (_, FsReply::Symlink(r)) => {
+                created(r.fid, &r.status, &r.dir_status, &CallBack::default())
+            }
+            (Change::Link { dir, existing, .. }, FsReply::Link(r)) => {
+                let target = node_of(m, *existing);
+                self.valid.apply_own(
+                    &target,
                     who,
-                    &reply.status,
-                    old.as_ref(),
+                    &r.status,
+                    p.old(*existing),
+                    start,
+                    epoch,
+                    Batch::clean(),
+                )?;
+                dir_change(*dir, &r.dir_status)?;
+                Ok(Outcome::none())
+            }
+            (Change::RemoveFile { dir, .. }, FsReply::RemoveFile(r))
+            | (Change::RemoveDir { dir, .. }, FsReply::RemoveDir(r)) => {
+                dir_change(*dir, &r.status)?;
+                Ok(Outcome::none())
+            }
+            (
+                Change::Rename {
+                    from_dir, to_dir, ..
+                },
+                FsReply::Rename(r),
+            ) => {
+                if from_dir == to_dir {
+                    dir_change(*from_dir, &r.new_dir_status)?;
+                } else {
+                    dir_change(*from_dir, &r.old_dir_status)?;
+                    dir_change(*to_dir, &r.new_dir_status)?;
+                    // A moved directory's ".." changed.
+                    if let Some(e) = &p.moved {
+                        let key = node_of(m, Fid::new(from_dir.volume, e.vnode, e.unique)).key();
+                        self.valid.statuses.break_fid(&key);
+                    }
+                }
+                Ok(Outcome::none())
+            }
+            (Change::StoreStatus { fid, .. }, FsReply::StoreStatus(r)) => {
+                let st = self.valid.apply_own(
+                    &node_of(m, *fid),
+                    who,
+                    &r.status,
+                    p.old(*fid),
                     start,
                     epoch,
                     Batch::clean(),
@@ -123,33 +270,11 @@ impl Executor {
                     status: Some(st),
                 })
             }
-            Change::StoreAcl { fid, acl } => {
-                let node = node_of(m, *fid);
-                let r = self
-                    .valid
-                    .call(
-                        &node,
-                        who,
-                        &rpcs::StoreAcl {
-                            fid: *fid,
-                            acl: acl.clone(),
-                        },
-                    )
-                    .await;
-                // Whatever happened, rights learned in this volume may be
-                // stale: they are fetched again at next use.
-                self.valid.rights.break_volume(fid.volume);
-                r?;
-                Ok(Outcome::none())
-            }
-            Change::StoreData { fid, data } => {
-                let node = node_of(m, *fid);
-                let st = self.store_data(&node, who, data).await?;
-                Ok(Outcome {
-                    created: None,
-                    status: Some(st),
-                })
-            }
+            (Change::StoreAcl { .. }, FsReply::StoreAcl(_)) => Ok(Outcome::none()),
+            (change, reply) => Err(Error::Protocol(format!(
+                "reply {reply:?} to a {} change",
+                change.kind()
+            ))),
         }
     }
 
@@ -160,262 +285,6 @@ impl Executor {
             self.valid.statuses.epoch(),
             self.valid.statuses.known(key),
         )
-    }
-
-    async fn create(&self, who: &Identity, m: &Mutation, dir: &NodeRef) -> Result<Outcome> {
-        let (start, epoch, old) = self.begin(&dir.key());
-        let (fid, st, dir_st, cb) = match &m.change {
-            Change::CreateFile { name, mode, .. } => {
-                let r = self
-                    .valid
-                    .call(
-                        dir,
-                        who,
-                        &rpcs::CreateFile {
-                            dir: dir.fid,
-                            name: name_str(name)?,
-                            status: create_status(*mode),
-                        },
-                    )
-                    .await?;
-                (r.fid, r.status, r.dir_status, r.callback)
-            }
-            Change::MakeDir { name, mode, .. } => {
-                let r = self
-                    .valid
-                    .call(
-                        dir,
-                        who,
-                        &rpcs::MakeDir {
-                            dir: dir.fid,
-                            name: name_str(name)?,
-                            status: create_status(*mode),
-                        },
-                    )
-                    .await?;
-                (r.fid, r.status, r.dir_status, r.callback)
-            }
-            Change::Symlink { name, target, .. } => {
-                let t = String::from_utf8(target.clone())
-                    .map_err(|_| Error::Invalid("symlink target must be UTF-8".into()))?;
-                let r = self
-                    .valid
-                    .call(
-                        dir,
-                        who,
-                        &rpcs::Symlink {
-                            dir: dir.fid,
-                            name: name_str(name)?,
-                            target: t,
-                            status: create_status(0o755),
-                        },
-                    )
-                    .await?;
-                // Symlink replies carry no callback: the status is
-                // revalidated at next use.
-                (r.fid, r.status, r.dir_status, CallBack::default())
-            }
-            _ => return Err(Error::Invalid("not a creating change".into())),
-        };
-        let node = dir.with_fid(fid);
-        let rec = self
-            .valid
-            .apply_status(&node.key(), &st, &cb, start, epoch, Batch::clean())?;
-        self.valid.learn_rights(&node.key(), who, &st, &rec, epoch);
-        self.dirs
-            .apply_change(dir, who, &dir_st, old.as_ref(), start, epoch, |entries| {
-                m.change.edit_dir(dir.fid, entries, Some(fid), None)
-            })?;
-        Ok(Outcome {
-            created: Some((node, rec)),
-            status: None,
-        })
-    }
-
-    async fn link(
-        &self,
-        who: &Identity,
-        m: &Mutation,
-        dir: &NodeRef,
-        existing: Fid,
-    ) -> Result<Outcome> {
-        let Change::Link { name, .. } = &m.change else {
-            return Err(Error::Invalid("not a link".into()));
-        };
-        let (start, epoch, old) = self.begin(&dir.key());
-        let reply = self
-            .valid
-            .call(
-                dir,
-                who,
-                &rpcs::Link {
-                    dir: dir.fid,
-                    name: name_str(name)?,
-                    existing,
-                },
-            )
-            .await?;
-        let target = dir.with_fid(existing);
-        let told = self.valid.statuses.known(&target.key());
-        self.valid.apply_own(
-            &target,
-            who,
-            &reply.status,
-            told.as_ref(),
-            start,
-            epoch,
-            Batch::clean(),
-        )?;
-        self.dirs.apply_change(
-            dir,
-            who,
-            &reply.dir_status,
-            old.as_ref(),
-            start,
-            epoch,
-            |entries| m.change.edit_dir(dir.fid, entries, None, None),
-        )?;
-        Ok(Outcome::none())
-    }
-
-    async fn remove(
-        &self,
-        who: &Identity,
-        m: &Mutation,
-        dir: &NodeRef,
-        name: &[u8],
-    ) -> Result<Outcome> {
-        let (start, epoch, old) = self.begin(&dir.key());
-        let n = name_str(name)?;
-        // The removed object's link count changes: forget its status.
-        if let Some(e) = self.dirs.cached_entry(dir, name) {
-            self.valid.statuses.break_fid(
-                &dir.with_fid(Fid::new(dir.fid.volume, e.vnode, e.unique))
-                    .key(),
-            );
-        }
-        let reply = match &m.change {
-            Change::RemoveDir { .. } => {
-                self.valid
-                    .call(
-                        dir,
-                        who,
-                        &rpcs::RemoveDir {
-                            dir: dir.fid,
-                            name: n,
-                        },
-                    )
-                    .await
-                    .map_err(|e| {
-                        // The fileserver says EEXIST for a non-empty
-                        // directory; POSIX says ENOTEMPTY (OpenAFS's Linux
-                        // client maps it too).
-                        if e.errno() == libc::EEXIST {
-                            Error::NotEmpty
-                        } else {
-                            e
-                        }
-                    })?
-            }
-            _ => {
-                self.valid
-                    .call(
-                        dir,
-                        who,
-                        &rpcs::RemoveFile {
-                            dir: dir.fid,
-                            name: n,
-                        },
-                    )
-                    .await?
-            }
-        };
-        self.dirs.apply_change(
-            dir,
-            who,
-            &reply.status,
-            old.as_ref(),
-            start,
-            epoch,
-            |entries| m.change.edit_dir(dir.fid, entries, None, None),
-        )?;
-        Ok(Outcome::none())
-    }
-
-    async fn rename(
-        &self,
-        who: &Identity,
-        m: &Mutation,
-        from: &NodeRef,
-        to: &NodeRef,
-    ) -> Result<Outcome> {
-        let Change::Rename {
-            from_name, to_name, ..
-        } = &m.change
-        else {
-            return Err(Error::Invalid("not a rename".into()));
-        };
-        let (start, epoch, old_from) = self.begin(&from.key());
-        let old_to = self.valid.statuses.known(&to.key());
-        let moved = self.dirs.cached_entry(from, from_name);
-        // An object renamed over goes away or loses a link.
-        if let Some(e) = self.dirs.cached_entry(to, to_name) {
-            self.valid.statuses.break_fid(
-                &to.with_fid(Fid::new(to.fid.volume, e.vnode, e.unique))
-                    .key(),
-            );
-        }
-        let reply = self
-            .valid
-            .call(
-                from,
-                who,
-                &rpcs::Rename {
-                    old_dir: from.fid,
-                    old_name: name_str(from_name)?,
-                    new_dir: to.fid,
-                    new_name: name_str(to_name)?,
-                },
-            )
-            .await?;
-        if from.fid == to.fid {
-            self.dirs.apply_change(
-                from,
-                who,
-                &reply.new_dir_status,
-                old_from.as_ref(),
-                start,
-                epoch,
-                |entries| m.change.edit_dir(from.fid, entries, None, moved.as_ref()),
-            )?;
-            return Ok(Outcome::none());
-        }
-        self.dirs.apply_change(
-            from,
-            who,
-            &reply.old_dir_status,
-            old_from.as_ref(),
-            start,
-            epoch,
-            |entries| m.change.edit_dir(from.fid, entries, None, moved.as_ref()),
-        )?;
-        self.dirs.apply_change(
-            to,
-            who,
-            &reply.new_dir_status,
-            old_to.as_ref(),
-            start,
-            epoch,
-            |entries| m.change.edit_dir(to.fid, entries, None, moved.as_ref()),
-        )?;
-        // A moved directory's ".." changed.
-        if let Some(e) = moved {
-            let key = from
-                .with_fid(Fid::new(from.fid.volume, e.vnode, e.unique))
-                .key();
-            self.valid.statuses.break_fid(&key);
-        }
-        Ok(Outcome::none())
     }
 
     /// Stores a file's changes: its dirty chunks in runs, one StoreData64

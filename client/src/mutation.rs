@@ -251,6 +251,74 @@ impl Change {
         }
     }
 
+    /// The request to the server, built from the record alone (replay
+    /// sends exactly this). StoreData's requests also need the chunks from
+    /// the cache: the executor builds those.
+    pub fn request(&self) -> crate::Result<crate::FsCall> {
+        use crate::FsCall;
+        use afs_proto::fs as rpcs;
+        Ok(match self {
+            Change::CreateFile { dir, name, mode } => FsCall::CreateFile(rpcs::CreateFile {
+                dir: *dir,
+                name: name_str(name)?,
+                status: create_status(*mode),
+            }),
+            Change::MakeDir { dir, name, mode } => FsCall::MakeDir(rpcs::MakeDir {
+                dir: *dir,
+                name: name_str(name)?,
+                status: create_status(*mode),
+            }),
+            Change::Symlink { dir, name, target } => FsCall::Symlink(rpcs::Symlink {
+                dir: *dir,
+                name: name_str(name)?,
+                target: String::from_utf8(target.clone())
+                    .map_err(|_| crate::Error::Invalid("symlink target must be UTF-8".into()))?,
+                status: create_status(0o755),
+            }),
+            Change::Link {
+                dir,
+                name,
+                existing,
+            } => FsCall::Link(rpcs::Link {
+                dir: *dir,
+                name: name_str(name)?,
+                existing: *existing,
+            }),
+            Change::RemoveFile { dir, name } => FsCall::RemoveFile(rpcs::RemoveFile {
+                dir: *dir,
+                name: name_str(name)?,
+            }),
+            Change::RemoveDir { dir, name } => FsCall::RemoveDir(rpcs::RemoveDir {
+                dir: *dir,
+                name: name_str(name)?,
+            }),
+            Change::Rename {
+                from_dir,
+                from_name,
+                to_dir,
+                to_name,
+            } => FsCall::Rename(rpcs::Rename {
+                old_dir: *from_dir,
+                old_name: name_str(from_name)?,
+                new_dir: *to_dir,
+                new_name: name_str(to_name)?,
+            }),
+            Change::StoreStatus { fid, attrs } => FsCall::StoreStatus(rpcs::StoreStatus {
+                fid: *fid,
+                status: attrs.store_status(),
+            }),
+            Change::StoreAcl { fid, acl } => FsCall::StoreAcl(rpcs::StoreAcl {
+                fid: *fid,
+                acl: acl.clone(),
+            }),
+            Change::StoreData { .. } => {
+                return Err(crate::Error::Invalid(
+                    "StoreData requests are built with the cached chunks".into(),
+                ))
+            }
+        })
+    }
+
     /// A short name for logs and counters.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -355,6 +423,31 @@ mod tests {
         };
         let b = bincode::serialize(&m).unwrap();
         assert_eq!(bincode::deserialize::<Mutation>(&b).unwrap(), m);
+    }
+
+    #[test]
+    fn requests_come_from_the_record_alone() {
+        let d = Fid::new(7, 1, 1);
+        let r = Change::Rename {
+            from_dir: d,
+            from_name: b"a".to_vec(),
+            to_dir: Fid::new(7, 3, 2),
+            to_name: b"b".to_vec(),
+        }
+        .request()
+        .unwrap();
+        match r {
+            crate::FsCall::Rename(x) => {
+                assert_eq!((x.old_dir, x.new_dir), (d, Fid::new(7, 3, 2)));
+                assert_eq!((x.old_name.as_str(), x.new_name.as_str()), ("a", "b"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let bad = Change::RemoveFile {
+            dir: d,
+            name: b"x/y".to_vec(),
+        };
+        assert!(bad.request().is_err());
     }
 
     #[test]

@@ -123,6 +123,21 @@ impl Validator {
         r
     }
 
+    /// Sends a prepared request about `node` as `who` (the executor's path:
+    /// requests built from records).
+    pub(crate) async fn send(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        call: crate::FsCall,
+    ) -> Result<crate::FsReply> {
+        let r = self.fs.call(&target(node), who, call).await;
+        if matches!(&r, Err(e) if e.errno() == libc::EACCES) {
+            self.tokens.warn_expired(who, &node.cell);
+        }
+        r
+    }
+
     /// True when both the status and `who`'s rights on it are current.
     pub(crate) fn has_valid(&self, node: &NodeRef, who: &Identity) -> bool {
         let key = node.key();

@@ -20,9 +20,15 @@ const CS: u64 = 64;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Write { offset: u64, data: Vec<u8> },
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+    },
     Truncate(u64),
-    Read { offset: u64, len: u32 },
+    Read {
+        offset: u64,
+        len: u32,
+    },
     /// close(2), which stores, then open again.
     Reopen,
     /// close(2) while the network is cut: close fails, changes stay.
@@ -147,7 +153,9 @@ fn run_cases(kind: StoreKind, cases: u32) {
         failure_persistence: None,
         ..Config::default()
     })
-    .run(&strategy, |(initial, ops)| rt.block_on(run(initial, ops, kind)))
+    .run(&strategy, |(initial, ops)| {
+        rt.block_on(run(initial, ops, kind))
+    })
     .unwrap();
 }
 
