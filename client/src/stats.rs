@@ -4,6 +4,41 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use afs_proto::{fs, pt, vl, Rpc};
+
+/// Every RPC afs-proto defines. The stats list each of them, with 0 when it
+/// was never called, so that a script reading "no FetchData64" from the
+/// stats reads a 0 the daemon printed, not a line that is merely missing.
+pub const KNOWN_RPCS: &[&str] = &[
+    vl::GetEntryByNameU::NAME,
+    vl::GetAddrsU::NAME,
+    vl::ProbeServer::NAME,
+    fs::FetchStatus::NAME,
+    fs::FetchData::NAME,
+    fs::FetchData64::NAME,
+    fs::InlineBulkStatus::NAME,
+    fs::GetVolumeStatus::NAME,
+    fs::GiveUpAllCallBacks::NAME,
+    fs::GiveUpCallBacks::NAME,
+    fs::GetCapabilities::NAME,
+    fs::FetchAcl::NAME,
+    fs::StoreAcl::NAME,
+    fs::StoreStatus::NAME,
+    fs::StoreData64::NAME,
+    fs::CreateFile::NAME,
+    fs::MakeDir::NAME,
+    fs::RemoveFile::NAME,
+    fs::RemoveDir::NAME,
+    fs::Rename::NAME,
+    fs::Symlink::NAME,
+    fs::Link::NAME,
+    fs::SetLock::NAME,
+    fs::ExtendLock::NAME,
+    fs::ReleaseLock::NAME,
+    pt::NameToId::NAME,
+    pt::IdToName::NAME,
+];
+
 /// Counters of one cache manager: RPCs per service and opcode, cache hits and
 /// misses, bytes fetched from fileservers, callback breaks received.
 #[derive(Default)]
@@ -55,19 +90,24 @@ impl Stats {
             .unwrap_or(0)
     }
 
-    /// One `name value` pair per line, stable order: easy for people and scripts.
+    /// One `name value` pair per line, stable order: easy for people and
+    /// scripts. `rpc NAME N` (calls made) and `rpc_error NAME N` (calls that
+    /// failed: aborts, timeouts, refused at once for a down server) come for
+    /// every RPC of [`KNOWN_RPCS`], 0 included.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        for (k, v) in self.rpcs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            out.push_str(&format!("rpc {k} {v}\n"));
-        }
-        for (k, v) in self
-            .rpc_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            out.push_str(&format!("rpc_error {k} {v}\n"));
+        for (tag, map) in [("rpc", &self.rpcs), ("rpc_error", &self.rpc_errors)] {
+            let mut all: BTreeMap<String, u64> =
+                KNOWN_RPCS.iter().map(|k| (k.to_string(), 0)).collect();
+            all.extend(
+                map.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v)),
+            );
+            for (k, v) in all {
+                out.push_str(&format!("{tag} {k} {v}\n"));
+            }
         }
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
         for (k, v) in [
@@ -84,5 +124,35 @@ impl Stats {
             out.push_str(&format!("{k} {v}\n"));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_lists_every_known_rpc_and_error_with_zero() {
+        let s = Stats::default();
+        s.rpc(fs::SetLock::NAME);
+        s.rpc_error(fs::SetLock::NAME);
+        s.rpc(fs::SetLock::NAME);
+        let text = s.render();
+        assert!(text.lines().any(|l| l == "rpc RXAFS_SetLock 2"), "{text}");
+        assert!(
+            text.lines().any(|l| l == "rpc_error RXAFS_SetLock 1"),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l == "rpc RXAFS_FetchData64 0"),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l == "rpc_error VL_GetEntryByNameU 0"),
+            "{text}"
+        );
+        for k in KNOWN_RPCS {
+            assert_eq!(text.matches(&format!("rpc {k} ")).count(), 1, "{k}");
+        }
     }
 }

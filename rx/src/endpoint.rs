@@ -7,7 +7,7 @@ use crate::call::{split_payload, Call, Phase, RecvOutcome, SendQueue};
 use crate::conn::{Conn, ConnMeta, Role, CHANNELS};
 use crate::error::{codes, CallError};
 use crate::packet::{self, flags, Body, Header, Packet, PacketType, HEADER_LEN};
-use crate::rxkad::ClientSecurity;
+use crate::rxkad::{ClientSecurity, RxkadLevel};
 use crate::security::Null;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -168,6 +168,16 @@ pub struct Stats {
     pub security_drops: u64,
     /// CHALLENGE packets answered with a RESPONSE.
     pub responses_sent: u64,
+    /// DATA packets that passed the check of an rxnull connection. This and
+    /// the three below count by the protection the connection runs at: they
+    /// show the rxkad level the server accepted and answered at.
+    pub data_accepted_rxnull: u64,
+    /// DATA packets that passed rxkad `clear` checks (header checksum).
+    pub data_accepted_rxkad_clear: u64,
+    /// DATA packets that passed rxkad `auth` checks (checksum, sealed length).
+    pub data_accepted_rxkad_auth: u64,
+    /// DATA packets decrypted and checked at rxkad `crypt`.
+    pub data_accepted_rxkad_crypt: u64,
 }
 
 /// Largest datagram we advertise as acceptable (the same value libafscp
@@ -345,7 +355,15 @@ impl Out<'_> {
     /// (may decrypt it); a failure drops the packet and is counted.
     fn verify_data(&mut self, meta: &mut ConnMeta, h: &Header, payload: &mut Vec<u8>) -> bool {
         match meta.security.verify_incoming(h, payload) {
-            Ok(()) => true,
+            Ok(()) => {
+                *match meta.security.rxkad_level() {
+                    None => &mut self.stats.data_accepted_rxnull,
+                    Some(RxkadLevel::Clear) => &mut self.stats.data_accepted_rxkad_clear,
+                    Some(RxkadLevel::Auth) => &mut self.stats.data_accepted_rxkad_auth,
+                    Some(RxkadLevel::Crypt) => &mut self.stats.data_accepted_rxkad_crypt,
+                } += 1;
+                true
+            }
             Err(e) => {
                 self.stats.security_drops += 1;
                 debug!(error = %e.0, seq = h.seq, call = h.call_number, "dropping DATA that failed the security check");

@@ -626,6 +626,10 @@ impl Security for RxkadClient {
     fn max_payload(&self, max_wire: usize) -> usize {
         self.conn.max_payload(max_wire)
     }
+
+    fn rxkad_level(&self) -> Option<RxkadLevel> {
+        Some(self.conn.level())
+    }
 }
 
 #[cfg(test)]

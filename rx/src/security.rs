@@ -49,6 +49,10 @@ pub trait Security: Send + std::fmt::Debug {
     fn max_payload(&self, max_wire: usize) -> usize {
         max_wire
     }
+    /// The rxkad level the connection runs at; `None` for rxnull.
+    fn rxkad_level(&self) -> Option<crate::rxkad::RxkadLevel> {
+        None
+    }
 }
 
 /// rxnull: no protection, checksum 0, challenges are refused.

@@ -351,6 +351,21 @@ fn round_trip(level: RxkadLevel, sizes: &[usize]) -> Sim {
     assert_eq!(sim.client.stats().calls_completed as usize, sizes.len());
     let st = sim.client.stats();
     assert_eq!(st.retransmits, 0);
+    // Every reply packet was accepted at the connection's level, none at
+    // another.
+    let by_level = [
+        (RxkadLevel::Clear, st.data_accepted_rxkad_clear),
+        (RxkadLevel::Auth, st.data_accepted_rxkad_auth),
+        (RxkadLevel::Crypt, st.data_accepted_rxkad_crypt),
+    ];
+    for (l, n) in by_level {
+        if l == level {
+            assert!(n >= sizes.len() as u64, "{level:?}: {n} accepted");
+        } else {
+            assert_eq!(n, 0, "{l:?} packets on a {level:?} connection");
+        }
+    }
+    assert_eq!(st.data_accepted_rxnull, 0);
     let expected: usize = sizes.iter().map(|n| n.div_ceil(per)).sum();
     assert_eq!(
         st.data_packets_sent as usize, expected,

@@ -237,38 +237,42 @@ impl Mount {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The daemon's counters (`afsd-rs stats`), as name -> value.
+    /// The daemon's counters (`afsd-rs stats`), as name -> value: `rpc
+    /// NAME N` as `NAME`, `rpc_error NAME N` as `rpc_error.NAME`, the Rx
+    /// counters as `rx.NAME`, and every other `name N` line as `name`.
+    /// Panics when `afsd-rs stats` fails or prints a line it cannot read.
     pub fn stats(&self) -> HashMap<String, u64> {
-        let out = Command::new(afsd_bin())
-            .arg("stats")
-            .arg(&self.dir)
-            .output()
-            .expect("afsd-rs stats");
-        assert!(
-            out.status.success(),
-            "afsd-rs stats: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut m = HashMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let parts: Vec<&str> = line.split_whitespace().collect();
-            match parts.as_slice() {
-                ["rpc", name, v] => {
-                    m.insert(name.to_string(), v.parse().unwrap_or(0));
-                }
-                [name, v] => {
-                    if let Ok(v) = v.parse() {
-                        m.insert(name.to_string(), v);
-                    }
-                }
-                _ => {}
-            }
-        }
-        m
+        parse_stats(&self.stats_text())
     }
 
+    /// One counter; panics (with the whole stats text) when the daemon does
+    /// not print it. The daemon lists every RPC it knows, 0 included, so an
+    /// absent name is a typo or a counter that is gone, never a zero.
     pub fn stat(&self, name: &str) -> u64 {
-        self.stats().get(name).copied().unwrap_or(0)
+        let text = self.stats_text();
+        let m = parse_stats(&text);
+        *m.get(name)
+            .unwrap_or_else(|| panic!("no counter {name:?} in `afsd-rs stats`:\n{text}"))
+    }
+
+    /// Calls that failed of RPC `name` (`rpc_error NAME N`).
+    pub fn rpc_errors(&self, name: &str) -> u64 {
+        self.stat(&format!("rpc_error.{name}"))
+    }
+
+    /// Every RPC call made so far, of any opcode.
+    pub fn total_rpcs(&self) -> u64 {
+        let text = self.stats_text();
+        let calls: Vec<u64> = text
+            .lines()
+            .filter(|l| l.starts_with("rpc "))
+            .map(|l| parse_stats(l).into_values().sum())
+            .collect();
+        assert!(
+            !calls.is_empty(),
+            "no rpc lines in `afsd-rs stats`:\n{text}"
+        );
+        calls.iter().sum()
     }
 
     /// Stops the daemon with SIGTERM (clean unmount) and waits for it.
@@ -361,15 +365,65 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Parses the text of `afsd-rs stats` (see [`Mount::stats`]); panics on a
+/// line it does not understand, so that a changed format cannot make every
+/// counter read as missing.
+pub fn parse_stats(text: &str) -> HashMap<String, u64> {
+    let num = |v: &str, line: &str| -> u64 {
+        v.parse()
+            .unwrap_or_else(|_| panic!("bad number {v:?} in stats line {line:?}"))
+    };
+    let mut m = HashMap::new();
+    for line in text.lines() {
+        if let Some(rx) = line.strip_prefix("rx ") {
+            // `Stats { packets_sent: 1, ... }` (Debug of rx::Stats)
+            let body = rx
+                .trim()
+                .strip_prefix("Stats {")
+                .and_then(|b| b.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("bad rx stats line {line:?}"));
+            for field in body.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                let (k, v) = field
+                    .split_once(": ")
+                    .unwrap_or_else(|| panic!("bad rx field {field:?} in {line:?}"));
+                m.insert(format!("rx.{k}"), num(v, line));
+            }
+            continue;
+        }
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.as_slice() {
+            ["rpc", name, v] => {
+                m.insert(name.to_string(), num(v, line));
+            }
+            ["rpc_error", name, v] => {
+                m.insert(format!("rpc_error.{name}"), num(v, line));
+            }
+            [name, v] => {
+                m.insert(name.to_string(), num(v, line));
+            }
+            [] => {}
+            _ => panic!("unreadable stats line {line:?}"),
+        }
+    }
+    m
+}
+
 impl Mount {
-    /// The raw stats text, for failure messages.
+    /// The raw stats text; panics when `afsd-rs stats` fails.
     pub fn stats_text(&self) -> String {
         let out = Command::new(afsd_bin())
             .arg("stats")
             .arg(&self.dir)
-            .output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
+            .output()
+            .expect("running afsd-rs stats");
+        assert!(
+            out.status.success(),
+            "afsd-rs stats {} failed ({}): {}",
+            self.dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("afsd-rs stats printed non-UTF-8")
     }
 }
 
@@ -487,21 +541,10 @@ impl Mount {
             .join("control.sock")
     }
 
-    /// A counter from the Rx line of the stats (`responses_sent`, ...).
+    /// A counter from the Rx line of the stats (`responses_sent`, ...);
+    /// panics when the line or the counter is missing.
     pub fn rx_stat(&self, name: &str) -> u64 {
-        let text = self.stats_text();
-        let Some(line) = text.lines().find(|l| l.starts_with("rx ")) else {
-            return 0;
-        };
-        let Some(pos) = line.find(&format!("{name}: ")) else {
-            return 0;
-        };
-        line[pos + name.len() + 2..]
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect::<String>()
-            .parse()
-            .unwrap_or(0)
+        self.stat(&format!("rx.{name}"))
     }
 }
 

@@ -95,12 +95,17 @@ fn reads_at_level(level: &str) {
         b"alice's secret\n",
         "level {level}"
     );
-    // 200,000 bytes cross many packets at this level.
+    // 200,000 bytes cross many packets at this level: the bytes the
+    // third-party tool reads.
     let big = m.path(&format!(".{}/random.bin", cell.cell()));
-    assert_eq!(
-        read_as(ALICE_UID, &big).unwrap().len(),
-        200000,
-        "level {level}"
+    let got = read_as(ALICE_UID, &big).unwrap();
+    let want = cell
+        .third_party(&["cat", &cell.rw("random.bin")], None)
+        .stdout;
+    assert_eq!(want.len(), 200000);
+    assert!(
+        got == want,
+        "level {level}: random.bin differs from the server's"
     );
     assert!(
         m.rx_stat("responses_sent") >= 1,
@@ -111,6 +116,25 @@ fn reads_at_level(level: &str) {
         0,
         "packets failed rxkad checks at {level}"
     );
+    // The fileserver answered at this level, and at no other: 200,000
+    // bytes are well over 100 packets.
+    for other in ["clear", "auth", "crypt"] {
+        let n = m.rx_stat(&format!("data_accepted_rxkad_{other}"));
+        if other == level {
+            assert!(
+                n >= 100,
+                "{n} packets accepted at {level}:\n{}",
+                m.stats_text()
+            );
+        } else {
+            assert_eq!(
+                n,
+                0,
+                "packets at {other} on a {level} mount:\n{}",
+                m.stats_text()
+            );
+        }
+    }
 }
 
 #[test]

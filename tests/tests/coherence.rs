@@ -3,13 +3,14 @@
 //! written through /afs is what a third-party client reads.
 
 use std::io::Write;
+use std::os::fd::IntoRawFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use afsd_tests::{random_bytes, wait_until, Cell, Mount};
 
-/// After close() returned, kill -9 of the daemon loses nothing: close
-/// stores to the fileserver before it returns.
+/// After close() returned 0, kill -9 of the daemon at once loses nothing:
+/// close stores to the fileserver before it returns, not in the background.
 #[test]
 fn kill_dash_nine_after_close_loses_nothing() {
     let cell = Cell::from_env();
@@ -17,15 +18,20 @@ fn kill_dash_nine_after_close_loses_nothing() {
     let name = format!("durable-{}.bin", std::process::id());
     let data = random_bytes(5 << 20, 42);
     let p = m.path(&format!(".{}/shared/{name}", cell.cell()));
-    let mut f = std::fs::File::create(&p).unwrap();
-    f.write_all(&data).unwrap();
-    drop(f);
     // Another file is written but not closed when the daemon dies: its
     // data was never acknowledged, and the restart drops it from the cache.
     let unclosed = format!("unclosed-{}.bin", std::process::id());
     let mut u =
         std::fs::File::create(m.path(&format!(".{}/shared/{unclosed}", cell.cell()))).unwrap();
     u.write_all(&random_bytes(3 << 20, 43)).unwrap();
+    let mut f = std::fs::File::create(&p).unwrap();
+    f.write_all(&data).unwrap();
+    // close(2) itself, with its result: a drop would discard it.
+    let fd = f.into_raw_fd();
+    // SAFETY: we own fd (into_raw_fd) and close it once.
+    let r = unsafe { libc::close(fd) };
+    assert_eq!(r, 0, "close: {}", std::io::Error::last_os_error());
+    // kill -9 at once: nothing may be left for the daemon to do.
     let cache = m.cache_dir.clone();
     m.kill();
     drop(u);

@@ -24,6 +24,31 @@ fn errno(e: std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
 }
 
+/// A field of the third-party tool's `stat` line (`length`, `mtime`, ...).
+fn server_stat(cell: &Cell, rel: &str, field: &str) -> u64 {
+    let out = cell.third_party(&["stat", &cell.rw(rel)], None).stdout;
+    let text = String::from_utf8_lossy(&out);
+    let mut words = text.split_whitespace();
+    words
+        .by_ref()
+        .find(|w| *w == field)
+        .and_then(|_| words.next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {text:?}"))
+}
+
+/// close(2) of the file, with its result (a drop would discard it).
+fn close(f: fs::File) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = f.into_raw_fd();
+    // SAFETY: we own fd (into_raw_fd) and close it once.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[test]
 fn create_write_close_is_stored_on_the_server() {
     let cell = Cell::from_env();
@@ -152,7 +177,7 @@ fn chmod_utimes_truncate() {
     )
     .to_string();
     assert!(st.contains("mode 600"), "{st}");
-    // utimes
+    // utimes, seen by the server too
     let out = std::process::Command::new("touch")
         .args(["-m", "-d", "2001-02-03 04:05:06 UTC"])
         .arg(dir.join("t"))
@@ -160,6 +185,7 @@ fn chmod_utimes_truncate() {
         .unwrap();
     assert!(out.success());
     assert_eq!(fs::metadata(dir.join("t")).unwrap().mtime(), 981173106);
+    assert_eq!(server_stat(&cell, &format!("{rel}/t"), "mtime"), 981173106);
     // truncate down and up
     fs::OpenOptions::new()
         .write(true)
@@ -176,6 +202,8 @@ fn chmod_utimes_truncate() {
         .set_len(6)
         .unwrap();
     assert_eq!(fs::read(dir.join("t")).unwrap(), b"0123\0\0");
+    assert_eq!(server_stat(&cell, &format!("{rel}/t"), "length"), 6);
+    assert_eq!(server_cat(&cell, &format!("{rel}/t")), b"0123\0\0");
     // O_TRUNC
     fs::write(dir.join("t"), b"x").unwrap();
     assert_eq!(server_cat(&cell, &format!("{rel}/t")), b"x");
@@ -211,22 +239,31 @@ fn errnos_exdev_erofs_eacces() {
     );
 }
 
-/// Over quota: close reports EDQUOT, and the server keeps no partial file
-/// beyond what it accepted.
+/// Over quota: close itself reports EDQUOT, as fsync does, and the server
+/// keeps no partial file beyond what it accepted.
 #[test]
 fn over_quota_is_edquot() {
     let cell = Cell::from_env();
     let m = Mount::new(&cell, &[]);
-    let p = m.path(&format!(
-        ".{}/small/big-{}",
-        cell.cell(),
-        std::process::id()
-    ));
+    let rel = format!("small/big-{}", std::process::id());
+    let p = m.path(&format!(".{}/{rel}", cell.cell()));
+    // close with no fsync before it
     let mut f = fs::File::create(&p).unwrap();
     f.write_all(&random_bytes(4 << 20, 3)).unwrap();
-    let err = f.sync_all().unwrap_err();
-    assert_eq!(errno(err), libc::EDQUOT);
-    drop(f);
+    assert_eq!(errno(close(f).unwrap_err()), libc::EDQUOT, "close");
+    assert_eq!(server_stat(&cell, &rel, "length"), 0);
+    // fsync fails, and so does the close after it: the changes are still
+    // there to store, and still over quota.
+    let mut f = fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.write_all(b"more").unwrap();
+    assert_eq!(errno(f.sync_all().unwrap_err()), libc::EDQUOT, "fsync");
+    assert_eq!(
+        errno(close(f).unwrap_err()),
+        libc::EDQUOT,
+        "close after fsync"
+    );
+    assert_eq!(server_stat(&cell, &rel, "length"), 0);
+    assert!(server_cat(&cell, &rel).is_empty());
     let _ = fs::remove_file(&p);
 }
 
@@ -289,23 +326,69 @@ fn locks_are_held_at_the_fileserver() {
         0
     );
     drop(fb); // close releases
-              // fcntl write lock on a works once b closed.
-    let fa = fs::OpenOptions::new().write(true).open(&pa).unwrap();
-    let fl = libc::flock {
-        l_type: libc::F_WRLCK as i16,
-        l_whence: 0,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
+
+    // fcntl: a write lock on a once b closed, then b's non-blocking attempt
+    // is refused by the fileserver (b's SetLock fails) until a releases.
+    let lock = |f: &fs::File, typ: i32| -> std::io::Result<()> {
+        let fl = libc::flock {
+            l_type: typ as i16,
+            l_whence: 0,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        // SAFETY: F_SETLK on an open descriptor with a valid struct flock.
+        let r = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(f), libc::F_SETLK, &fl) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     };
-    let ok = afsd_tests::wait_until(std::time::Duration::from_secs(5), || unsafe {
-        libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fa), libc::F_SETLK, &fl) == 0
+    let fa = fs::OpenOptions::new().write(true).open(&pa).unwrap();
+    let mut last = None;
+    let ok = afsd_tests::wait_until(std::time::Duration::from_secs(5), || {
+        last = lock(&fa, libc::F_WRLCK).err();
+        last.is_none()
     });
-    assert!(
-        ok,
-        "fcntl lock refused after release: {}",
-        std::io::Error::last_os_error()
+    assert!(ok, "fcntl lock refused after release: {last:?}");
+    // Counters read before b opens the file: no process is started while
+    // b holds it open.
+    let (calls, errors) = (b.stat("RXAFS_SetLock"), b.rpc_errors("RXAFS_SetLock"));
+    let fb = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&pb)
+        .unwrap();
+    let e = lock(&fb, libc::F_WRLCK).unwrap_err();
+    assert_eq!(errno(e), libc::EAGAIN, "b's write lock while a holds it");
+    let e = lock(&fb, libc::F_RDLCK).unwrap_err();
+    assert_eq!(errno(e), libc::EAGAIN, "b's read lock while a holds it");
+    drop(fb);
+    assert_eq!(
+        b.stat("RXAFS_SetLock") - calls,
+        2,
+        "b's attempts did not reach the fileserver:\n{}",
+        b.stats_text()
     );
+    assert_eq!(
+        b.rpc_errors("RXAFS_SetLock") - errors,
+        2,
+        "the fileserver did not refuse b:\n{}",
+        b.stats_text()
+    );
+    // a releases: b gets it.
+    lock(&fa, libc::F_UNLCK).unwrap();
+    let fb = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&pb)
+        .unwrap();
+    let ok = afsd_tests::wait_until(std::time::Duration::from_secs(5), || {
+        last = lock(&fb, libc::F_WRLCK).err();
+        last.is_none()
+    });
+    assert!(ok, "b's fcntl lock refused after a released: {last:?}");
 }
 
 /// Writes change chunks in the cache and close stores only those: a
