@@ -13,8 +13,8 @@ use crate::key::{
 use crate::record::decode;
 use crate::usage::{translate, Accounting, ChunkMeta, Sink};
 use crate::{
-    Batch, DirRecord, Error, EvictReport, FidKey, Limits, Result, StatusRecord, Store, TokenRecord,
-    Usage,
+    Batch, DirRecord, Error, EvictReport, FidKey, Limits, Op, Result, StatusRecord, Store,
+    TokenRecord, Usage,
 };
 
 /// Memtable size. The records are small (statuses, directories, usage
@@ -370,6 +370,38 @@ impl Store for RocksStore {
     }
     fn apply(&self, batch: Batch) -> Result<()> {
         let mut st = self.state();
+        // A batch of fetched data (new clean chunks with their status and
+        // listings): room is made before it is written, so the cache
+        // directory never exceeds its limit. Batches that touch, flush or
+        // drop chunks are evicted for afterwards, when their own effects
+        // are known.
+        let fetched_only = batch.ops.iter().all(|op| {
+            matches!(
+                op,
+                Op::PutChunk { .. } | Op::PutStatus(..) | Op::PutDir(..) | Op::DeleteDir(..)
+            )
+        });
+        let incoming: Vec<u64> = batch
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::PutChunk { data, .. } => Some(data.len() as u64),
+                _ => None,
+            })
+            .collect();
+        if fetched_only && !incoming.is_empty() {
+            let (ops, _) = st.acc.eviction_for(&incoming);
+            if !ops.is_empty() {
+                self.apply_locked(
+                    &mut st,
+                    Batch {
+                        ops,
+                        durable: false,
+                    },
+                    true,
+                )?;
+            }
+        }
         if self.apply_locked(&mut st, batch, false)? {
             if st.acc.limits().disk_bytes > 0 {
                 self.maybe_measure_overhead(&mut st);

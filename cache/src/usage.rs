@@ -251,8 +251,19 @@ impl Accounting {
     /// Chosen under the store's lock and applied under it, so every chunk
     /// named is still clean when its delete runs.
     pub fn eviction(&self) -> (Vec<Op>, EvictReport) {
-        let (mut bytes, mut entries, mut disk) =
-            (self.usage.bytes, self.usage.entries, self.disk_bytes());
+        self.eviction_for(&[])
+    }
+
+    /// As [`Accounting::eviction`], leaving room for the new chunks of a
+    /// batch about to be applied, so that the cache makes room before it
+    /// writes rather than after (the directory then never holds more than
+    /// the limit, even for a moment).
+    pub fn eviction_for(&self, incoming: &[u64]) -> (Vec<Op>, EvictReport) {
+        let (mut bytes, mut entries, mut disk) = (
+            self.usage.bytes + incoming.iter().sum::<u64>(),
+            self.usage.entries + incoming.len() as u64,
+            self.disk_bytes() + incoming.iter().map(|&n| blocks_of(n)).sum::<u64>(),
+        );
         let mut ops = Vec::new();
         let mut report = EvictReport::default();
         for (_, key) in &self.lru {

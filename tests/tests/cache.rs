@@ -160,10 +160,10 @@ fn reading_three_times_the_cache_size_stays_bounded() {
         max_at_rest <= 32 << 20,
         "cache dir held {max_at_rest} bytes after a read, above its 32 MiB limit"
     );
-    // During the reads, one chunk of slack: a walk of a directory that
-    // changes under it can count an evicted chunk and the chunk written in
-    // its place both, and the cache writes a new chunk before it evicts
-    // for it.
+    // During the reads, one chunk of slack for the sampler: a walk of a
+    // directory that changes under it can count an evicted chunk and the
+    // chunk written in its place both (the cache itself evicts before it
+    // writes).
     assert!(
         max_disk <= (32 << 20) + (1 << 20),
         "cache dir reached {max_disk} bytes during the reads, over a chunk above its 32 MiB limit"
