@@ -140,18 +140,18 @@ impl AfsClient {
             XATTR_WHEREIS if ino != ROOT_INO => self.whereis_text(ino).map(Some),
             _ => match name.strip_prefix(XATTR_MOUNTPOINT_PREFIX) {
                 Some(entry) => self.mount_point_of(uid, ino, entry).await.map(Some),
-                None => self.getxattr(ino, name).await,
+                None => self.getxattr(uid, ino, name).await,
             },
         }
     }
 
     /// listxattr: `afs.acl` besides the read-only names.
-    pub fn listxattr_all(&self, ino: u64) -> Vec<&'static str> {
-        let mut v = self.listxattr(ino);
+    pub async fn listxattr_all(&self, uid: u32, ino: u64) -> Result<Vec<&'static str>> {
+        let mut v = self.listxattr(uid, ino).await?;
         if ino != ROOT_INO {
             v.insert(0, XATTR_ACL);
         }
-        v
+        Ok(v)
     }
 
     /// The ACL text of a node (FetchACL; for a file, the fileserver answers

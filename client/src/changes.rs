@@ -10,6 +10,7 @@ use crate::client::{AfsClient, Inner};
 use crate::identity::Identity;
 use crate::inode::NodeRef;
 use crate::mutation::{BaseState, Change, Mutation, SetAttrs};
+use crate::validate::{PRSFS_ADMINISTER, PRSFS_DELETE, PRSFS_INSERT, PRSFS_WRITE};
 use crate::{Error, Result, VolType};
 
 impl AfsClient {
@@ -42,6 +43,7 @@ impl AfsClient {
     ) -> Result<Attr> {
         let inner = &self.inner;
         let (pnode, who) = inner.writable_dir(uid, parent).await?;
+        inner.valid.require(&pnode, &who, PRSFS_INSERT)?;
         let change = make(pnode.fid);
         let m = inner.record(&pnode, &who, change);
         let out = inner.exec.execute(&who, &m).await?;
@@ -60,6 +62,7 @@ impl AfsClient {
         if target.fid.volume != pnode.fid.volume || target.cell != pnode.cell {
             return Err(Error::CrossVolume);
         }
+        inner.valid.require(&pnode, &who, PRSFS_INSERT)?;
         let m = inner.record(
             &pnode,
             &who,
@@ -79,6 +82,7 @@ impl AfsClient {
     pub async fn unlink(&self, uid: u32, parent: u64, name: &[u8]) -> Result<()> {
         let inner = &self.inner;
         let (pnode, who) = inner.writable_dir(uid, parent).await?;
+        inner.valid.require(&pnode, &who, PRSFS_DELETE)?;
         let m = inner.record(
             &pnode,
             &who,
@@ -93,6 +97,7 @@ impl AfsClient {
     pub async fn rmdir(&self, uid: u32, parent: u64, name: &[u8]) -> Result<()> {
         let inner = &self.inner;
         let (pnode, who) = inner.writable_dir(uid, parent).await?;
+        inner.valid.require(&pnode, &who, PRSFS_DELETE)?;
         let m = inner.record(
             &pnode,
             &who,
@@ -120,6 +125,8 @@ impl AfsClient {
         if from.fid.volume != to.fid.volume || from.cell != to.cell {
             return Err(Error::CrossVolume);
         }
+        inner.valid.require(&from, &who, PRSFS_DELETE)?;
+        inner.valid.require(&to, &who, PRSFS_INSERT)?;
         let change = Change::Rename {
             from_dir: from.fid,
             from_name: name.to_vec(),
@@ -144,13 +151,25 @@ impl AfsClient {
             return Err(Error::ReadOnly);
         }
         let who = inner.valid.who(uid, &node);
+        let st = inner.valid.valid_status(&node, &who).await?;
+        // Checked before anything changes: a size needs `w` and the owner's
+        // write bit (as afs_setattr), unless the caller holds the file open
+        // for writing; chmod and utimes need `w` or ownership (`a`).
+        if attrs.size.is_some() && !inner.open.is_writing(&node.key(), uid) {
+            inner.valid.require(&node, &who, PRSFS_WRITE)?;
+        }
+        if attrs.has_status() {
+            inner
+                .valid
+                .require_any(&node, &who, PRSFS_WRITE | PRSFS_ADMINISTER)?;
+        }
         if let Some(size) = attrs.size {
             // Through the write state, as a write would: cut in the cache,
             // then stored (at once when no descriptor writes it).
             inner.open.truncate(&node, &who, size).await?;
         }
         if attrs.has_status() {
-            let st = inner.valid.valid_status(&node, &who).await?;
+            let st = inner.valid.valid_status(&node, &who).await.unwrap_or(st);
             let m = Mutation {
                 cell: node.cell.clone(),
                 volume: node.fid.volume,
@@ -192,6 +211,8 @@ impl AfsClient {
             return Err(Error::Invalid(format!("malformed ACL text {text:?}")));
         }
         let who = inner.valid.who(uid, &node);
+        inner.valid.valid_status(&node, &who).await?;
+        inner.valid.require(&node, &who, PRSFS_ADMINISTER)?;
         let known = inner.valid.statuses.known(&node.key());
         let m = Mutation {
             cell: node.cell.clone(),

@@ -8,7 +8,7 @@ use afs_proto::types::FileType;
 
 use crate::attr::{Attr, NodeKind, ROOT_INO};
 use crate::client::AfsClient;
-use crate::validate::{PRSFS_LOOKUP, PRSFS_READ};
+use crate::validate::{PRSFS_LOCK, PRSFS_LOOKUP, PRSFS_READ, PRSFS_WRITE};
 use crate::writes::Handle;
 use crate::{Error, Result, VolType};
 
@@ -30,6 +30,8 @@ impl AfsClient {
             return Err(Error::IsDir);
         }
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        // Checked before anything changes, as OpenAFS's afs_open does: the
+        // ACL and the owner's mode bits.
         if flags & libc::O_ACCMODE != libc::O_WRONLY {
             inner.valid.require(&node, &who, PRSFS_READ)?;
         }
@@ -37,6 +39,7 @@ impl AfsClient {
             if node.vol_type != VolType::Rw {
                 return Err(Error::ReadOnly);
             }
+            inner.valid.require(&node, &who, PRSFS_WRITE)?;
             inner
                 .open
                 .open_write(&node, &who, flags & libc::O_TRUNC != 0)
@@ -101,8 +104,11 @@ impl AfsClient {
         let h = inner.open.handle(fh)?;
         let who = inner.valid.who(h.uid, &h.node);
         let reader = inner.valid.who(uid, &h.node);
-        // Reading needs the read right, on an open file too.
-        inner.valid.file(&h.node, &reader, PRSFS_READ).await?;
+        // The opener's right to read was checked at open (a file made
+        // read-protected by its creator still reads through the descriptor
+        // that made it); anyone else reading through it needs their own.
+        let needed = if uid == h.uid { 0 } else { PRSFS_READ };
+        inner.valid.file(&h.node, &reader, needed).await?;
         if let Some(r) = inner.open.read(&h.node, &who, offset, size).await {
             return r;
         }
@@ -164,11 +170,33 @@ impl AfsClient {
         if crate::attr::kind_of(&st) != NodeKind::File {
             return Err(Error::Invalid("locks are for files".into()));
         }
-        // The fileserver judges lock rights (PRSFS_LOCK or PRSFS_WRITE).
+        // A read lock needs `k` or `w`, a write lock `w` (viced's rule).
+        let any = if typ == libc::F_WRLCK {
+            PRSFS_WRITE
+        } else {
+            PRSFS_LOCK | PRSFS_WRITE
+        };
+        inner.valid.require_any(&node, &who, any)?;
         inner
             .locks
             .lock(&node, &who, owner, typ == libc::F_WRLCK, wait)
             .await
+    }
+
+    /// access(2), as OpenAFS's afs_access answers it: EACCES, or EROFS for
+    /// W_OK in a read-only volume.
+    pub async fn access(&self, uid: u32, ino: u64, mask: i32) -> Result<()> {
+        if ino == ROOT_INO {
+            return if mask & libc::W_OK != 0 {
+                Err(Error::ReadOnly)
+            } else {
+                Ok(())
+            };
+        }
+        let inner = &self.inner;
+        let node = inner.nodes.node(ino)?;
+        let who = inner.valid.who(uid, &node);
+        inner.valid.access(&node, &who, mask).await
     }
 
     /// F_GETLK: whether `owner` could take the lock, as far as this client

@@ -19,10 +19,6 @@ use crate::status::now_secs;
 /// The identity of anonymous (rxnull) calls.
 pub(crate) const ANONYMOUS: u64 = 0;
 
-/// AFS access-right bits (prs_fs.h).
-pub(crate) const PRSFS_READ: u32 = 1;
-pub(crate) const PRSFS_LOOKUP: u32 = 8;
-
 /// How long a denial without a callback is remembered.
 const DENIAL_SECS: u64 = 10;
 
@@ -290,7 +286,7 @@ mod tests {
     fn rights_expire_and_break() {
         let r = RightsTable::default();
         let k = FidKey::new("c", 1, 2, 3);
-        r.set(7, &k, PRSFS_READ | PRSFS_LOOKUP, now_secs() + 100);
+        r.set(7, &k, 1 | 8, now_secs() + 100);
         assert_eq!(r.get(7, &k), Some(9));
         assert_eq!(r.get(8, &k), None);
         r.break_fid(&k);

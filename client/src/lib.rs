@@ -11,6 +11,7 @@
 //! [`Mutation`] record run by one executor. The components and what each
 //! owns are drawn in `client.rs`.
 
+mod access;
 mod admin;
 mod attr;
 mod callback;

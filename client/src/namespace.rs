@@ -192,6 +192,9 @@ impl AfsClient {
         if st.file_type != FileType::Symlink.as_u32() {
             return Err(Error::NotSymlink);
         }
+        inner
+            .valid
+            .require(&node, &who, crate::validate::PRSFS_READ)?;
         inner.data.read(&node, 0, st.length.min(4096), &who).await
     }
 
@@ -238,7 +241,9 @@ impl AfsClient {
 
     /// The read-only xattrs Linux kAFS offers: `afs.fid`, `afs.cell`,
     /// `afs.volume`; and `afsd.stats` on the root for the stats command.
-    pub async fn getxattr(&self, ino: u64, name: &str) -> Result<Option<Vec<u8>>> {
+    /// They need the caller's own established rights on the node, as any
+    /// other look at it.
+    pub async fn getxattr(&self, uid: u32, ino: u64, name: &str) -> Result<Option<Vec<u8>>> {
         if ino == ROOT_INO {
             return Ok(match name {
                 "afsd.stats" => Some(self.render_stats().into_bytes()),
@@ -246,6 +251,8 @@ impl AfsClient {
             });
         }
         let node = self.inner.nodes.node(ino)?;
+        let who = self.inner.valid.who(uid, &node);
+        self.inner.valid.valid_status(&node, &who).await?;
         Ok(match name {
             "afs.fid" => Some(
                 format!(
@@ -268,12 +275,15 @@ impl AfsClient {
         })
     }
 
-    pub fn listxattr(&self, ino: u64) -> Vec<&'static str> {
+    /// The names listxattr gives (after the same check as getxattr).
+    pub async fn listxattr(&self, uid: u32, ino: u64) -> Result<Vec<&'static str>> {
         if ino == ROOT_INO {
-            vec!["afsd.stats"]
-        } else {
-            vec!["afs.cell", "afs.fid", "afs.volume"]
+            return Ok(vec!["afsd.stats"]);
         }
+        let node = self.inner.nodes.node(ino)?;
+        let who = self.inner.valid.who(uid, &node);
+        self.inner.valid.valid_status(&node, &who).await?;
+        Ok(vec!["afs.cell", "afs.fid", "afs.volume"])
     }
 
     /// The kernel dropped `n` references to `ino` (FUSE FORGET): at none

@@ -22,7 +22,10 @@ use crate::status::{now_secs, StatusTable};
 use crate::{Error, Result, Stats};
 
 /// What a caller wants to do, as AFS rights bits (prs_fs.h).
-pub(crate) use crate::identity::{PRSFS_LOOKUP, PRSFS_READ};
+pub(crate) use crate::access::{
+    ADMINISTER as PRSFS_ADMINISTER, DELETE as PRSFS_DELETE, INSERT as PRSFS_INSERT,
+    LOCK as PRSFS_LOCK, LOOKUP as PRSFS_LOOKUP, READ as PRSFS_READ, WRITE as PRSFS_WRITE,
+};
 
 /// Statuses, rights and tokens.
 pub(crate) struct Validator {
@@ -145,10 +148,43 @@ impl Validator {
     }
 
     /// Checks `who`'s rights (learned by the last valid_status) against
-    /// `needed`. A denial to a user whose token expired says so in the log.
+    /// `needed`, by the cache manager's rules (a file's owner mode bits
+    /// included, see [`crate::access`]). A denial to a user whose token
+    /// expired says so in the log.
     pub(crate) fn require(&self, node: &NodeRef, who: &Identity, needed: u32) -> Result<()> {
+        let key = node.key();
+        let have = self.rights.get(who.id, &key).unwrap_or(0);
+        let ok = match self.statuses.known(&key) {
+            Some(st) => crate::access::allows(&st, have, needed),
+            None => false,
+        };
+        self.verdict(node, who, ok)
+    }
+
+    /// Checks that `who` has at least one right of `any`, with no mode
+    /// bits (chmod and utimes: `w` or ownership; locks).
+    pub(crate) fn require_any(&self, node: &NodeRef, who: &Identity, any: u32) -> Result<()> {
+        let key = node.key();
+        let have = self.rights.get(who.id, &key).unwrap_or(0);
+        let ok = match self.statuses.known(&key) {
+            Some(st) => crate::access::effective(&st, have, false) & any != 0,
+            None => false,
+        };
+        self.verdict(node, who, ok)
+    }
+
+    /// access(2) for `who`: R_OK, W_OK and X_OK as OpenAFS's afs_access.
+    pub(crate) async fn access(&self, node: &NodeRef, who: &Identity, mask: i32) -> Result<()> {
+        let st = self.valid_status(node, who).await?;
+        if mask & libc::W_OK != 0 && node.vol_type != crate::VolType::Rw {
+            return Err(Error::ReadOnly);
+        }
         let have = self.rights.get(who.id, &node.key()).unwrap_or(0);
-        if have & needed == needed {
+        self.verdict(node, who, crate::access::access_ok(&st, have, mask))
+    }
+
+    fn verdict(&self, node: &NodeRef, who: &Identity, ok: bool) -> Result<()> {
+        if ok {
             Ok(())
         } else {
             self.tokens.warn_expired(who, &node.cell);

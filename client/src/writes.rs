@@ -123,6 +123,14 @@ impl OpenFiles {
             .copied()
     }
 
+    /// Whether `uid` holds the file open for writing.
+    pub(crate) fn is_writing(&self, key: &FidKey, uid: u32) -> bool {
+        self.state(key, uid)
+            .and_then(|c| c.try_lock().ok().map(|f| f.writers > 0))
+            // Locked: someone is changing it, so it is being written.
+            .unwrap_or_else(|| self.state(key, uid).is_some())
+    }
+
     fn note_length(&self, key: &FidKey, uid: u32, length: u64) {
         self.lengths
             .lock()

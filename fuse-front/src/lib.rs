@@ -390,13 +390,33 @@ impl Filesystem for AfsFs {
         });
     }
 
-    fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
-        let mut buf = Vec::new();
-        for n in self.client.listxattr_all(ino) {
-            buf.extend_from_slice(n.as_bytes());
-            buf.push(0);
-        }
-        reply_xattr(reply, size, &buf);
+    fn listxattr(&mut self, req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+        let c = self.client.clone();
+        let uid = req.uid();
+        self.answer(
+            reply,
+            async move { c.listxattr_all(uid, ino).await },
+            move |reply, names| {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(n.as_bytes());
+                    buf.push(0);
+                }
+                reply_xattr(reply, size, &buf);
+            },
+        );
+    }
+
+    /// access(2): answered by the client with OpenAFS's rules (the kernel
+    /// asks because the mount does not use default_permissions).
+    fn access(&mut self, req: &Request<'_>, ino: u64, mask: i32, reply: ReplyEmpty) {
+        let c = self.client.clone();
+        let uid = req.uid();
+        self.answer(
+            reply,
+            async move { c.access(uid, ino, mask).await },
+            |reply, ()| reply.ok(),
+        );
     }
 
     // Mutations: each becomes one client call, the client's single

@@ -279,7 +279,18 @@ impl State {
             .iter()
             .filter(|(id, _)| applies(*id))
             .fold(0, |a, (_, r)| a | r);
-        plus & !minus
+        let bits = plus & !minus;
+        // On files, "owner" stands for `a` (viced's GetVolumePackage).
+        match self.vnode(fid) {
+            Some(v) if v.kind != FileType::Directory => {
+                if vice_id.is_some() && vice_id == Some(v.owner as i32) {
+                    bits | rights::ADMINISTER
+                } else {
+                    bits & !rights::ADMINISTER
+                }
+            }
+            _ => bits,
+        }
     }
 
     pub fn set_acl(&mut self, fid: Fid, plus: &[(i32, u32)], minus: &[(i32, u32)]) {
