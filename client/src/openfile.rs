@@ -30,9 +30,10 @@ pub(crate) struct OpenFile {
     pub modified: bool,
     /// Open write descriptors.
     pub writers: u32,
-    /// The user whose changes these are: a store goes with their identity,
-    /// whoever's close triggers it.
-    pub writer_uid: Option<u32>,
+    /// The errno of a store the fileserver refused for a lasting reason:
+    /// its changes were dropped, and each later close or fsync reports it
+    /// until the next change.
+    pub refused: Option<i32>,
 }
 
 /// One StoreData64 call: the bytes at `pos` are the dirty chunks listed,
@@ -62,7 +63,7 @@ impl OpenFile {
             dirty: BTreeSet::new(),
             modified: false,
             writers: 0,
-            writer_uid: None,
+            refused: None,
         }
     }
 
@@ -199,7 +200,7 @@ impl OpenFile {
             dirty: c.chunks.clone(),
             modified: true,
             writers: 0,
-            writer_uid: None,
+            refused: None,
         }
     }
 
@@ -210,7 +211,7 @@ impl OpenFile {
         self.base_dv = dv;
         self.dirty.clear();
         self.modified = false;
-        self.writer_uid = None;
+        self.refused = None;
     }
 }
 

@@ -233,14 +233,16 @@ impl Validator {
     ) -> Result<StatusRecord> {
         let key = node.key();
         match (self.statuses.valid(&key), self.rights.get(who.id, &key)) {
-            (Some(st), Some(_)) => {
-                Stats::add(&self.stats.status_hits, 1);
-                return Ok(st);
-            }
-            // A recent denial without a callback: do not ask again yet.
+            // No rights at all: a recorded denial is a denial, whether the
+            // status is current (another user fetched it) or not (do not
+            // ask again yet).
             (_, Some(0)) => {
                 self.tokens.warn_expired(who, &node.cell);
                 return Err(Error::Access);
+            }
+            (Some(st), Some(_)) => {
+                Stats::add(&self.stats.status_hits, 1);
+                return Ok(st);
             }
             _ => {}
         }

@@ -268,6 +268,7 @@ impl OpenFiles {
         f.dirty.extend(new_dirty);
         f.length = f.length.max(end);
         f.modified = true;
+        f.refused = None;
         self.note_length(&key, who.uid, f.length);
         Ok(data.len() as u32)
     }
@@ -294,7 +295,10 @@ impl OpenFiles {
         };
         let mut f = cell.lock().await;
         if !f.modified {
-            return Ok(());
+            return match f.refused {
+                Some(errno) => Err(refused(errno)),
+                None => Ok(()),
+            };
         }
         // The changes are stored as the user who made them.
         let who = self.valid.who(uid, node);
@@ -462,9 +466,93 @@ impl OpenFiles {
                 data: f.change(local_dv(who.uid)),
             },
         };
-        let out = self.exec.execute(who, &m).await?;
-        let dv = out.status.map(|s| s.data_version).unwrap_or(f.base_dv);
-        f.stored(dv);
+        let mut r = self.exec.execute(who, &m).await;
+        if matches!(&r, Err(e) if e.errno() == libc::EDQUOT) {
+            // Over quota: once more, in case space was freed meanwhile.
+            r = self.exec.execute(who, &m).await;
+        }
+        match r {
+            Ok(out) => {
+                let dv = out.status.map(|s| s.data_version).unwrap_or(f.base_dv);
+                f.stored(dv);
+                Ok(())
+            }
+            Err(e) if lasting(&e) => {
+                self.drop_refused(node, who, f, &e).await?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops changes the fileserver refused for good: their chunks go, the
+    /// file shows the server's contents again, and the writer's later
+    /// closes report the refusal. Nothing of them was ever shown to
+    /// another uid.
+    async fn drop_refused(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        f: &mut OpenFile,
+        e: &Error,
+    ) -> Result<()> {
+        let key = node.key();
+        let dv = local_dv(who.uid);
+        let ops = f
+            .dirty
+            .iter()
+            .map(|&index| Op::DeleteChunk {
+                fid: key.clone(),
+                data_version: dv,
+                index,
+            })
+            .collect();
+        self.store.apply(unlogged(ops))?;
+        tracing::warn!(
+            cell = %node.cell,
+            fid = ?node.fid,
+            uid = who.uid,
+            bytes = f.length,
+            reason = %e,
+            "the fileserver refused the store: the changes are dropped"
+        );
+        // The server's state is the base again; a file removed meanwhile
+        // keeps the last one known.
+        self.valid.forget(&key);
+        let (length, dv) = match self.valid.valid_status(node, who).await {
+            Ok(st) => (st.length, st.data_version),
+            Err(_) => (f.server_len, f.base_dv),
+        };
+        let writers = f.writers;
+        *f = OpenFile::new(length, dv);
+        f.writers = writers;
+        f.refused = Some(e.errno());
+        self.note_length(&key, who.uid, length);
         Ok(())
+    }
+}
+
+/// Refusals a retry will not cure: the changes cannot be stored as this
+/// user, ever (a network failure, by contrast, keeps them for the next
+/// close).
+fn lasting(e: &Error) -> bool {
+    matches!(
+        e.errno(),
+        libc::EACCES
+            | libc::EPERM
+            | libc::ENOENT
+            | libc::ESTALE
+            | libc::EDQUOT
+            | libc::ENOSPC
+            | libc::EFBIG
+            | libc::EROFS
+            | libc::EISDIR
+    )
+}
+
+fn refused(errno: i32) -> Error {
+    Error::Shared {
+        errno,
+        msg: "the fileserver refused the changes; they were dropped".into(),
     }
 }
