@@ -56,6 +56,18 @@ pub(crate) fn allows(st: &StatusRecord, caller_access: u32, needed: u32) -> bool
     effective(st, caller_access, true) & needed == needed
 }
 
+/// Whether the fileserver would give this caller the status at all
+/// (viced's CHK_FETCHSTATUS): `l` for directories and symlinks; for files
+/// `r`, or ownership (`a`) with `i`. A status cached for one user is shown
+/// to another only under the same rule.
+pub(crate) fn may_fetch_status(st: &StatusRecord, caller_access: u32) -> bool {
+    if st.file_type == FileType::File.as_u32() {
+        caller_access & READ != 0 || caller_access & (ADMINISTER | INSERT) == ADMINISTER | INSERT
+    } else {
+        caller_access & LOOKUP != 0
+    }
+}
+
 /// access(2): `mask` of R_OK, W_OK and X_OK, as afs_access decides it.
 /// `read_only`: the object is in a read-only volume (W_OK is EROFS there,
 /// decided by the caller).

@@ -240,7 +240,11 @@ impl Validator {
                 self.tokens.warn_expired(who, &node.cell);
                 return Err(Error::Access);
             }
-            (Some(st), Some(_)) => {
+            (Some(st), Some(rights)) => {
+                if !crate::access::may_fetch_status(&st, rights) {
+                    self.tokens.warn_expired(who, &node.cell);
+                    return Err(Error::Access);
+                }
                 Stats::add(&self.stats.status_hits, 1);
                 return Ok(st);
             }

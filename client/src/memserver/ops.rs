@@ -176,9 +176,8 @@ fn serve_inner(st: &mut State, caller: &Caller, call: FsCall) -> R<FsReply> {
     let vs = VolSync::default();
     Ok(match call {
         FsCall::FetchStatus(r) => {
-            require(st, r.fid, caller, 0)?;
             let s = status(st, r.fid, caller)?;
-            if s.caller_access & (rights::LOOKUP | rights::READ) == 0 {
+            if !may_fetch_status(&s) {
                 return Err(E::EACCES);
             }
             st.promise(r.fid, caller.client);
@@ -210,7 +209,7 @@ fn serve_inner(st: &mut State, caller: &Caller, call: FsCall) -> R<FsReply> {
             let mut entries = Vec::new();
             for fid in r.fids {
                 match status(st, fid, caller) {
-                    Ok(s) if s.caller_access & (rights::LOOKUP | rights::READ) != 0 => {
+                    Ok(s) if may_fetch_status(&s) => {
                         st.promise(fid, caller.client);
                         entries.push(BulkEntry {
                             status: s,
@@ -457,6 +456,18 @@ fn serve_inner(st: &mut State, caller: &Caller, call: FsCall) -> R<FsReply> {
             FsReply::ReleaseLock(vs)
         }
     })
+}
+
+/// viced's CHK_FETCHSTATUS: `l` on directories and symlinks; `r`, or
+/// owner (`a`) with `i`, on files.
+fn may_fetch_status(s: &FetchStatus) -> bool {
+    let a = s.caller_access;
+    if s.file_type == FileType::File {
+        a & rights::READ != 0
+            || a & (rights::ADMINISTER | rights::INSERT) == rights::ADMINISTER | rights::INSERT
+    } else {
+        a & rights::LOOKUP != 0
+    }
 }
 
 fn empty_status() -> FetchStatus {

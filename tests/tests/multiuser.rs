@@ -1,0 +1,259 @@
+//! Several users on one mount: root and `nobody` without tokens, alice with
+//! one. The client judges rights itself, before anything changes locally:
+//! every refused change is EACCES at once, and afterwards root, alice and
+//! the third-party tool all see the original bytes and listing. A store the
+//! server refuses fails close and its data vanishes for everyone.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use afsd_tests::{getxattr, read_as, run_as, scratch, Cell, Mount, ALICE_UID};
+
+const NOBODY: u32 = 65534;
+
+fn alice_token(cell: &Cell, m: &Mount) {
+    let cc = scratch("krb5-mu").join("alice.cc");
+    cell.kinit(
+        cell.var("USER1"),
+        cell.var("USER1_PW"),
+        &cc,
+        ALICE_UID,
+        None,
+    );
+    cell.aklog_as(ALICE_UID, m, &cc);
+}
+
+fn sh_as(uid: u32, script: &str) -> Output {
+    run_as(uid, &["sh", "-c", script])
+}
+
+/// Runs `f` on a thread whose credentials are `uid`'s (Linux credentials
+/// are per thread), as a process of that user would act.
+fn on_thread_as<T: Send + 'static>(uid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: raw syscalls change only this thread's credentials.
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+        }
+        f()
+    })
+    .join()
+    .expect("thread")
+}
+
+/// A fresh directory in `shared/` whose ACL grants system:anyuser `rl` and
+/// alice everything, with `hello.txt` and `sub/` made by the administrator.
+fn workspace(cell: &Cell, m: &Mount, tag: &str) -> (String, PathBuf) {
+    let rel = format!("shared/mu-{tag}-{}", std::process::id());
+    cell.third_party(&["mkdir", &cell.rw(&rel)], None);
+    cell.third_party(
+        &[
+            "setacl",
+            &cell.rw(&rel),
+            "system:administrators",
+            "all",
+            "system:anyuser",
+            "rl",
+            cell.var("USER1"),
+            "all",
+        ],
+        None,
+    );
+    cell.put(&cell.rw(&format!("{rel}/hello.txt")), b"hello\n");
+    cell.third_party(&["mkdir", &cell.rw(&format!("{rel}/sub"))], None);
+    let dir = m.path(&format!(".{}/{rel}", cell.cell()));
+    (rel, dir)
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_refused_change_is_eacces_and_leaves_everything_as_it_was() {
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &[]);
+    alice_token(&cell, &m);
+    let (rel, dir) = workspace(&cell, &m, "refusals");
+    let d = dir.to_str().unwrap();
+    // alice reads first: what she cached must not help anyone else.
+    assert_eq!(
+        read_as(ALICE_UID, &dir.join("hello.txt")).unwrap(),
+        b"hello\n"
+    );
+    let attempts = [
+        format!("echo evil > {d}/hello.txt"),
+        format!("echo evil >> {d}/hello.txt"),
+        format!("truncate -s 0 {d}/hello.txt"),
+        format!("touch {d}/hello.txt"),
+        format!("chmod 777 {d}/hello.txt"),
+        format!("touch {d}/new.txt"),
+        format!("mkdir {d}/newdir"),
+        format!("ln -s x {d}/sym"),
+        format!("ln {d}/hello.txt {d}/hard"),
+        format!("rm -f {d}/hello.txt"),
+        format!("rmdir {d}/sub"),
+        format!("mv {d}/hello.txt {d}/moved.txt"),
+        format!("setfattr -n afs.acl -v '1\n0\nsystem:anyuser 127\n' {d}"),
+        format!("flock -n {d}/hello.txt true"),
+    ];
+    for uid in [NOBODY, 0] {
+        for a in &attempts {
+            let out = sh_as(uid, a);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "uid {uid} succeeded: {a}");
+            assert!(
+                err.contains("Permission denied") || a.starts_with("flock"),
+                "uid {uid}: {a}: {err}"
+            );
+        }
+        // access(2) answers the same.
+        let w = sh_as(uid, &format!("test -w {d}/hello.txt"));
+        assert!(!w.status.success(), "uid {uid}: test -w succeeded");
+        let r = sh_as(uid, &format!("test -r {d}/hello.txt"));
+        assert!(r.status.success(), "uid {uid}: test -r failed");
+    }
+    // Everyone still sees the original bytes and listing.
+    for uid in [0, NOBODY, ALICE_UID] {
+        assert_eq!(read_as(uid, &dir.join("hello.txt")).unwrap(), b"hello\n");
+    }
+    assert_eq!(listing(&dir), vec!["hello.txt", "sub"]);
+    let server = cell
+        .third_party(&["cat", &cell.rw(&format!("{rel}/hello.txt"))], None)
+        .stdout;
+    assert_eq!(server, b"hello\n");
+    let ls = cell.third_party(&["ls", &cell.rw(&rel)], None).stdout;
+    let ls = String::from_utf8_lossy(&ls);
+    assert!(ls.contains("hello.txt") && ls.contains("sub"), "{ls}");
+    for gone in ["new.txt", "newdir", "sym", "hard", "moved.txt"] {
+        assert!(!ls.contains(gone), "{gone} reached the server: {ls}");
+    }
+    // alice, who may, does.
+    let out = sh_as(ALICE_UID, &format!("echo mine > {d}/alice.txt"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn owner_mode_bits_bind_everyone() {
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &[]);
+    alice_token(&cell, &m);
+    let (_rel, dir) = workspace(&cell, &m, "mode");
+    let f = dir.join("locked.txt");
+    let fs = f.to_str().unwrap();
+    let out = sh_as(ALICE_UID, &format!("echo data > {fs} && chmod 077 {fs}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for uid in [NOBODY, ALICE_UID, 0] {
+        let err = read_as(uid, &f).unwrap_err();
+        assert!(err.contains("Permission denied"), "uid {uid}: {err}");
+        let out = sh_as(uid, &format!("echo x >> {fs}"));
+        assert!(!out.status.success(), "uid {uid} wrote a --- file");
+    }
+}
+
+#[test]
+fn a_refused_store_fails_close_and_its_data_vanishes_for_everyone() {
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &[]);
+    alice_token(&cell, &m);
+    let (rel, dir) = workspace(&cell, &m, "refused");
+    let path = CString::new(dir.join("hello.txt").to_str().unwrap()).unwrap();
+    // alice opens and writes; the administrator then takes her write
+    // right away; her close must fail with EACCES.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        on_thread_as(ALICE_UID, move || {
+            // SAFETY: plain syscalls on a path and the descriptor they give.
+            unsafe {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                assert!(
+                    fd >= 0,
+                    "alice cannot open: {}",
+                    std::io::Error::last_os_error()
+                );
+                let n = libc::write(fd, b"CHANGED!!".as_ptr().cast(), 9);
+                assert_eq!(n, 9);
+                done_tx.send(()).unwrap();
+                rx.recv().unwrap();
+                let r = libc::close(fd);
+                (r, std::io::Error::last_os_error().raw_os_error())
+            }
+        })
+    });
+    done_rx.recv().unwrap();
+    cell.third_party(
+        &[
+            "setacl",
+            &cell.rw(&rel),
+            "system:administrators",
+            "all",
+            "system:anyuser",
+            "rl",
+            cell.var("USER1"),
+            "rl",
+        ],
+        None,
+    );
+    tx.send(()).unwrap();
+    let (r, errno) = writer.join().unwrap();
+    assert_eq!(
+        (r, errno),
+        (-1, Some(libc::EACCES)),
+        "close after the ACL change"
+    );
+    // Gone for everyone: the cache, root, alice, the server.
+    for uid in [0, NOBODY, ALICE_UID] {
+        assert_eq!(read_as(uid, &dir.join("hello.txt")).unwrap(), b"hello\n");
+    }
+    let server = cell
+        .third_party(&["cat", &cell.rw(&format!("{rel}/hello.txt"))], None)
+        .stdout;
+    assert_eq!(server, b"hello\n");
+    assert!(
+        m.log_text().contains("the fileserver refused the store"),
+        "no log line naming the refusal"
+    );
+}
+
+#[test]
+fn a_uid_without_rights_sees_nothing_of_alices_private_files() {
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &[]);
+    alice_token(&cell, &m);
+    let private = m.path(&format!("{}/private", cell.cell()));
+    let secret = private.join("secret.txt");
+    assert_eq!(read_as(ALICE_UID, &secret).unwrap(), b"alice's secret\n");
+    let ls = run_as(ALICE_UID, &["ls", "-l", private.to_str().unwrap()]);
+    assert!(ls.status.success());
+    let s = secret.to_str().unwrap();
+    for uid in [NOBODY, 0] {
+        for cmd in [
+            format!("stat {s}"),
+            format!("ls {}", private.to_str().unwrap()),
+            format!("getfattr -n afs.fid {s}"),
+            format!("test -e {s}"),
+            format!("cat {s}"),
+        ] {
+            let out = sh_as(uid, &cmd);
+            assert!(!out.status.success(), "uid {uid}: {cmd} succeeded");
+        }
+    }
+    // root's own xattr call through this process (uid 0, no token).
+    assert!(getxattr(&secret, "afs.fid").is_err());
+}
