@@ -197,7 +197,7 @@ impl Mount {
             .arg(cache_dir.parent().unwrap_or(cache_dir).join("control.sock"))
             .args(extra)
             .arg(&dir)
-            .env("AFSD_LOG", "info,afs_client=debug")
+            .env("AFSD_LOG", "info,client=debug")
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
             .spawn()
