@@ -16,14 +16,31 @@ use tokio::sync::mpsc;
 
 use crate::fileserver::CallbackSink;
 
+/// Calls from addresses that are not fileservers we called are refused
+/// with this abort code (EPERM), and only counted in the log now and then.
+const NOT_A_FILESERVER: i32 = 1;
+
 /// Serves callback calls until the endpoint closes or the client is dropped.
+/// Only peers `trusted` says are fileservers this client called are served:
+/// anyone else could otherwise make the client forget what it cached, or
+/// learn its UUID and addresses.
 pub(crate) async fn serve(
     sink: Weak<dyn CallbackSink>,
     uuid: Uuid,
     mut calls: mpsc::Receiver<IncomingCall>,
+    trusted: impl Fn(std::net::IpAddr) -> bool,
 ) {
+    let mut refused: u64 = 0;
     while let Some(call) = calls.recv().await {
         let Some(sink) = sink.upgrade() else { break };
+        if !trusted(call.peer.ip()) {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(peer = %call.peer, refused, "callback call from an address that is not a fileserver we called: refused");
+            }
+            call.abort(NOT_A_FILESERVER);
+            continue;
+        }
         if call.service_id != cb::CB_SERVICE_ID {
             call.abort(cb::RXGEN_OPCODE);
             continue;

@@ -24,14 +24,13 @@ use std::sync::Arc;
 
 use afs_proto::types::{Fid, Uuid};
 use cache::{Batch, FidKey, Op, RocksStore, Store};
-use tokio::sync::mpsc;
 
-use crate::attr::Invalidation;
 use crate::data::FileData;
 use crate::dirs::Dirs;
 use crate::executor::Executor;
 use crate::fileserver::{CallbackSink, FileServer};
 use crate::identity::{TokenInfo, Tokens};
+use crate::invalidations::{Closer, InvalidationReceiver, Queue};
 use crate::locks::Locks;
 use crate::nodes::Nodes;
 use crate::rxserver::RxFileServer;
@@ -55,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) locks: Locks,
     /// The cache size limit in force (`setcachesize` changes it).
     cache_bytes: AtomicU64,
+    /// Ends the FUSE side's invalidation stream with the client.
+    inval: Closer,
 }
 
 /// The cache manager. Cheap to clone; all clones share one state.
@@ -76,9 +77,7 @@ impl AfsClient {
     /// Reads the cell configuration, opens the cache and binds the Rx
     /// endpoint that serves both our calls and the callback service. The
     /// receiver yields nodes whose kernel caches must be invalidated.
-    pub async fn start(
-        config: ClientConfig,
-    ) -> Result<(AfsClient, mpsc::UnboundedReceiver<Invalidation>)> {
+    pub async fn start(config: ClientConfig) -> Result<(AfsClient, InvalidationReceiver)> {
         let cells = CellDb::load(&config.conf_dir)?;
         if cells.cells.is_empty() {
             return Err(Error::Config(format!(
@@ -95,7 +94,7 @@ impl AfsClient {
         config: ClientConfig,
         cells: CellDb,
         store: Arc<dyn Store>,
-    ) -> Result<(AfsClient, mpsc::UnboundedReceiver<Invalidation>)> {
+    ) -> Result<(AfsClient, InvalidationReceiver)> {
         let stats = Arc::new(Stats::default());
         let fs = RxFileServer::bind(config.dead_time, config.vldb_ttl, stats.clone())?;
         Self::start_with(config, cells, store, fs, stats)
@@ -109,7 +108,7 @@ impl AfsClient {
         store: Arc<dyn Store>,
         fs: Arc<dyn FileServer>,
         stats: Arc<Stats>,
-    ) -> Result<(AfsClient, mpsc::UnboundedReceiver<Invalidation>)> {
+    ) -> Result<(AfsClient, InvalidationReceiver)> {
         let uuid = match store.get_meta("uuid")? {
             Some(b) if b.len() == 16 => {
                 let mut a = [0u8; 16];
@@ -150,8 +149,9 @@ impl AfsClient {
         }
         // A smaller limit than last time takes effect now, not at the next fetch.
         store.evict()?;
-        let (inval, inval_rx) = mpsc::unbounded_channel();
-        let nodes = Arc::new(Nodes::new(inval));
+        let queue = Arc::new(Queue::default());
+        let inval_rx = InvalidationReceiver::new(queue.clone());
+        let nodes = Arc::new(Nodes::new(queue.clone()));
         let cell_names = cells.cells.iter().map(|c| c.name.clone()).collect();
         let valid = Arc::new(Validator::new(
             fs.clone(),
@@ -195,6 +195,7 @@ impl AfsClient {
             open,
             locks,
             cache_bytes: AtomicU64::new(cache_bytes),
+            inval: Closer(queue),
         });
         tracing::info!(uuid = %uuid, "cache manager started");
         Ok((AfsClient { inner }, inval_rx))
@@ -290,6 +291,10 @@ impl AfsClient {
     pub fn render_stats(&self) -> String {
         let mut s = self.inner.stats.render();
         s.push_str(&format!("inodes {}\n", self.inner.nodes.len()));
+        s.push_str(&format!(
+            "invalidations_pending {}\n",
+            self.inner.inval.0.len()
+        ));
         s.push_str(&format!("rx {}\n", self.rx_stats()));
         s
     }

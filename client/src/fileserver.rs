@@ -162,6 +162,10 @@ pub trait FileServer: Send + Sync {
         call: FsCall,
     ) -> BoxFuture<'a, Result<FsReply>>;
 
+    /// The volume instances (cell, volume id) this client knows on the
+    /// fileserver at `server`: what its InitCallBackState resets.
+    fn volumes_at(&self, server: SocketAddr) -> Vec<(String, u32)>;
+
     /// Fileservers talked to, and those marked down (`checkservers`).
     fn known_servers(&self) -> Vec<SocketAddr>;
 

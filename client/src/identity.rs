@@ -225,10 +225,6 @@ impl RightsTable {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(_, k), _| k.volume != volume);
     }
-
-    pub(crate) fn break_all(&self) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
 }
 
 #[cfg(test)]

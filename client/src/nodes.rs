@@ -3,21 +3,22 @@
 
 use std::sync::Mutex;
 
-use cache::FidKey;
-use tokio::sync::mpsc;
+use std::sync::Arc;
 
-use crate::attr::Invalidation;
+use cache::FidKey;
+
 use crate::inode::{Inodes, NodeRef};
+use crate::invalidations::Queue;
 use crate::{Error, Result};
 
 /// Inode numbers of fids, and kernel invalidations.
 pub(crate) struct Nodes {
     table: Mutex<Inodes>,
-    inval: mpsc::UnboundedSender<Invalidation>,
+    inval: Arc<Queue>,
 }
 
 impl Nodes {
-    pub(crate) fn new(inval: mpsc::UnboundedSender<Invalidation>) -> Self {
+    pub(crate) fn new(inval: Arc<Queue>) -> Self {
         Nodes {
             table: Mutex::new(Inodes::new()),
             inval,
@@ -60,7 +61,7 @@ impl Nodes {
     pub(crate) fn invalidate(&self, key: &FidKey) {
         let ino = self.lock().ino_of(key);
         if let Some(ino) = ino {
-            let _ = self.inval.send(Invalidation { ino });
+            self.inval.push(ino);
         }
     }
 
@@ -69,7 +70,7 @@ impl Nodes {
     pub(crate) fn invalidate_volume(&self, cell: Option<&str>, volume: u32) {
         let inos = self.lock().inos_of_volume(cell, volume);
         for ino in inos {
-            let _ = self.inval.send(Invalidation { ino });
+            self.inval.push(ino);
         }
     }
 
@@ -85,14 +86,6 @@ impl Nodes {
 
     /// Invalidates inode `ino`.
     pub(crate) fn invalidate_ino(&self, ino: u64) {
-        let _ = self.inval.send(Invalidation { ino });
-    }
-
-    /// Invalidates every inode.
-    pub(crate) fn invalidate_all(&self) {
-        let inos = self.lock().all();
-        for ino in inos {
-            let _ = self.inval.send(Invalidation { ino });
-        }
+        self.inval.push(ino);
     }
 }

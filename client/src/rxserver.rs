@@ -31,7 +31,7 @@ pub struct RxFileServer {
     rpc: RpcClient,
     volumes: VolumeDb,
     vldb_ttl: Duration,
-    servers_used: Mutex<Vec<SocketAddr>>,
+    servers_used: Arc<Mutex<Vec<SocketAddr>>>,
     /// Incoming callback calls, until [`FileServer::attach`] takes them.
     incoming: Mutex<Option<tokio::sync::mpsc::Receiver<rx::IncomingCall>>>,
 }
@@ -60,9 +60,19 @@ impl RxFileServer {
             },
             volumes: VolumeDb::default(),
             vldb_ttl,
-            servers_used: Mutex::new(Vec::new()),
+            servers_used: Arc::new(Mutex::new(Vec::new())),
             incoming: Mutex::new(Some(incoming)),
         }))
+    }
+
+    /// Accepts callback calls from `addr` before this client has called
+    /// it (for programs that drive the callback service directly, such as
+    /// its tests); otherwise only fileservers called are heard.
+    pub fn trust(&self, addr: SocketAddr) {
+        let mut used = self.servers_used.lock().unwrap_or_else(|e| e.into_inner());
+        if !used.contains(&addr) {
+            used.push(addr);
+        }
     }
 
     async fn call_sites(
@@ -76,14 +86,11 @@ impl RxFileServer {
         }
         let mut last = None;
         for s in servers {
+            // Trusted before the call leaves: a fileserver meeting a new
+            // client calls it back (TellMeAboutYourself) before answering.
+            self.trust(*s);
             match call.send_rx(&self.rpc, *s, who).await {
-                Ok(r) => {
-                    let mut used = self.servers_used.lock().unwrap_or_else(|e| e.into_inner());
-                    if !used.contains(s) {
-                        used.push(*s);
-                    }
-                    return Ok(r);
-                }
+                Ok(r) => return Ok(r),
                 Err(e) if e.should_fail_over() => {
                     tracing::warn!(server = %s, "{e}; trying the next site");
                     last = Some(e);
@@ -139,8 +146,21 @@ impl FileServer for RxFileServer {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(calls) = incoming {
-            tokio::spawn(crate::callback::serve(sink, uuid, calls));
+            // Only fileservers we called may call back (by address: a
+            // multihomed server may answer from another port).
+            let used = self.servers_used.clone();
+            let trusted = move |ip: std::net::IpAddr| {
+                used.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .any(|s| s.ip() == ip)
+            };
+            tokio::spawn(crate::callback::serve(sink, uuid, calls, trusted));
         }
+    }
+
+    fn volumes_at(&self, server: SocketAddr) -> Vec<(String, u32)> {
+        self.volumes.at_server(server.ip())
     }
 
     fn locate<'a>(

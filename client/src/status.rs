@@ -95,18 +95,6 @@ impl StatusTable {
             }
         }
     }
-
-    pub(crate) fn break_all(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        for e in self
-            .map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values_mut()
-        {
-            e.valid_until = 0;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -460,11 +460,16 @@ impl CallbackSink for Validator {
         }
     }
 
+    /// InitCallBackState: what came from that fileserver alone is no
+    /// longer promised (its volumes, as located).
     fn break_all(&self, from: SocketAddr) {
-        tracing::info!(%from, "fileserver reset its callback state");
+        let volumes = self.fs.volumes_at(from);
+        tracing::info!(%from, volumes = volumes.len(), "fileserver reset its callback state");
         Stats::add(&self.stats.callback_breaks, 1);
-        self.statuses.break_all();
-        self.rights.break_all();
-        self.nodes.invalidate_all();
+        for (cell, volume) in volumes {
+            self.statuses.break_volume(Some(&cell), volume);
+            self.rights.break_volume(volume);
+            self.nodes.invalidate_volume(Some(&cell), volume);
+        }
     }
 }

@@ -211,6 +211,17 @@ impl VolumeDb {
             .cloned()
     }
 
+    /// The volume instances (cell, volume id) located on a fileserver.
+    pub(crate) fn at_server(&self, ip: std::net::IpAddr) -> Vec<(String, u32)> {
+        self.by_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, (info, t))| info.servers(*t).iter().any(|s| s.ip() == ip))
+            .map(|((cell, id), _)| (cell.clone(), *id))
+            .collect()
+    }
+
     /// Drops what the VLDB said of a volume, so the next lookup asks again.
     pub(crate) fn forget(&self, cell: &str, name: &str) {
         self.lock_by_name()

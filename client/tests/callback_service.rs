@@ -8,13 +8,14 @@ use std::time::Duration;
 use afs_proto::cb::{self, CbRequest};
 use afs_proto::types::{CallBack, Fid, InterfaceAddr, Uuid};
 use cache::MemoryStore;
-use client::{AfsClient, CellDb, ClientConfig};
+use client::{AfsClient, CellDb, ClientConfig, RxFileServer};
 use rx::{CallError, ConnKey, RxEndpoint};
 
 async fn start() -> (
     AfsClient,
-    tokio::sync::mpsc::UnboundedReceiver<client::Invalidation>,
+    client::InvalidationReceiver,
     SocketAddr,
+    Arc<RxFileServer>,
 ) {
     let mut config = ClientConfig::new("/nonexistent".into(), "/nonexistent".into());
     config.dead_time = Duration::from_secs(5);
@@ -22,11 +23,18 @@ async fn start() -> (
         this_cell: Some("test.lab".into()),
         cells: client::parse_cellservdb(">test.lab\n127.0.0.1\n").unwrap(),
     };
-    let (c, inval) = AfsClient::start_with_store(config, cells, Arc::new(MemoryStore::new()))
-        .await
-        .unwrap();
+    let stats = Arc::new(client::Stats::default());
+    let fs = RxFileServer::bind(config.dead_time, config.vldb_ttl, stats.clone()).unwrap();
+    let (c, inval) = AfsClient::start_with(
+        config,
+        cells,
+        Arc::new(MemoryStore::new()),
+        fs.clone(),
+        stats,
+    )
+    .unwrap();
     let port = c.local_addr().port();
-    (c, inval, SocketAddr::from(([127, 0, 0, 1], port)))
+    (c, inval, SocketAddr::from(([127, 0, 0, 1], port)), fs)
 }
 
 async fn fileserver() -> Arc<RxEndpoint> {
@@ -49,8 +57,9 @@ fn key(peer: SocketAddr) -> ConnKey {
 
 #[tokio::test]
 async fn answers_the_calls_a_fileserver_makes() {
-    let (client, _inval, addr) = start().await;
+    let (client, _inval, addr, seam) = start().await;
     let fs = fileserver().await;
+    seam.trust(fs.local_addr());
 
     let reply = fs.call(key(addr), CbRequest::Probe.encode()).await.unwrap();
     assert!(reply.is_empty());
@@ -125,6 +134,31 @@ async fn answers_the_calls_a_fileserver_makes() {
     // Four breaks: the two resets and one per fid of the CallBack.
     assert!(
         client.render_stats().contains("callback_breaks 4"),
+        "{}",
+        client.render_stats()
+    );
+}
+
+/// A peer this client never called is no fileserver of its: every call is
+/// refused, and nothing it says breaks a callback.
+#[tokio::test]
+async fn calls_from_others_are_refused() {
+    let (client, _inval, addr, _seam) = start().await;
+    let stranger = fileserver().await;
+    for req in [
+        CbRequest::Probe,
+        CbRequest::WhoAreYou,
+        CbRequest::InitCallBackState,
+        CbRequest::CallBack {
+            fids: vec![Fid::new(536870915, 2, 3)],
+            callbacks: vec![],
+        },
+    ] {
+        let err = stranger.call(key(addr), req.encode()).await.unwrap_err();
+        assert!(matches!(err, CallError::Aborted(1)), "{err:?}");
+    }
+    assert!(
+        client.render_stats().contains("callback_breaks 0"),
         "{}",
         client.render_stats()
     );

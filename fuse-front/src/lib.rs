@@ -11,14 +11,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use client::{AfsClient, Attr, Invalidation, NodeKind};
+use client::{AfsClient, Attr, InvalidationReceiver, NodeKind};
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
 
 /// How long the kernel may trust an attribute or a name without asking
 /// again. Short, because a callback break can only invalidate inodes, not
@@ -764,7 +763,7 @@ pub fn mount(
     client: AfsClient,
     rt: Handle,
     mountpoint: &Path,
-    mut invalidations: mpsc::UnboundedReceiver<Invalidation>,
+    mut invalidations: InvalidationReceiver,
 ) -> Result<Mounted, Error> {
     let options = vec![
         MountOption::FSName("afsd-rs".into()),
@@ -784,11 +783,7 @@ pub fn mount(
         source,
     })?;
     rt.spawn(async move {
-        while let Some(first) = invalidations.recv().await {
-            let mut batch = vec![first];
-            while let Ok(more) = invalidations.try_recv() {
-                batch.push(more);
-            }
+        while let Some(batch) = invalidations.next_batch().await {
             let notifier = notifier.clone();
             // The notification write can wait on kernel locks: keep it off
             // the runtime's worker threads.

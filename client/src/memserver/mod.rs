@@ -334,6 +334,13 @@ impl FileServer for MemFileServer {
         })
     }
 
+    fn volumes_at(&self, _server: SocketAddr) -> Vec<(String, u32)> {
+        let ids: Vec<u32> = self.cell.state().volumes.keys().copied().collect();
+        ids.into_iter()
+            .map(|id| (self.cell.name.clone(), id))
+            .collect()
+    }
+
     fn known_servers(&self) -> Vec<SocketAddr> {
         vec![SERVER_ADDR.parse().expect("constant address")]
     }

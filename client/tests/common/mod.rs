@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use cache::{MemoryStore, RocksStore, Store};
 use client::memserver::{rights, MemCell, MemFileServer, ANYUSER};
-use client::{AfsClient, CellDb, ClientConfig, Invalidation, NodeKind, Stats, ROOT_INO};
-use tokio::sync::mpsc::UnboundedReceiver;
+use client::{AfsClient, CellDb, ClientConfig, InvalidationReceiver, NodeKind, Stats, ROOT_INO};
 
 pub const CELL: &str = "mem.test";
 
@@ -23,7 +22,7 @@ pub enum StoreKind {
 pub struct Client {
     pub afs: AfsClient,
     pub fs: Arc<MemFileServer>,
-    _inval: UnboundedReceiver<Invalidation>,
+    _inval: InvalidationReceiver,
     _dir: Option<tempfile::TempDir>,
 }
 
