@@ -83,6 +83,35 @@ impl AfsClient {
         let inner = &self.inner;
         let (pnode, who) = inner.writable_dir(uid, parent).await?;
         inner.valid.require(&pnode, &who, PRSFS_DELETE)?;
+        // A file still open stays usable through its descriptors: as
+        // OpenAFS's afs_remove does, it is renamed to a hidden name and
+        // removed at its last close.
+        if let Some(e) = inner.dirs.cached_entry(&pnode, name) {
+            let victim = pnode.with_fid(Fid::new(pnode.fid.volume, e.vnode, e.unique));
+            if inner.open.is_open(&victim.key()) && !inner.open.is_hidden(&victim.key()) {
+                let hidden = format!(".__afs{:04X}{:04X}", e.vnode & 0xffff, e.unique & 0xffff);
+                let m = inner.record(
+                    &pnode,
+                    &who,
+                    Change::Rename {
+                        from_dir: pnode.fid,
+                        from_name: name.to_vec(),
+                        to_dir: pnode.fid,
+                        to_name: hidden.clone().into_bytes(),
+                    },
+                );
+                inner.exec.execute(&who, &m).await?;
+                inner.open.hide(
+                    victim.key(),
+                    crate::writes::Hidden {
+                        dir: pnode.clone(),
+                        name: hidden.into_bytes(),
+                        uid,
+                    },
+                );
+                return Ok(());
+            }
+        }
         let m = inner.record(
             &pnode,
             &who,
@@ -238,6 +267,24 @@ impl AfsClient {
         inner.exec.execute(&who, &m).await?;
         tracing::info!(uid, fid = ?node.fid, cell = %node.cell, "ACL stored");
         Ok(())
+    }
+}
+
+impl AfsClient {
+    /// Removes a file unlinked while open, at its last close, as the user
+    /// who unlinked it.
+    pub(crate) async fn remove_hidden(&self, h: &crate::writes::Hidden) -> Result<()> {
+        let inner = &self.inner;
+        let who = inner.valid.who(h.uid, &h.dir);
+        let m = inner.record(
+            &h.dir,
+            &who,
+            Change::RemoveFile {
+                dir: h.dir.fid,
+                name: h.name.clone(),
+            },
+        );
+        inner.exec.execute(&who, &m).await.map(|_| ())
     }
 }
 

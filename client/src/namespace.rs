@@ -311,8 +311,13 @@ impl Inner {
     /// is writing.
     pub(crate) fn attr(&self, ino: u64, node: &NodeRef, uid: u32, st: &StatusRecord) -> Attr {
         let mut a = attr_of(ino, st);
-        if let Some(len) = self.open.length(&node.key(), uid) {
+        let key = node.key();
+        if let Some(len) = self.open.length(&key, uid) {
             a.size = len;
+        }
+        // Unlinked while open: no name left, as fstat shows it.
+        if self.open.is_hidden(&key) {
+            a.nlink = 0;
         }
         a
     }

@@ -57,6 +57,18 @@ pub(crate) struct OpenFiles {
     states: Mutex<HashMap<StateKey, StateCell>>,
     /// Lengths of files being written as their writer sees them.
     lengths: Mutex<HashMap<StateKey, u64>>,
+    /// Files unlinked while open: hidden under another name on the server
+    /// until their last descriptor closes.
+    unlinked: Mutex<HashMap<FidKey, Hidden>>,
+}
+
+/// Where a file unlinked while open waits for its last close, and who
+/// removes it then.
+#[derive(Clone, Debug)]
+pub(crate) struct Hidden {
+    pub dir: NodeRef,
+    pub name: Vec<u8>,
+    pub uid: u32,
 }
 
 /// A batch of unstored writes. Not logged: close stores to the fileserver
@@ -85,7 +97,45 @@ impl OpenFiles {
             next_handle: AtomicU64::new(1),
             states: Mutex::new(HashMap::new()),
             lengths: Mutex::new(HashMap::new()),
+            unlinked: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether any descriptor is open on the file.
+    pub(crate) fn is_open(&self, key: &FidKey) -> bool {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|h| &h.node.key() == key)
+    }
+
+    /// Records a file unlinked while open (see [`Hidden`]).
+    pub(crate) fn hide(&self, key: FidKey, hidden: Hidden) {
+        self.unlinked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, hidden);
+    }
+
+    /// Whether the file was unlinked while open.
+    pub(crate) fn is_hidden(&self, key: &FidKey) -> bool {
+        self.unlinked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
+    }
+
+    /// After a descriptor closed: the hidden name to remove when it was
+    /// the file's last.
+    pub(crate) fn last_close(&self, key: &FidKey) -> Option<Hidden> {
+        if self.is_open(key) {
+            return None;
+        }
+        self.unlinked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
     }
 
     /// Registers a descriptor and returns its handle.

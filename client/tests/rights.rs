@@ -277,3 +277,34 @@ fn a_uid_without_rights_sees_nothing_of_what_alice_read() {
         }
     });
 }
+
+#[test]
+fn a_file_unlinked_while_open_stays_usable_until_its_last_close() {
+    rt().block_on(async {
+        let (cell, c) = cell_with_alice();
+        c.write_file(ALICE, "shared/tmp", b"0123456789")
+            .await
+            .unwrap();
+        let ino = c.resolve(ALICE, "shared/tmp").await.unwrap();
+        let fh = c.afs.open(ALICE, ino, libc::O_RDWR).await.unwrap();
+        c.unlink(ALICE, "shared/tmp").await.unwrap();
+        // Gone by name, for everyone.
+        assert_eq!(c.resolve(ALICE, "shared/tmp").await, Err(libc::ENOENT));
+        // The descriptor still reads and writes; fstat shows no link.
+        assert_eq!(c.afs.getattr(ALICE, ino).await.unwrap().nlink, 0);
+        assert_eq!(c.afs.read(ALICE, fh, 2, 3).await.unwrap(), b"234");
+        c.afs.write(fh, 10, b"ab").await.unwrap();
+        c.afs.flush(fh).await.unwrap();
+        assert_eq!(c.afs.read(ALICE, fh, 8, 10).await.unwrap(), b"89ab");
+        // Hidden on the server meanwhile, and removed at the last close.
+        let names = |cell: &MemCell| -> Vec<String> {
+            cell.third_party(|tp| tp.tree("shared"))
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect()
+        };
+        assert!(names(&cell).iter().any(|n| n.starts_with(".__afs")));
+        c.afs.release(fh, None).await.unwrap();
+        assert!(names(&cell).is_empty(), "{:?}", names(&cell));
+    });
+}

@@ -248,3 +248,44 @@ fn a_uid_without_rights_sees_nothing_of_alices_private_files() {
     // root's own xattr call through this process (uid 0, no token).
     assert!(getxattr(&secret, "afs.fid").is_err());
 }
+
+#[test]
+fn a_file_unlinked_while_open_stays_usable_until_its_last_close() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &[]);
+    let name = format!("unlinked-{}", std::process::id());
+    let f = m.path(&format!(".{}/shared/{name}", cell.cell()));
+    std::fs::write(&f, b"0123456789").unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&f)
+        .unwrap();
+    std::fs::remove_file(&f).unwrap();
+    assert!(!f.exists(), "the name is still there");
+    assert_eq!(file.metadata().unwrap().nlink(), 0);
+    let mut buf = [0u8; 3];
+    file.read_exact_at(&mut buf, 2).unwrap();
+    assert_eq!(&buf, b"234");
+    file.write_all_at(b"ab", 10).unwrap();
+    file.sync_all().unwrap();
+    let mut buf = [0u8; 4];
+    file.read_exact_at(&mut buf, 8).unwrap();
+    assert_eq!(&buf, b"89ab");
+    let ls = |cell: &Cell| {
+        String::from_utf8_lossy(&cell.third_party(&["ls", &cell.rw("shared")], None).stdout)
+            .into_owned()
+    };
+    assert!(ls(&cell).contains(".__afs"), "not hidden on the server");
+    drop(file);
+    // The release reaches the daemon after close returns: wait for it.
+    assert!(
+        afsd_tests::wait_until(std::time::Duration::from_secs(5), || {
+            let l = ls(&cell);
+            !l.contains(".__afs") && !l.contains(&name)
+        }),
+        "left on the server: {}",
+        ls(&cell)
+    );
+}
