@@ -164,8 +164,16 @@ impl AfsClient {
 
     /// flock/fcntl: `typ` is F_RDLCK, F_WRLCK or F_UNLCK for the whole
     /// file (AFS has no byte ranges). With `wait` a refused lock is
-    /// retried until granted.
-    pub async fn setlk(&self, uid: u32, ino: u64, owner: u64, typ: i32, wait: bool) -> Result<()> {
+    /// retried until granted, or until process `pid` is interrupted (EINTR).
+    pub async fn setlk(
+        &self,
+        uid: u32,
+        ino: u64,
+        owner: u64,
+        typ: i32,
+        wait: bool,
+        pid: u32,
+    ) -> Result<()> {
         let inner = &self.inner;
         let node = inner.nodes.node(ino)?;
         let who = inner.valid.who(uid, &node);
@@ -185,7 +193,13 @@ impl AfsClient {
         inner.valid.require_any(&node, &who, any)?;
         inner
             .locks
-            .lock(&node, &who, owner, typ == libc::F_WRLCK, wait)
+            .lock(
+                &node,
+                &who,
+                owner,
+                typ == libc::F_WRLCK,
+                wait.then_some(pid),
+            )
             .await
     }
 

@@ -81,16 +81,18 @@ impl Locks {
         Ok(())
     }
 
-    /// Takes a read or write lock for `owner`. With `wait`, a refused lock
-    /// is retried until granted.
+    /// Takes a read or write lock for `owner`. With `waiter`, a refused
+    /// lock is retried until granted or until that process is interrupted
+    /// (see [`interrupted`]); a waiter that gives up holds nothing.
     pub(crate) async fn lock(
         &self,
         node: &NodeRef,
         who: &Identity,
         owner: u64,
         write: bool,
-        wait: bool,
+        waiter: Option<u32>,
     ) -> Result<()> {
+        let wait = waiter.is_some();
         let key = node.key();
         loop {
             let decision = {
@@ -121,7 +123,7 @@ impl Locks {
                 Local::Granted => return Ok(()),
                 Local::Conflict if !wait => return Err(Error::WouldBlock),
                 Local::Conflict => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    pause(waiter, Duration::from_millis(200)).await?;
                     continue;
                 }
                 Local::AskServer => {}
@@ -181,7 +183,7 @@ impl Locks {
                     if !wait {
                         return Err(Error::WouldBlock);
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    pause(waiter, Duration::from_secs(1)).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -205,5 +207,56 @@ impl Locks {
             }
             _ => libc::F_UNLCK,
         }
+    }
+}
+
+/// Waits `d` for a blocked lock, in short steps, giving up with EINTR as
+/// soon as the waiting process has a signal to take or is gone. The kernel
+/// would send FUSE_INTERRUPT for that, but the FUSE library answers it with
+/// ENOSYS, after which the kernel waits for the reply even for a killed
+/// process: without this, `kill -9` of a waiter would leave it stuck.
+async fn pause(waiter: Option<u32>, d: Duration) -> Result<()> {
+    let step = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    while waited < d {
+        if waiter.is_some_and(interrupted) {
+            return Err(Error::Interrupted);
+        }
+        tokio::time::sleep(step).await;
+        waited += step;
+    }
+    Ok(())
+}
+
+/// Whether process `pid` has a signal pending that it does not block, or
+/// has exited (read from /proc/PID/status: SigPnd, ShdPnd, SigBlk).
+pub(crate) fn interrupted(pid: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    if text
+        .lines()
+        .any(|l| l.starts_with("State:") && (l.contains('Z') || l.contains('X')))
+    {
+        return true;
+    }
+    let pending = field("SigPnd:") | field("ShdPnd:");
+    pending & !field("SigBlk:") != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interrupted;
+
+    #[test]
+    fn a_live_process_without_signals_is_not_interrupted() {
+        assert!(!interrupted(std::process::id()));
+        assert!(interrupted(u32::MAX), "no such process");
     }
 }

@@ -115,7 +115,7 @@ fn every_change_is_refused_at_once_where_the_acl_says_so() {
             eacces
         );
         assert_eq!(
-            errno(c.afs.setlk(NOBODY, ino, 1, libc::F_WRLCK, false).await),
+            errno(c.afs.setlk(NOBODY, ino, 1, libc::F_WRLCK, false, 0).await),
             eacces
         );
         // Nothing reached the server, and everyone reads the original.

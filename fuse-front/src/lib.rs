@@ -660,9 +660,10 @@ impl Filesystem for AfsFs {
     ) {
         let c = self.client.clone();
         let uid = req.uid();
+        let pid = req.pid();
         self.answer(
             reply,
-            async move { c.setlk(uid, ino, lock_owner, typ, sleep).await },
+            async move { c.setlk(uid, ino, lock_owner, typ, sleep, pid).await },
             |reply, ()| reply.ok(),
         );
     }

@@ -289,3 +289,66 @@ fn a_file_unlinked_while_open_stays_usable_until_its_last_close() {
         ls(&cell)
     );
 }
+
+fn flock_nb(f: &std::fs::File, op: i32) -> i32 {
+    // SAFETY: flock on an open descriptor.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(f), op | libc::LOCK_NB) }
+}
+
+#[test]
+fn an_interrupted_lock_waiter_leaves_nothing_locked() {
+    use std::time::{Duration, Instant};
+    let cell = Cell::from_env();
+    let a = Mount::new(&cell, &[]);
+    let b = Mount::new(&cell, &[]);
+    let name = format!("shared/lockwait-{}", std::process::id());
+    let pa = a.path(&format!(".{}/{name}", cell.cell()));
+    let pb = b.path(&format!(".{}/{name}", cell.cell()));
+    std::fs::write(&pa, b"x").unwrap();
+    let fa = std::fs::File::open(&pa).unwrap();
+    assert_eq!(flock_nb(&fa, libc::LOCK_EX), 0, "a takes the lock");
+    let pbs = pb.to_str().unwrap().to_string();
+    // A waiter on b killed with SIGKILL, and one interrupted by SIGINT:
+    // each ends promptly instead of waiting for the lock.
+    for (how, cmd) in [
+        ("kill -9", vec!["flock", pbs.as_str(), "true"]),
+        (
+            "SIGINT",
+            vec!["timeout", "-s", "INT", "1", "flock", pbs.as_str(), "true"],
+        ),
+    ] {
+        let mut w = std::process::Command::new(cmd[0])
+            .args(&cmd[1..])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        if how == "kill -9" {
+            assert!(w.try_wait().unwrap().is_none(), "the waiter did not wait");
+            w.kill().unwrap();
+        }
+        let t = Instant::now();
+        let st = loop {
+            if let Some(st) = w.try_wait().unwrap() {
+                break st;
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "{how}: waiter stuck");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(!st.success(), "{how}: the waiter got the lock");
+    }
+    // Nothing is left locked for b at the fileserver: once a lets go, b
+    // locks at once, and after b, a again.
+    assert_eq!(flock_nb(&fa, libc::LOCK_UN), 0);
+    let fb = std::fs::File::open(&pb).unwrap();
+    assert_eq!(
+        flock_nb(&fb, libc::LOCK_EX),
+        0,
+        "b cannot lock after a let go"
+    );
+    drop(fb);
+    let t = Instant::now();
+    while flock_nb(&fa, libc::LOCK_EX) != 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "b kept the lock");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
