@@ -20,7 +20,7 @@ async fn start() -> (
     config.dead_time = Duration::from_secs(5);
     let cells = CellDb {
         this_cell: Some("test.lab".into()),
-        cells: client::parse_cellservdb(">test.lab\n127.0.0.1\n").unwrap(),
+        cells: client::parse_cellservdb(b">test.lab\n127.0.0.1\n").cells,
     };
     let (c, inval) = AfsClient::start_with_store(config, cells, Arc::new(MemoryStore::new()))
         .await
