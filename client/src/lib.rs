@@ -13,6 +13,7 @@
 
 mod admin;
 mod attr;
+mod cachectl;
 mod callback;
 mod cellservdb;
 mod changes;
