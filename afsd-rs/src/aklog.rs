@@ -112,8 +112,8 @@ pub fn run(o: Options) -> Result<(), String> {
         vice_id,
         principal: token.client_principal.clone(),
         kvno: token.kvno,
-        ticket: token.ticket,
-        session_key: token.session_key,
+        ticket: control::Secret(token.ticket.clone()),
+        session_key: control::Secret(token.session_key),
         start: token.start,
         end: token.end,
     };

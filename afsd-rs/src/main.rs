@@ -382,10 +382,7 @@ fn main() -> ExitCode {
             for p in paths {
                 match fid_of(&p) {
                     Ok((cell, fid)) => {
-                        let req = control::Request::FlushVolume {
-                            cell,
-                            volume: fid.0,
-                        };
+                        let req = control::Request::FlushVolume { cell, fid };
                         if control_ok(&socket, &req, "flushvolume") != ExitCode::SUCCESS {
                             code = ExitCode::FAILURE;
                         }
