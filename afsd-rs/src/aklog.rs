@@ -31,7 +31,7 @@ pub fn run(o: Options) -> Result<(), String> {
             let this_cell = o.conf_dir.join("ThisCell");
             return Err(format!(
                 "no cell given and no local cell: {} {}; name the cell with -c CELL \
-                 (one of {}), or write the local cell's name into {}",
+                 (one of the cells of {}), or write the local cell's name into {}",
                 this_cell.display(),
                 if this_cell.exists() {
                     "is empty"

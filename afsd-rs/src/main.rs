@@ -593,7 +593,7 @@ async fn run(
     // Only the local cell is asked anything at start: the other cells of
     // CellServDB (Debian's lists some 200 of them) are contacted when a path
     // in them is looked up, never by mounting or by listing /afs.
-    let home = client.this_cell().unwrap_or_default();
+    let home = client.this_cell().unwrap_or_else(|| "(none)".into());
     match tokio::time::timeout(check_timeout, client.check_this_cell()).await {
         Ok(Ok(Some(_))) => {}
         Ok(Ok(None)) => tracing::info!(
