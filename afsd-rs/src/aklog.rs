@@ -28,10 +28,19 @@ pub fn run(o: Options) -> Result<(), String> {
     let cell_name = match o.cell.or(cells.this_cell.clone()) {
         Some(c) => c.to_ascii_lowercase(),
         None => {
+            let this_cell = o.conf_dir.join("ThisCell");
             return Err(format!(
-                "no cell given (-c) and no ThisCell in {}",
-                o.conf_dir.display()
-            ))
+                "no cell given and no local cell: {} {}; name the cell with -c CELL \
+                 (one of the cells of {}), or write the local cell's name into {}",
+                this_cell.display(),
+                if this_cell.exists() {
+                    "is empty"
+                } else {
+                    "does not exist"
+                },
+                o.conf_dir.join("CellServDB").display(),
+                this_cell.display()
+            ));
         }
     };
     let cell = cells
@@ -103,8 +112,8 @@ pub fn run(o: Options) -> Result<(), String> {
         vice_id,
         principal: token.client_principal.clone(),
         kvno: token.kvno,
-        ticket: token.ticket,
-        session_key: token.session_key,
+        ticket: control::Secret(token.ticket.clone()),
+        session_key: control::Secret(token.session_key),
         start: token.start,
         end: token.end,
     };

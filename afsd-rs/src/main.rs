@@ -382,10 +382,7 @@ fn main() -> ExitCode {
             for p in paths {
                 match fid_of(&p) {
                     Ok((cell, fid)) => {
-                        let req = control::Request::FlushVolume {
-                            cell,
-                            volume: fid.0,
-                        };
+                        let req = control::Request::FlushVolume { cell, fid };
                         if control_ok(&socket, &req, "flushvolume") != ExitCode::SUCCESS {
                             code = ExitCode::FAILURE;
                         }
@@ -590,11 +587,21 @@ async fn run(
     report: &dyn Fn(&str),
 ) -> Result<(), String> {
     let check_timeout = config.dead_time.min(Duration::from_secs(20)) + Duration::from_secs(2);
+    let conf_dir = config.conf_dir.clone();
     let (client, invalidations) = AfsClient::start(config).await.map_err(|e| e.to_string())?;
     let cells = client.cells();
-    let home = cells.first().cloned().ok_or("no cells configured")?;
-    match tokio::time::timeout(check_timeout, client.check_cell(&home)).await {
-        Ok(Ok(())) => {}
+    // Only the local cell is asked anything at start: the other cells of
+    // CellServDB (Debian's lists some 200 of them) are contacted when a path
+    // in them is looked up, never by mounting or by listing /afs.
+    let home = client.this_cell().unwrap_or_else(|| "(none)".into());
+    match tokio::time::timeout(check_timeout, client.check_this_cell()).await {
+        Ok(Ok(Some(_))) => {}
+        Ok(Ok(None)) => tracing::info!(
+            "no ThisCell in {}: no local cell, so none is checked at mount; \
+             /afs lists the {} cells of CellServDB",
+            conf_dir.display(),
+            cells.len()
+        ),
         Ok(Err(e)) => return Err(format!("cell {home}: {e}")),
         Err(_) => {
             return Err(format!(
@@ -612,7 +619,7 @@ async fn run(
     .map_err(|e| e.to_string())?;
     control::serve(control_socket, client.clone())
         .map_err(|e| format!("control socket {}: {e}", control_socket.display()))?;
-    tracing::info!(mountpoint = %mountpoint.display(), cells = ?cells, "mounted");
+    tracing::info!(mountpoint = %mountpoint.display(), cells = cells.len(), this_cell = %home, "mounted");
     report("OK\n");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;

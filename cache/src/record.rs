@@ -47,7 +47,9 @@ pub struct DirRecord {
 ///
 /// Kept after it expires: an expired token is never sent to a server, but it
 /// names the identity whose cached rights anchor offline use later.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its Debug output leaves out the ticket and the session key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub uid: u32,
     pub cell: String,
@@ -59,6 +61,26 @@ pub struct TokenRecord {
     pub session_key: [u8; 8],
     pub start: u64,
     pub end: u64,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    // The ticket and its session key are what a token is: never print them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("uid", &self.uid)
+            .field("cell", &self.cell)
+            .field("vice_id", &self.vice_id)
+            .field("principal", &self.principal)
+            .field("kvno", &self.kvno)
+            .field(
+                "ticket",
+                &format_args!("<redacted, {} bytes>", self.ticket.len()),
+            )
+            .field("session_key", &format_args!("<redacted>"))
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .finish()
+    }
 }
 
 /// The one encoding of every record value, shared by both stores and the
@@ -73,4 +95,40 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T> {
         key: String::from_utf8_lossy(key).into_owned(),
         msg: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_debug_hides_ticket_and_key() {
+        let t = TokenRecord {
+            uid: 1000,
+            cell: "test.lab".into(),
+            vice_id: 2,
+            principal: "alice@TEST.LAB".into(),
+            kvno: 256,
+            ticket: vec![0xc3, 0xd4, 0xe5, 0x61],
+            session_key: [0xb7; 8],
+            start: 1_700_000_000,
+            end: 1_700_036_000,
+        };
+        for s in [format!("{t:?}"), format!("{t:#?}")] {
+            // The bytes as Debug would print them, decimal or hex.
+            for secret in ["195", "212", "229", "183", "c3", "b7", "[97"] {
+                assert!(!s.contains(secret), "{secret} in {s}");
+            }
+            for shown in [
+                "1000",
+                "test.lab",
+                "alice@TEST.LAB",
+                "1700000000",
+                "1700036000",
+            ] {
+                assert!(s.contains(shown), "{shown} not in {s}");
+            }
+            assert!(s.contains("<redacted, 4 bytes>"), "{s}");
+        }
+    }
 }

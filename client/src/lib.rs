@@ -14,6 +14,7 @@
 mod access;
 mod admin;
 mod attr;
+mod cachectl;
 mod callback;
 mod cellservdb;
 mod changes;
@@ -47,7 +48,7 @@ pub use admin::{
     XATTR_WHEREIS,
 };
 pub use attr::{Attr, DirEntryOut, Invalidation, NodeKind, StatFs, ROOT_INO};
-pub use cellservdb::{parse_cellservdb, Cell, CellDb};
+pub use cellservdb::{parse_cellservdb, read_this_cell, Cell, CellDb, ParsedCellServDb, Skipped};
 pub use client::{AfsClient, CacheStats};
 pub use config::ClientConfig;
 pub use error::{Error, Result};

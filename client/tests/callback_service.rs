@@ -21,7 +21,7 @@ async fn start() -> (
     config.dead_time = Duration::from_secs(5);
     let cells = CellDb {
         this_cell: Some("test.lab".into()),
-        cells: client::parse_cellservdb(">test.lab\n127.0.0.1\n").unwrap(),
+        cells: client::parse_cellservdb(b">test.lab\n127.0.0.1\n").cells,
     };
     let stats = Arc::new(client::Stats::default());
     let fs = RxFileServer::bind(config.dead_time, config.vldb_ttl, stats.clone()).unwrap();

@@ -3,6 +3,7 @@
 
 use hmac::{Hmac, Mac};
 use md5::Md5;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::Error;
 
@@ -45,11 +46,11 @@ pub(crate) fn is_weak_key(key: &[u8; 8]) -> bool {
 /// RFC 3961 random-to-key inverse for 3DES (`compress_parity_bits`): every
 /// 8-byte block becomes 7 bytes, the bits of the 8th byte (from bit 1 up)
 /// going into the low bit of the first seven.
-pub(crate) fn compress_parity_bits(key: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn compress_parity_bits(key: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     if !key.len().is_multiple_of(8) {
         return None;
     }
-    let mut out = Vec::with_capacity(key.len() / 8 * 7);
+    let mut out = Zeroizing::new(Vec::with_capacity(key.len() / 8 * 7));
     for block in key.chunks_exact(8) {
         let mut tmp = block[7] >> 1;
         for &b in &block[..7] {
@@ -68,9 +69,10 @@ pub(crate) fn kdf_block(key: &[u8], i: u8) -> [u8; 8] {
     mac.update(&[i]);
     mac.update(b"rxkad\0");
     mac.update(&64u32.to_be_bytes());
-    let digest = mac.finalize().into_bytes();
+    let mut digest = mac.finalize().into_bytes();
     let mut out = [0u8; 8];
     out.copy_from_slice(&digest[..8]);
+    digest.as_mut_slice().zeroize();
     out
 }
 

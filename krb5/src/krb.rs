@@ -4,6 +4,8 @@ use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_uint};
 use std::ptr;
 
+use zeroize::Zeroizing;
+
 use crate::ffi;
 use crate::{AfsToken, Error, Request, RXKAD_TKT_TYPE_KERBEROS_V5};
 
@@ -414,9 +416,14 @@ fn token_from(
     let enctype = c.keyblock.enctype;
     // SAFETY: keyblock.contents holds keyblock.length bytes and ticket.data
     // holds ticket.length bytes, both owned by `creds`.
+    // The Kerberos session key is zeroed when dropped (libkrb5 zeroes its
+    // own copy in krb5_free_creds).
     let (key, ticket) = unsafe {
         (
-            copy_bytes(c.keyblock.contents.cast::<c_char>(), c.keyblock.length),
+            Zeroizing::new(copy_bytes(
+                c.keyblock.contents.cast::<c_char>(),
+                c.keyblock.length,
+            )),
             copy_bytes(c.ticket.data, c.ticket.length),
         )
     };

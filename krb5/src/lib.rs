@@ -14,8 +14,9 @@ mod krb;
 /// Kerberos 5 ticket.
 pub const RXKAD_TKT_TYPE_KERBEROS_V5: u32 = 256;
 
-/// An rxkad-k5 token for one cell.
-#[derive(Clone, PartialEq, Eq)]
+/// An rxkad-k5 token for one cell. Printed without its ticket and key, and
+/// zeroed when dropped (copy out what must outlive it).
+#[derive(Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct AfsToken {
     /// The client, e.g. `alice@TEST.LAB`.
     pub client_principal: String,
@@ -42,7 +43,10 @@ impl std::fmt::Debug for AfsToken {
             .field("client_principal", &self.client_principal)
             .field("service_principal", &self.service_principal)
             .field("kvno", &self.kvno)
-            .field("ticket_len", &self.ticket.len())
+            .field(
+                "ticket",
+                &format_args!("<redacted, {} bytes>", self.ticket.len()),
+            )
             .field("session_key", &"<redacted>")
             .field("enctype", &self.enctype)
             .field("start", &self.start)

@@ -72,7 +72,7 @@ fn des_keys_are_used_as_is() {
 fn des3_strips_parity_then_kdf() {
     let k = hex("101112131415161718191a1b1c1d1e1f2021222324252627");
     assert_eq!(
-        compress_parity_bits(&k).unwrap(),
+        *compress_parity_bits(&k).unwrap(),
         hex("1111121314141619191b1b1c1c1e21212222252426")
     );
     for e in [5, 7, 16] {
@@ -93,11 +93,11 @@ fn des3_strips_parity_then_kdf() {
 fn compress_parity_bits_distributes_eighth_byte() {
     // Byte 8 = 0b1111_1110: bits 1..7 all set → low bit of each of the 7 set.
     let k = [0u8, 0, 0, 0, 0, 0, 0, 0xfe];
-    assert_eq!(compress_parity_bits(&k).unwrap(), vec![1u8; 7]);
+    assert_eq!(*compress_parity_bits(&k).unwrap(), vec![1u8; 7]);
     // Bit 1 of byte 8 goes to byte 0, bit 7 to byte 6; low bits are replaced.
     let k = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0b1000_0010];
     assert_eq!(
-        compress_parity_bits(&k).unwrap(),
+        *compress_parity_bits(&k).unwrap(),
         vec![0xff, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xff]
     );
     assert!(compress_parity_bits(&[0u8; 9]).is_none());
@@ -256,4 +256,31 @@ fn token_debug_redacts_key() {
     };
     let s = format!("{t:?}");
     assert!(!s.contains("171") && !s.contains("ab, ab") && s.contains("redacted"));
+    // Nor the ticket: neither its bytes (97, 130) nor their hex.
+    assert!(
+        !s.contains("97") && !s.contains("130") && !s.contains("0x61"),
+        "{s}"
+    );
+    assert!(s.contains("alice@TEST.LAB") && s.contains("2 bytes"), "{s}");
+}
+
+#[test]
+fn token_is_zeroed_by_zeroize() {
+    use zeroize::Zeroize;
+    // ZeroizeOnDrop runs this same zeroize when the token is dropped.
+    let mut t = crate::AfsToken {
+        client_principal: "alice@TEST.LAB".into(),
+        service_principal: "afs/test.lab@TEST.LAB".into(),
+        kvno: 256,
+        ticket: vec![0x61; 40],
+        session_key: [0xab; 8],
+        enctype: 18,
+        start: 1,
+        end: 2,
+    };
+    t.zeroize();
+    assert_eq!(t.session_key, [0; 8]);
+    assert!(t.ticket.is_empty());
+    fn on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+    on_drop(&t);
 }
