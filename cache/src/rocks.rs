@@ -381,11 +381,19 @@ impl Store for RocksStore {
                 Op::PutChunk { .. } | Op::PutStatus(..) | Op::PutDir(..) | Op::DeleteDir(..)
             )
         });
-        let incoming: Vec<u64> = batch
+        let incoming: Vec<(Vec<u8>, u64)> = batch
             .ops
             .iter()
             .filter_map(|op| match op {
-                Op::PutChunk { data, .. } => Some(data.len() as u64),
+                Op::PutChunk {
+                    fid,
+                    data_version,
+                    index,
+                    data,
+                } => Some((
+                    crate::key::chunk_key(fid, *data_version, *index),
+                    data.len() as u64,
+                )),
                 _ => None,
             })
             .collect();

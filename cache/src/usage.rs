@@ -258,17 +258,33 @@ impl Accounting {
     /// batch about to be applied, so that the cache makes room before it
     /// writes rather than after (the directory then never holds more than
     /// the limit, even for a moment).
-    pub fn eviction_for(&self, incoming: &[u64]) -> (Vec<Op>, EvictReport) {
-        let (mut bytes, mut entries, mut disk) = (
-            self.usage.bytes + incoming.iter().sum::<u64>(),
-            self.usage.entries + incoming.len() as u64,
-            self.disk_bytes() + incoming.iter().map(|&n| blocks_of(n)).sum::<u64>(),
-        );
+    pub fn eviction_for(&self, incoming: &[(Vec<u8>, u64)]) -> (Vec<Op>, EvictReport) {
+        let (mut bytes, mut entries, mut disk) =
+            (self.usage.bytes, self.usage.entries, self.disk_bytes());
+        // A chunk the batch replaces grows or shrinks in place; a new one
+        // adds an entry. Neither is a victim: it is about to be the most
+        // recently used.
+        for (key, size) in incoming {
+            match self.chunks.get(key) {
+                Some(old) => {
+                    bytes = (bytes + size).saturating_sub(old.size);
+                    disk = (disk + blocks_of(*size)).saturating_sub(blocks_of(old.size));
+                }
+                None => {
+                    bytes += size;
+                    entries += 1;
+                    disk += blocks_of(*size);
+                }
+            }
+        }
         let mut ops = Vec::new();
         let mut report = EvictReport::default();
         for (_, key) in &self.lru {
             if !self.over(bytes, entries, disk) {
                 break;
+            }
+            if incoming.iter().any(|(k, _)| k == key) {
+                continue;
             }
             let Some((fid, data_version, index)) = parse_chunk_key(key) else {
                 continue;

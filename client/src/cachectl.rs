@@ -6,7 +6,7 @@ use afs_proto::types::Fid;
 use cache::FidKey;
 
 use crate::client::AfsClient;
-use crate::identity::PRSFS_LOOKUP;
+use crate::validate::PRSFS_LOOKUP;
 use crate::{Error, Result};
 
 impl AfsClient {

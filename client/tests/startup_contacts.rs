@@ -57,6 +57,9 @@ impl FileServer for Recording {
         self.note(&target.cell);
         self.mem.call(target, who, call)
     }
+    fn volumes_at(&self, server: SocketAddr) -> Vec<(String, u32)> {
+        self.mem.volumes_at(server)
+    }
     fn known_servers(&self) -> Vec<SocketAddr> {
         self.mem.known_servers()
     }
