@@ -120,7 +120,7 @@ impl RxEndpoint {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
         let stats = Arc::new(Mutex::new(Stats::default()));
-        let ep = Endpoint::new(config, rand::random());
+        let ep = Endpoint::new(config);
         let task = Task {
             ep,
             socket,

@@ -14,6 +14,8 @@ async fn loopback_calls_including_1mib_reply() {
     let server_cfg = Config {
         epoch: 0x8000_0001,
         served_services: vec![1],
+        // 300 KiB requests below: lift the callback service's 64 KiB cap.
+        max_request_bytes: vec![],
         ..Config::default()
     };
     let (server, mut incoming) = RxEndpoint::bind(lo(), server_cfg).unwrap();
