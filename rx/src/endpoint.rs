@@ -128,7 +128,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            epoch: 0x8000_0000,
+            epoch: 0,
             served_services: Vec::new(),
             max_packet_payload: packet::JUMBO_BUFFER_SIZE,
             dead_time: Duration::from_secs(50),
