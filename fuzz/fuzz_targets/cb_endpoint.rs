@@ -95,7 +95,9 @@ fn answer(ep: &mut Endpoint, now: Instant, id: CallId, service_id: u16, request:
                 ep.abort_call(id, now, cb::PROBE_UUID_MISMATCH)
             }
         }
-        CbRequest::WhoAreYou => ep.reply(id, now, cb::encode_who_are_you_reply(&interface_addr(uuid))),
+        CbRequest::WhoAreYou => {
+            ep.reply(id, now, cb::encode_who_are_you_reply(&interface_addr(uuid)))
+        }
         CbRequest::TellMeAboutYourself => ep.reply(
             id,
             now,
@@ -147,7 +149,11 @@ fuzz_target!(|data: &[u8]| {
                 let ptype = inp.u8() % 14;
                 let flags = inp.u8();
                 let sec = if sel & 0x40 != 0 { inp.u8() } else { 0 };
-                let service = if sel & 0x80 != 0 { inp.u16() } else { cb::CB_SERVICE_ID };
+                let service = if sel & 0x80 != 0 {
+                    inp.u16()
+                } else {
+                    cb::CB_SERVICE_ID
+                };
                 let len = inp.u16() as usize % 1500;
                 let mut d = Vec::with_capacity(28 + len);
                 for w in [epoch, cid, call_number, seq, serial] {
@@ -227,5 +233,9 @@ fuzz_target!(|data: &[u8]| {
         while ep.poll_event().is_some() {}
     }
     ep.check_invariants();
-    assert_eq!(ep.server_connection_count(), 0, "idle server connections forgotten");
+    assert_eq!(
+        ep.server_connection_count(),
+        0,
+        "idle server connections forgotten"
+    );
 });
