@@ -322,6 +322,8 @@ pub(crate) enum RecvOutcome {
     Duplicate,
     /// Too far ahead, dropped.
     ExceedsWindow,
+    /// Would make the message larger than the queue's limit, dropped.
+    TooLarge,
 }
 
 /// Receiver side of one direction of a call.
@@ -330,6 +332,8 @@ pub(crate) struct RecvQueue {
     data: Vec<u8>,
     next_seq: u32,
     ooo: BTreeMap<u32, Vec<u8>>,
+    /// Payload bytes held in `ooo`.
+    ooo_bytes: usize,
     last_seq: Option<u32>,
     prev_seq: u32,
     /// Packets received since the last ACK went out.
@@ -359,6 +363,11 @@ impl RecvQueue {
         matches!(self.last_seq, Some(l) if self.next_seq > l)
     }
 
+    /// Payload bytes held (in order and out of order).
+    pub fn buffered_bytes(&self) -> usize {
+        self.data.len() + self.ooo_bytes
+    }
+
     pub fn take_data(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.data)
     }
@@ -370,9 +379,13 @@ impl RecvQueue {
         }
         if seq >= self.next_seq.saturating_add(MAX_ACK_SPAN)
             || matches!(self.last_seq, Some(l) if seq > l)
-            || self.data.len() + payload.len() > self.max_bytes
         {
             return RecvOutcome::ExceedsWindow;
+        }
+        // Out-of-order packets count too, so that what a call buffers never
+        // exceeds its limit.
+        if self.data.len() + self.ooo_bytes + payload.len() > self.max_bytes {
+            return RecvOutcome::TooLarge;
         }
         self.last_serial = serial;
         self.prev_seq = seq;
@@ -380,17 +393,20 @@ impl RecvQueue {
             self.last_seq = Some(seq);
             // Anything buffered beyond LAST is bogus.
             self.ooo.retain(|&s, _| s <= seq);
+            self.ooo_bytes = self.ooo.values().map(Vec::len).sum();
         }
         self.unacked += 1;
         if seq == self.next_seq {
             self.data.extend_from_slice(&payload);
             self.next_seq += 1;
             while let Some(p) = self.ooo.remove(&self.next_seq) {
+                self.ooo_bytes -= p.len();
                 self.data.extend_from_slice(&p);
                 self.next_seq += 1;
             }
             RecvOutcome::InSequence
         } else {
+            self.ooo_bytes += payload.len();
             self.ooo.insert(seq, payload);
             RecvOutcome::OutOfSequence
         }

@@ -1,6 +1,13 @@
 //! Thin tokio driver: one UDP socket, one task running the sans-IO
 //! [`Endpoint`](crate::proto::Endpoint).
 //!
+//! The task runs on a dedicated OS thread with its own current-thread
+//! runtime, not on the application's: cache I/O (RocksDB, chunk files)
+//! done by the application's tasks, blocking or not, can never keep the
+//! socket from being read or timers (ACKs, retransmissions, keepalives)
+//! from firing. Calls and incoming server calls cross over through
+//! channels, which work between runtimes.
+//!
 //! The socket carries both our outgoing calls and the services we serve
 //! (the AFS callback service), exactly like the OpenAFS cache manager and
 //! libafscp, whose fileservers call back on the port the client used.
@@ -105,9 +112,12 @@ impl Drop for CancelGuard<'_> {
 }
 
 impl RxEndpoint {
-    /// Bind the socket and spawn the endpoint task. Must be called within a
-    /// tokio runtime. Returns the endpoint and the stream of incoming calls
-    /// for `config.served_services`.
+    /// Bind the socket and start the endpoint's thread (named `rx-endpoint`,
+    /// running its own current-thread tokio runtime). May be called from
+    /// any thread, inside a runtime or not. Returns the endpoint and the
+    /// stream of incoming calls for `config.served_services`. The thread
+    /// ends after [`RxEndpoint::shutdown`], or once the endpoint and every
+    /// unanswered [`IncomingCall`] are dropped.
     pub fn bind(
         addr: SocketAddr,
         config: Config,
@@ -115,12 +125,20 @@ impl RxEndpoint {
         let std_sock = std::net::UdpSocket::bind(addr)?;
         std_sock.set_nonblocking(true)?;
         grow_socket_buffers(&std_sock);
-        let socket = UdpSocket::from_std(std_sock)?;
-        let local_addr = socket.local_addr()?;
+        let local_addr = std_sock.local_addr()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        // Register the socket with the endpoint thread's runtime.
+        let socket = {
+            let _guard = rt.enter();
+            UdpSocket::from_std(std_sock)?
+        };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
         let stats = Arc::new(Mutex::new(Stats::default()));
-        let ep = Endpoint::new(config, rand::random());
+        let ep = Endpoint::new(config);
         let task = Task {
             ep,
             socket,
@@ -132,7 +150,9 @@ impl RxEndpoint {
             tokens: HashMap::new(),
             send_errors: 0,
         };
-        tokio::spawn(task.run());
+        std::thread::Builder::new()
+            .name("rx-endpoint".into())
+            .spawn(move || rt.block_on(task.run()))?;
         Ok((
             Arc::new(RxEndpoint {
                 cmd: cmd_tx,

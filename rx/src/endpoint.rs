@@ -9,10 +9,10 @@ use crate::error::{codes, CallError};
 use crate::packet::{self, flags, Body, Header, Packet, PacketType, HEADER_LEN};
 use crate::rxkad::{ClientSecurity, RxkadLevel};
 use crate::security::Null;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::rngs::OsRng;
+use rand::RngCore;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tracing::{debug, trace, warn};
 
@@ -71,8 +71,10 @@ pub enum Event {
 /// Endpoint configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Connection epoch for connections we create (the driver passes the
-    /// startup Unix time).
+    /// Connection epoch for connections we create. 0 (the default) makes
+    /// [`Endpoint::new`] draw a random one from the OS's secure generator,
+    /// with the high bit set, so that every start has its own and an
+    /// off-path attacker cannot guess it.
     pub epoch: u32,
     /// Service ids we answer (e.g. 1 for the AFS callback service). Calls for
     /// other services are aborted with `RX_INVALID_OPERATION`, like rx.c
@@ -90,8 +92,23 @@ pub struct Config {
     /// Send a VERSION packet to every peer with a client connection this
     /// often, to keep NAT mappings open (afs_conn.c); zero disables.
     pub nat_keepalive: Duration,
-    /// Drop idle connections after this long.
+    /// Drop idle client connections after this long.
     pub idle_conn_timeout: Duration,
+    /// Forget a server connection (one a peer created) after this long
+    /// without a packet from or to it, once it has no active call.
+    pub server_idle_timeout: Duration,
+    /// Most server connections kept at once. A new one beyond this takes
+    /// the place of the longest-idle server connection without active
+    /// calls; with none, its packet is dropped (counted in
+    /// [`Stats::server_conns_refused`]).
+    pub max_server_conns: usize,
+    /// Most server connections from one peer IP address (any port);
+    /// beyond this, packets opening new ones are dropped and counted.
+    pub max_server_conns_per_peer: usize,
+    /// Largest request accepted, per served service id; services not
+    /// listed use `max_message_size`. A larger request is aborted with
+    /// `RX_MSGSIZE` and counted in [`Stats::oversized_requests`].
+    pub max_request_bytes: Vec<(u16, usize)>,
     /// Delayed-ACK timer (rx.c `rxi_SoftAckRate` path: 100 ms).
     pub ack_delay: Duration,
     /// Initial congestion window (rx_globals.h `rx_initSendWindow` = 16).
@@ -111,7 +128,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            epoch: 0x8000_0000,
+            epoch: 0,
             served_services: Vec::new(),
             max_packet_payload: packet::JUMBO_BUFFER_SIZE,
             dead_time: Duration::from_secs(50),
@@ -119,6 +136,13 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(8),
             nat_keepalive: Duration::from_secs(20),
             idle_conn_timeout: Duration::from_secs(300),
+            server_idle_timeout: Duration::from_secs(60),
+            max_server_conns: 1024,
+            max_server_conns_per_peer: 64,
+            // Service 1 on a client is the AFS callback service, whose
+            // requests are a few KB at most (CallBack with AFSCBMAX = 50
+            // fids and callbacks is about 1.2 KB).
+            max_request_bytes: vec![(1, 64 << 10)],
             ack_delay: Duration::from_millis(100),
             initial_window: 16,
             max_window: 32,
@@ -178,6 +202,21 @@ pub struct Stats {
     pub data_accepted_rxkad_auth: u64,
     /// DATA packets decrypted and checked at rxkad `crypt`.
     pub data_accepted_rxkad_crypt: u64,
+    /// Packets for one of our client connections that came from another
+    /// address or port than the connection's peer (spoofed replies,
+    /// ABORTs, CHALLENGEs...), dropped.
+    pub wrong_peer_drops: u64,
+    /// Packets that would have opened a server connection beyond
+    /// [`Config::max_server_conns`] or [`Config::max_server_conns_per_peer`],
+    /// dropped.
+    pub server_conns_refused: u64,
+    /// Idle server connections forgotten to make room for a new one.
+    pub server_conns_evicted: u64,
+    /// Server connections forgotten after [`Config::server_idle_timeout`].
+    pub server_conns_expired: u64,
+    /// Server calls aborted because the request exceeded the service's
+    /// [`Config::max_request_bytes`].
+    pub oversized_requests: u64,
 }
 
 /// Largest datagram we advertise as acceptable (the same value libafscp
@@ -333,6 +372,8 @@ impl Out<'_> {
             RecvOutcome::ExceedsWindow => {
                 self.send_ack(meta, ch, call, ack::reason::EXCEEDS_WINDOW, h.serial)
             }
+            // The caller aborts the call.
+            RecvOutcome::TooLarge => {}
             RecvOutcome::OutOfSequence => {
                 self.stats.data_bytes_received += len as u64;
                 self.send_ack(meta, ch, call, ack::reason::OUT_OF_SEQUENCE, h.serial)
@@ -434,7 +475,6 @@ impl Out<'_> {
 /// The Rx endpoint state machine.
 pub struct Endpoint {
     config: Config,
-    rng: StdRng,
     next_cid: u32,
     next_call_id: u64,
     next_conn: u64,
@@ -442,6 +482,8 @@ pub struct Endpoint {
     client_by_cid: BTreeMap<u32, u64>,
     client_by_key: BTreeMap<ConnKey, Vec<u64>>,
     server_by_id: BTreeMap<(SocketAddr, u32, u32), u64>,
+    /// Server connections per peer IP address (entries are never 0).
+    server_per_ip: BTreeMap<IpAddr, usize>,
     calls: BTreeMap<CallId, (u64, u8)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -473,23 +515,24 @@ macro_rules! out {
 }
 
 impl Endpoint {
-    /// Create an endpoint. All randomness (the cid base) comes from
-    /// `rng_seed`, so simulations are reproducible.
-    pub fn new(config: Config, rng_seed: u64) -> Self {
-        let mut rng = StdRng::seed_from_u64(rng_seed);
-        // rx.c `rx_InitHost`: a random cid base, channel bits clear; we also
-        // keep the top bit clear so +4 steps do not wrap soon.
-        let next_cid = (rng.gen::<u32>() & 0x7fff_fffc).max(4);
+    /// Create an endpoint. The epoch (when `config.epoch` is 0) and the
+    /// connection id base come from the OS's secure random generator:
+    /// together they are what an off-path attacker would have to guess to
+    /// inject packets into our calls.
+    pub fn new(mut config: Config) -> Self {
+        if config.epoch == 0 {
+            config.epoch = random_epoch();
+        }
         Endpoint {
             config,
-            rng,
-            next_cid,
+            next_cid: random_cid_base(),
             next_call_id: 1,
             next_conn: 1,
             conns: BTreeMap::new(),
             client_by_cid: BTreeMap::new(),
             client_by_key: BTreeMap::new(),
             server_by_id: BTreeMap::new(),
+            server_per_ip: BTreeMap::new(),
             calls: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -613,7 +656,7 @@ impl Endpoint {
         let cid = self.next_cid;
         self.next_cid = self.next_cid.wrapping_add(4) & 0x7fff_fffc;
         if self.next_cid == 0 {
-            self.next_cid = (self.rng.gen::<u32>() & 0x7fff_fffc).max(4);
+            self.next_cid = random_cid_base();
         }
         let h = self.next_conn;
         self.next_conn += 1;
@@ -811,6 +854,13 @@ impl Endpoint {
         let Some(conn) = self.conns.get_mut(&h) else {
             return;
         };
+        if from != conn.meta.peer {
+            // Replies, ACKs, ABORTs, BUSYs and CHALLENGEs count only from
+            // the address and port the connection talks to.
+            self.stats.wrong_peer_drops += 1;
+            debug!(%from, peer = %conn.meta.peer, cid = hdr.cid, "packet from the wrong peer dropped");
+            return;
+        }
         let ch = hdr.channel();
         let mut out = out!(self, now);
         conn.meta.last_active = now;
@@ -909,6 +959,16 @@ impl Endpoint {
                     call.tx.ack_all();
                 }
                 let outcome = out.receive_data(&mut conn.meta, ch, call, &hdr, payload);
+                if outcome == RecvOutcome::TooLarge {
+                    let cn = call.call_number;
+                    out.send_abort(&mut conn.meta, ch, cn, codes::RX_MSGSIZE);
+                    out.finish_client(
+                        conn,
+                        ch,
+                        Err(CallError::Protocol("reply exceeds max_message_size".into())),
+                    );
+                    return;
+                }
                 if call.rx.complete() {
                     if outcome == RecvOutcome::InSequence && call.rx.unacked > 0 {
                         out.send_ack(&mut conn.meta, ch, call, ack::reason::DELAY, hdr.serial);
@@ -983,6 +1043,11 @@ impl Endpoint {
                     );
                     return;
                 }
+                if !self.make_room_for_server_conn(from.ip()) {
+                    self.stats.server_conns_refused += 1;
+                    debug!(%from, "server connection cap reached; packet dropped");
+                    return;
+                }
                 let h = self.next_conn;
                 self.next_conn += 1;
                 let meta = ConnMeta::new(
@@ -998,6 +1063,7 @@ impl Endpoint {
                 );
                 self.conns.insert(h, Conn::new(meta));
                 self.server_by_id.insert(id_key, h);
+                *self.server_per_ip.entry(from.ip()).or_default() += 1;
                 debug!(%from, cid = hdr.cid, epoch = hdr.epoch, "new server connection");
                 h
             }
@@ -1040,7 +1106,7 @@ impl Endpoint {
                         Phase::ServerReceiving,
                         now,
                         SendQueue::empty(),
-                        out.config.max_message_size,
+                        request_limit(out.config, conn.meta.service_id),
                     );
                     call.call_number = hdr.call_number;
                     channel.call_number = hdr.call_number;
@@ -1057,8 +1123,18 @@ impl Endpoint {
                         out.send_abort(&mut conn.meta, ch, cn, code);
                     }
                     Phase::ServerReceiving => {
-                        out.receive_data(&mut conn.meta, ch, call, &hdr, payload);
-                        if call.rx.complete() {
+                        let outcome = out.receive_data(&mut conn.meta, ch, call, &hdr, payload);
+                        if outcome == RecvOutcome::TooLarge {
+                            debug!(%from, service = hdr.service_id, "request too large; aborting");
+                            out.stats.oversized_requests += 1;
+                            let cn = call.call_number;
+                            out.send_abort(&mut conn.meta, ch, cn, codes::RX_MSGSIZE);
+                            call.phase = Phase::ServerAborted(codes::RX_MSGSIZE);
+                            // Free what was buffered.
+                            call.rx = crate::call::RecvQueue::new(0);
+                            call.tx.rto_deadline = None;
+                            out.calls.remove(&call.id);
+                        } else if call.rx.complete() {
                             call.phase = Phase::ServerPending;
                             out.stats.incoming_calls += 1;
                             out.events.push_back(Event::Incoming {
@@ -1176,7 +1252,9 @@ impl Endpoint {
                 }
             }
             if !active {
-                consider(Some(conn.meta.last_active + cfg.idle_conn_timeout));
+                consider(Some(
+                    conn.meta.last_active + idle_timeout(cfg, conn.meta.role),
+                ));
             }
         }
         best
@@ -1195,13 +1273,15 @@ impl Endpoint {
                 Self::call_timers(&mut out, conn, ch);
             }
             if !conn.has_active_calls()
-                && now >= conn.meta.last_active + self.config.idle_conn_timeout
+                && now >= conn.meta.last_active + idle_timeout(&self.config, conn.meta.role)
             {
                 dead_conns.push(h);
             }
         }
         for h in dead_conns {
-            self.remove_conn(h);
+            if self.remove_conn(h) == Some(Role::Server) {
+                self.stats.server_conns_expired += 1;
+            }
         }
         if let Some(t) = self.next_nat {
             if now >= t {
@@ -1278,10 +1358,9 @@ impl Endpoint {
         }
     }
 
-    fn remove_conn(&mut self, h: u64) {
-        let Some(conn) = self.conns.remove(&h) else {
-            return;
-        };
+    /// Forget a connection; returns its role.
+    fn remove_conn(&mut self, h: u64) -> Option<Role> {
+        let conn = self.conns.remove(&h)?;
         debug!(cid = conn.meta.cid, "dropping idle connection");
         for c in &conn.channels {
             if let Some(call) = &c.call {
@@ -1303,7 +1382,179 @@ impl Endpoint {
             Role::Server => {
                 self.server_by_id
                     .remove(&(conn.meta.peer, conn.meta.epoch, conn.meta.cid));
+                let ip = conn.meta.peer.ip();
+                if let Some(n) = self.server_per_ip.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.server_per_ip.remove(&ip);
+                    }
+                }
             }
         }
+        Some(conn.meta.role)
+    }
+
+    /// Whether a new server connection from `ip` fits under the caps,
+    /// after forgetting the longest-idle server connection without active
+    /// calls (of that peer when the peer is at its cap) if needed.
+    fn make_room_for_server_conn(&mut self, ip: IpAddr) -> bool {
+        let per_peer = self.server_per_ip.get(&ip).copied().unwrap_or(0);
+        let peer_full = per_peer >= self.config.max_server_conns_per_peer;
+        let total_full = self.server_conn_count() >= self.config.max_server_conns;
+        if !peer_full && !total_full {
+            return true;
+        }
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.meta.role == Role::Server
+                    && !c.has_active_calls()
+                    && (!peer_full || c.meta.peer.ip() == ip)
+            })
+            .min_by_key(|(_, c)| c.meta.last_active)
+            .map(|(&h, _)| h);
+        let Some(h) = victim else {
+            return false;
+        };
+        self.remove_conn(h);
+        self.stats.server_conns_evicted += 1;
+        // Evicting one of another peer's connections frees a slot in the
+        // total but not in this peer's count; check both again.
+        self.server_per_ip.get(&ip).copied().unwrap_or(0) < self.config.max_server_conns_per_peer
+            && self.server_conn_count() < self.config.max_server_conns
+    }
+
+    /// Number of server connections (created by peers).
+    pub fn server_connection_count(&self) -> usize {
+        self.server_conn_count()
+    }
+
+    fn server_conn_count(&self) -> usize {
+        self.server_by_id.len()
+    }
+
+    /// Sizes of the endpoint's state, to check that it stays bounded.
+    pub fn state_size(&self) -> StateSize {
+        let mut buffered_bytes = 0;
+        let mut live_calls = 0;
+        for c in self.conns.values() {
+            for ch in &c.channels {
+                if let Some(call) = ch.call.as_ref() {
+                    live_calls += 1;
+                    buffered_bytes += call.rx.buffered_bytes();
+                }
+            }
+        }
+        StateSize {
+            conns: self.conns.len(),
+            server_conns: self.server_by_id.len(),
+            client_conns: self.client_by_cid.len(),
+            peers: self.server_per_ip.len(),
+            calls: live_calls,
+            call_ids: self.calls.len(),
+            buffered_bytes,
+            transmits: self.transmits.len(),
+            events: self.events.len(),
+        }
+    }
+
+    /// Panics if the endpoint's indexes disagree with its connections (for
+    /// tests and fuzzers).
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        let servers = self
+            .conns
+            .values()
+            .filter(|c| c.meta.role == Role::Server)
+            .count();
+        assert_eq!(servers, self.server_by_id.len(), "server index");
+        assert_eq!(
+            self.conns.len() - servers,
+            self.client_by_cid.len(),
+            "client index"
+        );
+        assert_eq!(
+            self.server_per_ip.values().sum::<usize>(),
+            servers,
+            "per-peer counts"
+        );
+        assert!(servers <= self.config.max_server_conns, "server cap");
+        assert!(
+            self.server_per_ip
+                .values()
+                .all(|&n| n > 0 && n <= self.config.max_server_conns_per_peer),
+            "per-peer cap"
+        );
+        for (id, (h, ch)) in &self.calls {
+            let call = self
+                .conns
+                .get(h)
+                .and_then(|c| c.channels[*ch as usize].call.as_ref());
+            assert!(call.is_some_and(|c| c.id == *id), "call index");
+        }
+        for (key, hs) in &self.client_by_key {
+            for h in hs {
+                assert!(
+                    self.conns
+                        .get(h)
+                        .is_some_and(|c| c.meta.key.as_ref() == Some(key)),
+                    "client key index"
+                );
+            }
+        }
+    }
+}
+
+/// Sizes of an endpoint's state ([`Endpoint::state_size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StateSize {
+    /// Connections, client and server.
+    pub conns: usize,
+    /// Server connections (created by peers).
+    pub server_conns: usize,
+    /// Client connections.
+    pub client_conns: usize,
+    /// Peer IP addresses with server connections.
+    pub peers: usize,
+    /// Calls held on channels (finished ones included).
+    pub calls: usize,
+    /// Calls in the call index (active ones).
+    pub call_ids: usize,
+    /// Received payload bytes held by calls.
+    pub buffered_bytes: usize,
+    /// Datagrams waiting to be sent.
+    pub transmits: usize,
+    /// Events waiting for the application.
+    pub events: usize,
+}
+
+/// A random epoch from the OS's secure generator, high bit set (rx.c
+/// `rx_InitHost` sets it: connections are then identified by epoch and cid
+/// alone).
+pub fn random_epoch() -> u32 {
+    OsRng.next_u32() | 0x8000_0000
+}
+
+/// A random connection id base from the OS's secure generator (rx.c
+/// `rx_InitHost`): channel bits clear, and the top bit clear so that +4
+/// steps do not wrap soon.
+fn random_cid_base() -> u32 {
+    (OsRng.next_u32() & 0x7fff_fffc).max(4)
+}
+
+/// Largest request a server call of `service` may carry.
+fn request_limit(cfg: &Config, service: u16) -> usize {
+    cfg.max_request_bytes
+        .iter()
+        .find(|(s, _)| *s == service)
+        .map_or(cfg.max_message_size, |&(_, n)| n.min(cfg.max_message_size))
+}
+
+/// How long a connection of `role` may stay idle.
+fn idle_timeout(cfg: &Config, role: Role) -> Duration {
+    match role {
+        Role::Client => cfg.idle_conn_timeout,
+        Role::Server => cfg.server_idle_timeout,
     }
 }

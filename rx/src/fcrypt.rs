@@ -71,6 +71,13 @@ pub struct Fcrypt {
     sched: [u32; ROUNDS],
 }
 
+impl Drop for Fcrypt {
+    /// The key schedule is key material: wipe it.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.sched);
+    }
+}
+
 impl std::fmt::Debug for Fcrypt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Fcrypt(..)")

@@ -30,7 +30,9 @@ pub mod security;
 
 /// The sans-IO core.
 pub mod proto {
-    pub use crate::endpoint::{CallId, Config, ConnKey, Endpoint, Event, Stats, Transmit};
+    pub use crate::endpoint::{
+        random_epoch, CallId, Config, ConnKey, Endpoint, Event, StateSize, Stats, Transmit,
+    };
     pub use crate::error::CallError;
 }
 

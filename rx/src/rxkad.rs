@@ -21,6 +21,7 @@ use crate::fcrypt::Fcrypt;
 use crate::packet::Header;
 use crate::security::{Security, SecurityError};
 use thiserror::Error;
+use zeroize::Zeroize;
 
 /// Rx security index of rxkad.
 pub const SECURITY_INDEX: u8 = 2;
@@ -94,6 +95,21 @@ impl std::fmt::Debug for ClientSecurity {
                 .field("kvno", kvno)
                 .field("ticket_len", &ticket.len())
                 .finish(),
+        }
+    }
+}
+
+impl Drop for ClientSecurity {
+    /// The session key and the ticket are wiped from memory.
+    fn drop(&mut self) {
+        if let ClientSecurity::Rxkad {
+            session_key,
+            ticket,
+            ..
+        } = self
+        {
+            session_key.zeroize();
+            ticket.zeroize();
         }
     }
 }
@@ -385,7 +401,17 @@ impl std::fmt::Debug for RxkadConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RxkadConn")
             .field("level", &self.level)
-            .finish_non_exhaustive()
+            .field("session_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Drop for RxkadConn {
+    /// The key (kept as the IV) and the key-derived preSeq are wiped; the
+    /// key schedule wipes itself.
+    fn drop(&mut self) {
+        self.iv.zeroize();
+        self.pre_seq.zeroize();
     }
 }
 
@@ -532,8 +558,9 @@ impl RxkadConn {
     }
 }
 
-/// The client-side rxkad security object of one connection.
-#[derive(Debug)]
+/// The client-side rxkad security object of one connection. Its Debug
+/// form shows neither the session key nor the ticket, and both are wiped
+/// when it is dropped.
 pub struct RxkadClient {
     conn: RxkadConn,
     session_key: [u8; 8],
@@ -541,6 +568,29 @@ pub struct RxkadClient {
     ticket: Vec<u8>,
     epoch: u32,
     cid: u32,
+}
+
+impl std::fmt::Debug for RxkadClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RxkadClient")
+            .field("level", &self.conn.level())
+            .field("session_key", &"<redacted>")
+            .field("kvno", &self.kvno)
+            .field(
+                "ticket",
+                &format_args!("<redacted, {} bytes>", self.ticket.len()),
+            )
+            .field("epoch", &self.epoch)
+            .field("cid", &self.cid)
+            .finish()
+    }
+}
+
+impl Drop for RxkadClient {
+    fn drop(&mut self) {
+        self.session_key.zeroize();
+        self.ticket.zeroize();
+    }
 }
 
 impl RxkadClient {
@@ -698,6 +748,30 @@ mod tests {
         );
         assert_eq!(s.security_index(), 2);
         assert_eq!(ClientSecurity::default().security_index(), 0);
+    }
+
+    #[test]
+    fn debug_of_connection_security_hides_key_and_ticket() {
+        let key = [0xab; 8];
+        let ticket = vec![0xcd; 5];
+        let client = RxkadClient::new(RxkadLevel::Auth, &key, 7, ticket.clone(), 1, 4);
+        let boxed = ClientSecurity::Rxkad {
+            level: RxkadLevel::Auth,
+            session_key: key,
+            kvno: 7,
+            ticket,
+        }
+        .new_security(1, 4);
+        for d in [
+            format!("{client:?}"),
+            format!("{boxed:?}"),
+            format!("{:?}", RxkadConn::new(RxkadLevel::Crypt, &key, 1, 4)),
+        ] {
+            assert!(d.contains("session_key: \"<redacted>\""), "{d}");
+            for secret in ["171", "205", "ab,", "cd,", "0xab", "0xcd"] {
+                assert!(!d.to_lowercase().contains(secret), "{d}");
+            }
+        }
     }
 
     proptest! {

@@ -14,6 +14,8 @@ async fn loopback_calls_including_1mib_reply() {
     let server_cfg = Config {
         epoch: 0x8000_0001,
         served_services: vec![1],
+        // 300 KiB requests below: lift the callback service's 64 KiB cap.
+        max_request_bytes: vec![],
         ..Config::default()
     };
     let (server, mut incoming) = RxEndpoint::bind(lo(), server_cfg).unwrap();
@@ -134,4 +136,56 @@ async fn dropping_the_future_cancels_and_unreachable_peer_does_not_kill_endpoint
     );
     assert!(client.stats().packets_sent > 0);
     client.shutdown();
+}
+
+/// The endpoint runs on its own thread: an application runtime whose only
+/// thread is stuck (say in a blocking cache write) does not keep the socket
+/// from being served, and calls made from it still complete afterwards.
+#[test]
+fn socket_is_served_while_the_application_runtime_is_blocked() {
+    use rx::packet::{decode_packet, flags, Body, Header, Packet, PacketType};
+    let app = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (ep, _incoming) = app
+        .block_on(async { RxEndpoint::bind(lo(), Config::default()) })
+        .unwrap();
+    // The application's runtime is not driven from here on: its one thread
+    // blocks in this test function.
+    let probe = std::net::UdpSocket::bind(lo()).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let request = Packet {
+        header: Header {
+            packet_type: PacketType::Version as u8,
+            flags: flags::CLIENT_INITIATED,
+            ..Header::default()
+        },
+        body: Body::Version(vec![0]),
+    };
+    probe.send_to(&request.encode(), ep.local_addr()).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = probe
+        .recv_from(&mut buf)
+        .expect("VERSION answered while the application runtime was blocked");
+    assert_eq!(from, ep.local_addr());
+    let answer = decode_packet(&buf[..n]).unwrap();
+    assert_eq!(answer.header.ptype(), Some(PacketType::Version));
+    // And the application's runtime still gets its results (an unknown
+    // service answers RX_INVALID_OPERATION).
+    let (server, _server_incoming) = RxEndpoint::bind(lo(), Config::default()).unwrap();
+    let key = ConnKey {
+        peer: server.local_addr(),
+        service_id: 1,
+        identity: 0,
+        security: Default::default(),
+    };
+    assert_eq!(
+        app.block_on(ep.call(key, vec![1])),
+        Err(CallError::Aborted(-2))
+    );
+    ep.shutdown();
+    server.shutdown();
 }

@@ -42,7 +42,7 @@ fn reply_header(req: &Header, ptype: PacketType) -> Header {
 #[test]
 fn busy_moves_call_to_another_channel_then_gives_up() {
     let now = Instant::now();
-    let mut ep = Endpoint::new(Config::default(), 1);
+    let mut ep = Endpoint::new(Config::default());
     let id = ep.start_call(now, key(), b"hello".to_vec());
     let mut channels = Vec::new();
     for _ in 0..4 {
@@ -160,7 +160,7 @@ fn duplicate_request_after_reply_retransmits_reply_without_new_incoming() {
 #[test]
 fn version_request_is_answered_and_ping_gets_response() {
     let now = Instant::now();
-    let mut ep = Endpoint::new(config(0x8000_0001, &[1]), 2);
+    let mut ep = Endpoint::new(config(0x8000_0001, &[1]));
     let req = Packet {
         header: Header {
             packet_type: PacketType::Version as u8,
@@ -280,7 +280,7 @@ fn acks_carry_trailer_and_every_second_packet_is_acked() {
 #[test]
 fn challenge_on_null_connection_fails_call_with_protocol_error() {
     let now = Instant::now();
-    let mut ep = Endpoint::new(Config::default(), 3);
+    let mut ep = Endpoint::new(Config::default());
     let id = ep.start_call(now, key(), b"x".to_vec());
     let data = drain(&mut ep).remove(0);
     let ch = Packet {
@@ -300,7 +300,7 @@ fn challenge_on_null_connection_fails_call_with_protocol_error() {
 #[test]
 fn garbage_datagrams_are_counted_not_fatal() {
     let now = Instant::now();
-    let mut ep = Endpoint::new(config(1, &[1]), 4);
+    let mut ep = Endpoint::new(config(1, &[1]));
     for n in 0..64usize {
         let junk: Vec<u8> = (0..n).map(|i| (i * 37 + n) as u8).collect();
         ep.handle_datagram(now, addr(1), &junk);

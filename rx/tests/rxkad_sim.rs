@@ -261,7 +261,7 @@ impl Sim {
         };
         Sim {
             now: Instant::now(),
-            client: Endpoint::new(cfg, 7),
+            client: Endpoint::new(cfg),
             server: Server::new(min_level),
             done: BTreeMap::new(),
             client_sent: Vec::new(),
@@ -449,7 +449,7 @@ fn different_tokens_use_different_connections() {
     assert_eq!(sim.client.connection_count(), 3);
     assert_eq!(sim.server.responses_ok, 3);
     // A Null key's DATA goes out with security index 0 and no checksum.
-    let mut ep = Endpoint::new(Config::default(), 1);
+    let mut ep = Endpoint::new(Config::default());
     ep.start_call(sim.now, null, vec![1, 2, 3]);
     let t = ep.poll_transmit().unwrap();
     let h = Header::decode(&t.payload).unwrap();

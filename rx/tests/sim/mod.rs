@@ -58,6 +58,8 @@ pub fn config(epoch: u32, served: &[u16]) -> Config {
     Config {
         epoch,
         served_services: served.to_vec(),
+        // The simulations move requests of any size through service 1.
+        max_request_bytes: Vec::new(),
         ..Config::default()
     }
 }
@@ -82,10 +84,9 @@ impl Net {
     }
 
     pub fn add(&mut self, port: u16, config: Config, responder: Responder) -> usize {
-        let seed = self.rng.gen();
         self.nodes.push(Node {
             addr: addr(port),
-            ep: Endpoint::new(config, seed),
+            ep: Endpoint::new(config),
             responder,
             incoming: Vec::new(),
             done: BTreeMap::new(),
