@@ -233,17 +233,15 @@ impl AfsClient {
         if node.vol_type != VolType::Rw {
             return Err(Error::ReadOnly);
         }
-        // The right first: a caller without it learns nothing from the
-        // parse.
-        let who = inner.valid.who(uid, &node);
-        inner.valid.valid_status(&node, &who).await?;
-        inner.valid.require(&node, &who, PRSFS_ADMINISTER)?;
         let text = std::str::from_utf8(text)
             .map_err(|_| Error::Invalid("ACL text must be UTF-8".into()))?
             .trim_end_matches('\0');
         if crate::Acl::parse(text).is_none() {
             return Err(Error::Invalid(format!("malformed ACL text {text:?}")));
         }
+        let who = inner.valid.who(uid, &node);
+        inner.valid.valid_status(&node, &who).await?;
+        inner.valid.require(&node, &who, PRSFS_ADMINISTER)?;
         let known = inner.valid.statuses.known(&node.key());
         let m = Mutation {
             cell: node.cell.clone(),

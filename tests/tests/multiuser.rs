@@ -85,7 +85,7 @@ fn every_refused_change_is_eacces_and_leaves_everything_as_it_was() {
         format!("rm -f {d}/hello.txt"),
         format!("rmdir {d}/sub"),
         format!("mv {d}/hello.txt {d}/moved.txt"),
-        format!("setfattr -n afs.acl -v '1\n0\nsystem:anyuser 127\n' {d}"),
+        format!("setfattr -n afs.acl -v \"$(printf '1\\n0\\nsystem:anyuser 127')\" {d}"),
         format!("flock -n {d}/hello.txt true"),
     ];
     for uid in [NOBODY, 0] {
