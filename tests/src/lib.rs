@@ -534,6 +534,14 @@ pub fn read_as(uid: u32, path: &Path) -> Result<Vec<u8>, String> {
 }
 
 impl Mount {
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("a running daemon")
+    }
+
     pub fn control_socket(&self) -> PathBuf {
         self.cache_dir
             .parent()

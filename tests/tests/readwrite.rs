@@ -252,10 +252,13 @@ fn over_quota_is_edquot() {
     f.write_all(&random_bytes(4 << 20, 3)).unwrap();
     assert_eq!(errno(close(f).unwrap_err()), libc::EDQUOT, "close");
     assert_eq!(server_stat(&cell, &rel, "length"), 0);
-    // fsync fails, and so does the close after it: the changes are still
-    // there to store, and still over quota.
+    // The refused changes were dropped (a lasting refusal): the file reads
+    // as the server has it.
+    assert_eq!(fs::read(&p).unwrap().len(), 0, "refused data still shown");
+    // fsync fails, and so does the close after it: the refusal is
+    // reported to every later close of the file.
     let mut f = fs::OpenOptions::new().write(true).open(&p).unwrap();
-    f.write_all(b"more").unwrap();
+    f.write_all(&random_bytes(4 << 20, 4)).unwrap();
     assert_eq!(errno(f.sync_all().unwrap_err()), libc::EDQUOT, "fsync");
     assert_eq!(
         errno(close(f).unwrap_err()),
