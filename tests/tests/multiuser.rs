@@ -1,5 +1,5 @@
-//! Several users on one mount: root and `nobody` without tokens, alice with
-//! one. The client judges rights itself, before anything changes locally:
+//! Several users on one mount: root and `nobody` without tokens, alice and
+//! bob with one each. The client judges rights itself, before anything changes locally:
 //! every refused change is EACCES at once, and afterwards root, alice and
 //! the third-party tool all see the original bytes and listing. A store the
 //! server refuses fails close and its data vanishes for everyone.
@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use afsd_tests::{getxattr, read_as, run_as, scratch, Cell, Mount, ALICE_UID};
+use afsd_tests::{getxattr, read_as, run_as, scratch, Cell, Mount, ALICE_UID, BOB_UID};
 
 const NOBODY: u32 = 65534;
 
@@ -21,6 +21,16 @@ fn alice_token(cell: &Cell, m: &Mount) {
         None,
     );
     cell.aklog_as(ALICE_UID, m, &cc);
+}
+
+/// bob: a second token holder, on no ACL of these tests.
+fn bob_token(cell: &Cell, m: &Mount) {
+    let cc = scratch("krb5-mu").join("bob.cc");
+    cell.kinit(cell.var("USER2"), cell.var("USER2_PW"), &cc, BOB_UID, None);
+    cell.aklog_as(BOB_UID, m, &cc);
+    let out = cell.afsd_as(BOB_UID, m, &cc, &["tokens"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("bob@{}", cell.cell())), "{text}");
 }
 
 fn sh_as(uid: u32, script: &str) -> Output {
@@ -65,6 +75,7 @@ fn every_refused_change_is_eacces_and_leaves_everything_as_it_was() {
     let cell = Cell::from_env();
     let m = Mount::new(&cell, &[]);
     alice_token(&cell, &m);
+    bob_token(&cell, &m);
     let (rel, dir) = workspace(&cell, &m, "refusals");
     let d = dir.to_str().unwrap();
     // alice reads first: what she cached must not help anyone else.
@@ -88,7 +99,7 @@ fn every_refused_change_is_eacces_and_leaves_everything_as_it_was() {
         format!("setfattr -n afs.acl -v \"$(printf '1\\n0\\nsystem:anyuser 127')\" {d}"),
         format!("flock -n {d}/hello.txt true"),
     ];
-    for uid in [NOBODY, 0] {
+    for uid in [NOBODY, 0, BOB_UID] {
         for a in &attempts {
             let out = sh_as(uid, a);
             let err = String::from_utf8_lossy(&out.stderr);
@@ -105,7 +116,7 @@ fn every_refused_change_is_eacces_and_leaves_everything_as_it_was() {
         assert!(r.status.success(), "uid {uid}: test -r failed");
     }
     // Everyone still sees the original bytes and listing.
-    for uid in [0, NOBODY, ALICE_UID] {
+    for uid in [0, NOBODY, ALICE_UID, BOB_UID] {
         assert_eq!(read_as(uid, &dir.join("hello.txt")).unwrap(), b"hello\n");
     }
     assert_eq!(listing(&dir), vec!["hello.txt", "sub"]);
@@ -223,8 +234,21 @@ fn a_uid_without_rights_sees_nothing_of_alices_private_files() {
     let cell = Cell::from_env();
     let m = Mount::new(&cell, &[]);
     alice_token(&cell, &m);
+    bob_token(&cell, &m);
     let private = m.path(&format!("{}/private", cell.cell()));
     let secret = private.join("secret.txt");
+    let link_name = format!("link-{}", std::process::id());
+    cell.third_party(
+        &[
+            "symlink",
+            &cell.rw(&format!("private/{link_name}")),
+            "secret.txt",
+        ],
+        None,
+    );
+    let link = m.path(&format!(".{}/private/{link_name}", cell.cell()));
+    let out = run_as(ALICE_UID, &["readlink", link.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "secret.txt");
     assert_eq!(read_as(ALICE_UID, &secret).unwrap(), b"alice's secret\n");
     let ls = run_as(ALICE_UID, &["ls", "-l", private.to_str().unwrap()]);
     assert!(ls.status.success());
@@ -233,13 +257,14 @@ fn a_uid_without_rights_sees_nothing_of_alices_private_files() {
     // caching issue deals with); after it, every look comes to the client.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let s = secret.to_str().unwrap();
-    for uid in [NOBODY, 0] {
+    for uid in [NOBODY, 0, BOB_UID] {
         for cmd in [
             format!("stat {s}"),
             format!("ls {}", private.to_str().unwrap()),
             format!("getfattr -n afs.fid {s}"),
             format!("test -e {s}"),
             format!("cat {s}"),
+            format!("readlink {}", link.to_str().unwrap()),
         ] {
             let out = sh_as(uid, &cmd);
             assert!(!out.status.success(), "uid {uid}: {cmd} succeeded");

@@ -42,6 +42,8 @@ pub const OVERRIDES: &[(&str, &str)] = &[
     ("AFSD_TESTCELL_ADMIN_PW", "its password (default adminpw)"),
     ("AFSD_TESTCELL_USER1", "plain user (default alice)"),
     ("AFSD_TESTCELL_USER1_PW", "its password (default alicepw)"),
+    ("AFSD_TESTCELL_USER2", "a second plain user (default bob)"),
+    ("AFSD_TESTCELL_USER2_PW", "its password (default bobpw)"),
 ];
 
 /// The settings of one cell.  `vars()` is exactly the env file's content.
@@ -62,6 +64,8 @@ pub struct Cell {
     pub admin_pw: String,
     pub user1: String,
     pub user1_pw: String,
+    pub user2: String,
+    pub user2_pw: String,
 }
 
 pub fn kit_dir() -> PathBuf {
@@ -140,6 +144,8 @@ impl Cell {
             admin_pw: v("ADMIN_PW", "adminpw".into()),
             user1: v("USER1", "alice".into()),
             user1_pw: v("USER1_PW", "alicepw".into()),
+            user2: v("USER2", "bob".into()),
+            user2_pw: v("USER2_PW", "bobpw".into()),
         };
         c.validate()?;
         Ok(c)
@@ -171,6 +177,9 @@ impl Cell {
             admin_pw: get("ADMIN_PW")?,
             user1: get("USER1")?,
             user1_pw: get("USER1_PW")?,
+            // Env files of an older kit have no second user.
+            user2: get("USER2").unwrap_or_else(|_| "bob".into()),
+            user2_pw: get("USER2_PW").unwrap_or_else(|_| "bobpw".into()),
         })
     }
 
@@ -202,6 +211,8 @@ impl Cell {
         word("user1 name", &self.user1, "_", 32)?;
         word("admin password", &self.admin_pw, "._-+@", 64)?;
         word("user1 password", &self.user1_pw, "._-+@", 64)?;
+        word("user2 name", &self.user2, "_", 32)?;
+        word("user2 password", &self.user2_pw, "._-+@", 64)?;
         if self.server_netns == self.client_netns {
             return Err("server and client netns must differ".into());
         }
@@ -285,6 +296,8 @@ impl Cell {
             ("ADMIN_PW", self.admin_pw.clone()),
             ("USER1", self.user1.clone()),
             ("USER1_PW", self.user1_pw.clone()),
+            ("USER2", self.user2.clone()),
+            ("USER2_PW", self.user2_pw.clone()),
             ("ADMIN_CCACHE", p(&self.admin_ccache())),
             ("USER1_CCACHE", p(&self.user1_ccache())),
         ]

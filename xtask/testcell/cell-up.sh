@@ -104,11 +104,12 @@ kdb5_util create -s -r "$REALM" -P "master-$RANDOM$RANDOM" >/dev/null
 kadm() { local out; out=$(kadmin.local -q "$1" 2>&1) || { printf '%s\n' "$out" >&2; die "kadmin.local -q '$1' failed"; }; }
 kadm "addprinc -pw $ADMIN_PW $ADMIN"
 kadm "addprinc -pw $USER1_PW $USER1"
+kadm "addprinc -pw $USER2_PW $USER2"
 kadm "addprinc -randkey -e $ENCTYPE:normal afs/$CELL@$REALM"
 kadm "ktadd -norandkey -k $CELLDIR/keytabs/afs.keytab afs/$CELL@$REALM"
 KVNO=$(klist -k "$CELLDIR/keytabs/afs.keytab" | awk -v p="afs/$CELL@$REALM" '$2==p {print $1; exit}')
 [ -n "$KVNO" ] || die "no afs/$CELL key in keytab"
-log "KDC database: $ADMIN, $USER1, afs/$CELL@$REALM (kvno $KVNO, $ENCTYPE)"
+log "KDC database: $ADMIN, $USER1, $USER2, afs/$CELL@$REALM (kvno $KVNO, $ENCTYPE)"
 nsenter --net=/run/netns/"$SERVER_NETNS" /usr/sbin/krb5kdc -n -P "$CELLDIR/pids/krb5kdc.pid" \
   > "$CELLDIR/logs/krb5kdc.stdout" 2>&1 < /dev/null &
 echo $! > "$CELLDIR/pids/krb5kdc.pid"
@@ -161,7 +162,8 @@ wait_for 90 "volserver answering" srv vos listpart "$SERVER_IP" -localauth
 srv pts createuser -name "$ADMIN" -localauth >/dev/null
 srv pts adduser "$ADMIN" system:administrators -localauth
 srv pts createuser -name "$USER1" -localauth >/dev/null
-log "pts: $ADMIN (system:administrators), $USER1"
+srv pts createuser -name "$USER2" -localauth >/dev/null
+log "pts: $ADMIN (system:administrators), $USER1, $USER2"
 for v in root.afs root.cell vol.test; do      # default quota would be 5000 KB
   srv vos create "$SERVER_IP" a "$v" -maxquota 0 -localauth >/dev/null
 done

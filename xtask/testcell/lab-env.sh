@@ -30,6 +30,8 @@ ENCTYPE=aes256-cts-hmac-sha1-96
 ENCTYPE_NUM=18                    # asetkey wants the number
 ADMIN_CCACHE=${ADMIN_CCACHE:-$CELLDIR/ccache.$ADMIN}
 USER1_CCACHE=${USER1_CCACHE:-$CELLDIR/ccache.$USER1}
+USER2=${USER2:-bob}                 # a second plain user (a second token holder)
+USER2_PW=${USER2_PW:-bobpw}
 AFS_CONF_DIR=${AFS_CONF_DIR:-$CELLDIR/client-etc}   # client ThisCell + CellServDB (for afsd-rs --conf-dir)
 LABEXEC=$KIT/labexec
 
