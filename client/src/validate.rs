@@ -27,6 +27,9 @@ pub(crate) use crate::access::{
     LOCK as PRSFS_LOCK, LOOKUP as PRSFS_LOOKUP, READ as PRSFS_READ, WRITE as PRSFS_WRITE,
 };
 
+/// How long rights from a reply that raced a callback break are used.
+const RACED_RIGHTS_SECS: u64 = 2;
+
 /// Statuses, rights and tokens.
 pub(crate) struct Validator {
     fs: Arc<dyn FileServer>,
@@ -215,13 +218,17 @@ impl Validator {
         rec: &StatusRecord,
         epoch: u64,
     ) {
-        if self.statuses.epoch() != epoch {
-            return;
-        }
-        self.rights
-            .set(who.id, key, st.caller_access, rec.callback_expires);
-        self.rights
-            .set(ANONYMOUS, key, st.anonymous_access, rec.callback_expires);
+        // A reply that raced a callback break is not promised beyond now;
+        // its rights still hold for a moment, so that the break (of any
+        // fid) never turns this caller's access into EACCES. The status
+        // itself is fetched again at next use.
+        let until = if self.statuses.epoch() == epoch {
+            rec.callback_expires
+        } else {
+            now_secs() + RACED_RIGHTS_SECS
+        };
+        self.rights.set(who.id, key, st.caller_access, until);
+        self.rights.set(ANONYMOUS, key, st.anonymous_access, until);
     }
 
     /// The node's status with a callback that holds now; fetched from the

@@ -308,3 +308,31 @@ fn a_file_unlinked_while_open_stays_usable_until_its_last_close() {
         assert!(names(&cell).is_empty(), "{:?}", names(&cell));
     });
 }
+
+/// A callback break that arrives while a status is being fetched (of any
+/// fid: breaks are counted globally) never turns the caller's access into
+/// EACCES.
+#[test]
+fn a_break_racing_a_fetch_never_denies() {
+    rt().block_on(async {
+        let (cell, c) = cell_with_alice();
+        cell.third_party(|tp| tp.write("shared/f", b"data"));
+        cell.set_faults(
+            c.fs.client(),
+            client::memserver::Faults {
+                racing_breaks: true,
+                ..Default::default()
+            },
+        );
+        // Every reply now comes after a break; a new token holder has no
+        // rights learned yet, so each must come from such a reply.
+        c.afs.set_token(token(1001, 3)).unwrap();
+        for uid in [1001, ALICE, NOBODY] {
+            assert_eq!(
+                c.read_file(uid, "shared/f").await,
+                Ok(b"data".to_vec()),
+                "uid {uid}"
+            );
+        }
+    });
+}

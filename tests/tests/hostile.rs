@@ -142,6 +142,11 @@ fn a_spoofed_flood_leaves_memory_bounded_and_genuine_breaks_arrive() {
     // The endpoint refused or evicted what it could not keep.
     let refused = m.rx_stat("server_conns_refused") + m.rx_stat("server_conns_evicted");
     assert!(refused > 0, "the flood never reached the caps");
+    // The spoofer's callback calls were refused, not served.
+    assert!(
+        m.log_text().contains("not a fileserver we called"),
+        "no refusal of the spoofed callback calls in the log"
+    );
     // The daemon still works.
     assert_eq!(std::fs::read(&path).unwrap(), b"after!");
 }

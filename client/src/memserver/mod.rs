@@ -45,6 +45,9 @@ pub struct Faults {
     pub refuse: Vec<i32>,
     /// Every call waits this long before it is served.
     pub delay: Option<Duration>,
+    /// Every call is overtaken by a callback break (of a volume nobody
+    /// uses): the reply arrives after a break, as it may on a busy cell.
+    pub racing_breaks: bool,
 }
 
 /// One in-memory cell, shared by its clients.
@@ -258,6 +261,12 @@ impl MemFileServer {
         let faults = self.cell.faults(self.client);
         if let Some(d) = faults.delay {
             tokio::time::sleep(d).await;
+        }
+        if faults.racing_breaks {
+            self.cell.deliver(vec![(
+                self.client,
+                vec![afs_proto::types::Fid::new(u32::MAX - 1, 0, 0)],
+            )]);
         }
         if faults.down {
             return Err(Error::TimedOut(format!("{name} to {SERVER_ADDR}")));
