@@ -169,19 +169,7 @@ impl AfsClient {
 
     /// `fid V.N.U`, then the GetVolumeStatus answer as `key value` lines.
     async fn volume_status_text(&self, uid: u32, ino: u64) -> Result<Vec<u8>> {
-        let inner = &self.inner;
-        let node = inner.nodes.node(ino)?;
-        let who = inner.valid.who(uid, &node);
-        let vs = inner
-            .valid
-            .call(
-                &node,
-                &who,
-                &rpcs::GetVolumeStatus {
-                    volume: node.fid.volume,
-                },
-            )
-            .await?;
+        let (node, vs) = self.inner.volume_status(uid, ino).await?;
         let one_line = |s: &str| s.replace(['\n', '\r'], " ");
         Ok(format!(
             "fid {}.{}.{}\nvid {}\nname {}\nmax_quota {}\nblocks_in_use {}\n\

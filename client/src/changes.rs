@@ -171,14 +171,8 @@ impl AfsClient {
 
     /// chmod, chown, utimes and truncate.
     pub async fn setattr(&self, uid: u32, ino: u64, attrs: SetAttrs) -> Result<Attr> {
-        if ino == ROOT_INO {
-            return Err(Error::ReadOnly);
-        }
         let inner = &self.inner;
-        let node = inner.nodes.node(ino)?;
-        if node.vol_type != VolType::Rw {
-            return Err(Error::ReadOnly);
-        }
+        let node = inner.writable_node(ino)?;
         let who = inner.valid.who(uid, &node);
         let st = inner.valid.valid_status(&node, &who).await?;
         // Checked before anything changes: a size needs `w` and the owner's
@@ -199,22 +193,11 @@ impl AfsClient {
         }
         if attrs.has_status() {
             let st = inner.valid.valid_status(&node, &who).await.unwrap_or(st);
-            let m = Mutation {
-                cell: node.cell.clone(),
-                volume: node.fid.volume,
-                uid,
-                vice_id: who.vice_id,
-                base: vec![BaseState {
-                    fid: node.fid,
-                    data_version: st.data_version,
-                    length: st.length,
-                    bindings: Vec::new(),
-                }],
-                change: Change::StoreStatus {
-                    fid: node.fid,
-                    attrs,
-                },
+            let change = Change::StoreStatus {
+                fid: node.fid,
+                attrs,
             };
+            let m = inner.object_record(&node, &who, Some(&st), change);
             inner.exec.execute(&who, &m).await?;
         }
         // getattr shows a file's local length while it is being written.
@@ -225,14 +208,8 @@ impl AfsClient {
     /// The rights learned on the volume are dropped: they are fetched again
     /// at next use.
     pub async fn set_acl(&self, uid: u32, ino: u64, text: &[u8]) -> Result<()> {
-        if ino == ROOT_INO {
-            return Err(Error::ReadOnly);
-        }
         let inner = &self.inner;
-        let node = inner.nodes.node(ino)?;
-        if node.vol_type != VolType::Rw {
-            return Err(Error::ReadOnly);
-        }
+        let node = inner.writable_node(ino)?;
         let text = std::str::from_utf8(text)
             .map_err(|_| Error::Invalid("ACL text must be UTF-8".into()))?
             .trim_end_matches('\0');
@@ -243,25 +220,11 @@ impl AfsClient {
         inner.valid.valid_status(&node, &who).await?;
         inner.valid.require(&node, &who, PRSFS_ADMINISTER)?;
         let known = inner.valid.statuses.known(&node.key());
-        let m = Mutation {
-            cell: node.cell.clone(),
-            volume: node.fid.volume,
-            uid,
-            vice_id: who.vice_id,
-            base: known
-                .map(|st| BaseState {
-                    fid: node.fid,
-                    data_version: st.data_version,
-                    length: st.length,
-                    bindings: Vec::new(),
-                })
-                .into_iter()
-                .collect(),
-            change: Change::StoreAcl {
-                fid: node.fid,
-                acl: text.to_string(),
-            },
+        let change = Change::StoreAcl {
+            fid: node.fid,
+            acl: text.to_string(),
         };
+        let m = inner.object_record(&node, &who, known.as_ref(), change);
         inner.exec.execute(&who, &m).await?;
         tracing::info!(uid, fid = ?node.fid, cell = %node.cell, "ACL stored");
         Ok(())
@@ -299,6 +262,44 @@ impl Inner {
         let who = self.valid.who(uid, &pnode);
         self.dirs.dir(&pnode, &who).await?;
         Ok((pnode, who))
+    }
+
+    /// A node that may change: not `/afs`, in a RW volume.
+    fn writable_node(&self, ino: u64) -> Result<NodeRef> {
+        if ino == ROOT_INO {
+            return Err(Error::ReadOnly);
+        }
+        let node = self.nodes.node(ino)?;
+        if node.vol_type != VolType::Rw {
+            return Err(Error::ReadOnly);
+        }
+        Ok(node)
+    }
+
+    /// A record of a change to one object, decided against status `st`.
+    pub(crate) fn object_record(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        st: Option<&cache::StatusRecord>,
+        change: Change,
+    ) -> Mutation {
+        Mutation {
+            cell: node.cell.clone(),
+            volume: node.fid.volume,
+            uid: who.uid,
+            vice_id: who.vice_id,
+            base: st
+                .map(|st| BaseState {
+                    fid: node.fid,
+                    data_version: st.data_version,
+                    length: st.length,
+                    bindings: Vec::new(),
+                })
+                .into_iter()
+                .collect(),
+            change,
+        }
     }
 
     /// The base state of directory `dir` with the bindings of `names`.

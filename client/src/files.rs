@@ -103,12 +103,17 @@ impl AfsClient {
         let inner = &self.inner;
         let h = inner.open.handle(fh)?;
         let who = inner.valid.who(h.uid, &h.node);
-        let reader = inner.valid.who(uid, &h.node);
         // The opener's right to read was checked at open (a file made
         // read-protected by its creator still reads through the descriptor
-        // that made it); anyone else reading through it needs their own.
-        let needed = if uid == h.uid { 0 } else { PRSFS_READ };
-        inner.valid.file(&h.node, &reader, needed).await?;
+        // that made it; the data path still refuses a recorded denial);
+        // anyone else reading through it needs their own.
+        let reader = if uid == h.uid {
+            who.clone()
+        } else {
+            let reader = inner.valid.who(uid, &h.node);
+            inner.valid.file(&h.node, &reader, PRSFS_READ).await?;
+            reader
+        };
         if let Some(r) = inner.open.read(&h.node, &who, offset, size).await {
             return r;
         }

@@ -209,19 +209,7 @@ impl AfsClient {
         if ino == ROOT_INO {
             return Ok(generic);
         }
-        let inner = &self.inner;
-        let node = inner.nodes.node(ino)?;
-        let who = inner.valid.who(uid, &node);
-        let vs = inner
-            .valid
-            .call(
-                &node,
-                &who,
-                &rpcs::GetVolumeStatus {
-                    volume: node.fid.volume,
-                },
-            )
-            .await?;
+        let (_, vs) = self.inner.volume_status(uid, ino).await?;
         let part_total = vs.part_max_blocks.max(0) as u64;
         let part_free = vs.part_blocks_avail.max(0) as u64;
         let used = vs.blocks_in_use.max(0) as u64;
@@ -320,6 +308,23 @@ impl Inner {
             a.nlink = 0;
         }
         a
+    }
+
+    /// GetVolumeStatus of the volume of `ino`, as `uid` (statfs and the
+    /// `afsd.volstatus` query).
+    pub(crate) async fn volume_status(
+        &self,
+        uid: u32,
+        ino: u64,
+    ) -> Result<(NodeRef, rpcs::VolumeStatus)> {
+        let node = self.nodes.node(ino)?;
+        let who = self.valid.who(uid, &node);
+        let volume = node.fid.volume;
+        let vs = self
+            .valid
+            .call(&node, &who, &rpcs::GetVolumeStatus { volume })
+            .await?;
+        Ok((node, vs))
     }
 
     /// A lookup's answer for `node`: its attributes, and a kernel reference.

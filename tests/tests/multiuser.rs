@@ -37,24 +37,29 @@ fn sh_as(uid: u32, script: &str) -> Output {
     run_as(uid, &["sh", "-c", script])
 }
 
+/// Sets the ACL of `rel`: administrators everything, system:anyuser `rl`,
+/// alice `rights`.
+fn set_alice_rights(cell: &Cell, rel: &str, rights: &str) {
+    let dir = cell.rw(rel);
+    let acl = [
+        "system:administrators",
+        "all",
+        "system:anyuser",
+        "rl",
+        cell.var("USER1"),
+        rights,
+    ];
+    let mut args = vec!["setacl", dir.as_str()];
+    args.extend(acl);
+    cell.third_party(&args, None);
+}
+
 /// A fresh directory in `shared/` whose ACL grants system:anyuser `rl` and
 /// alice everything, with `hello.txt` and `sub/` made by the administrator.
 fn workspace(cell: &Cell, m: &Mount, tag: &str) -> (String, PathBuf) {
     let rel = format!("shared/mu-{tag}-{}", std::process::id());
     cell.third_party(&["mkdir", &cell.rw(&rel)], None);
-    cell.third_party(
-        &[
-            "setacl",
-            &cell.rw(&rel),
-            "system:administrators",
-            "all",
-            "system:anyuser",
-            "rl",
-            cell.var("USER1"),
-            "all",
-        ],
-        None,
-    );
+    set_alice_rights(cell, &rel, "all");
     cell.put(&cell.rw(&format!("{rel}/hello.txt")), b"hello\n");
     cell.third_party(&["mkdir", &cell.rw(&format!("{rel}/sub"))], None);
     let dir = m.path(&format!(".{}/{rel}", cell.cell()));
@@ -193,19 +198,7 @@ fn a_refused_store_fails_close_and_its_data_vanishes_for_everyone() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert_eq!(line, "written\n");
-    cell.third_party(
-        &[
-            "setacl",
-            &cell.rw(&rel),
-            "system:administrators",
-            "all",
-            "system:anyuser",
-            "rl",
-            cell.var("USER1"),
-            "rl",
-        ],
-        None,
-    );
+    set_alice_rights(&cell, &rel, "rl");
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
     line.clear();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
