@@ -122,9 +122,12 @@ impl Executor {
             self.valid.rights.break_volume(fid.volume);
         }
         let reply = reply.map_err(|e| match &m.change {
-            // The fileserver says EEXIST for a non-empty directory; POSIX
-            // says ENOTEMPTY (OpenAFS's Linux client maps it too).
-            Change::RemoveDir { .. } if e.errno() == libc::EEXIST => Error::NotEmpty,
+            // The fileserver says EEXIST for a non-empty directory, removed
+            // or renamed over; Linux file systems say ENOTEMPTY (OpenAFS's
+            // Linux client maps it too).
+            Change::RemoveDir { .. } | Change::Rename { .. } if e.errno() == libc::EEXIST => {
+                Error::NotEmpty
+            }
             _ => e,
         })?;
         self.apply(who, m, &prep, reply)

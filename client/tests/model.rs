@@ -210,8 +210,9 @@ impl Model {
             (Node::Dir, Some(Node::File(_))) => return Err(libc::ENOTDIR),
             (Node::File(_), Some(Node::Dir)) => return Err(libc::EISDIR),
             (Node::Dir, Some(Node::Dir)) if !self.children(to).is_empty() => {
-                // POSIX allows EEXIST or ENOTEMPTY; AFS says EEXIST.
-                return Err(libc::EEXIST);
+                // The fileserver says EEXIST; the client answers as Linux
+                // file systems do.
+                return Err(libc::ENOTEMPTY);
             }
             _ => {}
         }
