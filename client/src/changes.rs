@@ -101,14 +101,15 @@ impl AfsClient {
                     },
                 );
                 inner.exec.execute(&who, &m).await?;
-                inner.open.hide(
-                    victim.key(),
-                    crate::writes::Hidden {
-                        dir: pnode.clone(),
-                        name: hidden.into_bytes(),
-                        uid,
-                    },
-                );
+                let h = crate::writes::Hidden {
+                    dir: pnode.clone(),
+                    name: hidden.into_bytes(),
+                    uid,
+                };
+                if !inner.open.hide(victim.key(), h.clone()) {
+                    // Its last descriptor closed meanwhile.
+                    self.remove_hidden(&h).await?;
+                }
                 return Ok(());
             }
         }

@@ -299,8 +299,15 @@ impl AfsClient {
         s
     }
 
-    /// Tells every fileserver we used to drop our callbacks (clean unmount).
+    /// A clean unmount: files unlinked while open are removed (their
+    /// descriptors went with the mount), and every fileserver used is told
+    /// to drop our callbacks.
     pub async fn shutdown(&self) {
+        for h in self.inner.open.take_hidden() {
+            if let Err(e) = self.remove_hidden(&h).await {
+                tracing::warn!(name = %String::from_utf8_lossy(&h.name), "removing a file unlinked while open: {e}");
+            }
+        }
         self.inner.fs.give_up_callbacks().await;
     }
 

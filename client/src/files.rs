@@ -157,9 +157,8 @@ impl AfsClient {
             Ok(())
         };
         inner.open.release(&h.node, h.uid, h.write).await;
-        inner.open.remove_handle(fh);
         // The last close of a file unlinked while open removes it now.
-        if let Some(hidden) = inner.open.last_close(&h.node.key()) {
+        if let Some(hidden) = inner.open.close_handle(fh) {
             if let Err(e) = self.remove_hidden(&hidden).await {
                 tracing::warn!(fid = ?h.node.fid, "removing a file unlinked while open: {e}");
             }

@@ -110,12 +110,30 @@ impl OpenFiles {
             .any(|h| &h.node.key() == key)
     }
 
-    /// Records a file unlinked while open (see [`Hidden`]).
-    pub(crate) fn hide(&self, key: FidKey, hidden: Hidden) {
+    /// Records a file unlinked while open (see [`Hidden`]). False when its
+    /// last descriptor closed meanwhile: the caller removes it now.
+    pub(crate) fn hide(&self, key: FidKey, hidden: Hidden) -> bool {
+        // Under the handles' lock, as the last close decides under it.
+        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if !handles.values().any(|h| h.node.key() == key) {
+            return false;
+        }
         self.unlinked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, hidden);
+        true
+    }
+
+    /// Every file unlinked while open and not yet removed (at unmount:
+    /// their descriptors are gone with the mount).
+    pub(crate) fn take_hidden(&self) -> Vec<Hidden> {
+        self.unlinked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, h)| h)
+            .collect()
     }
 
     /// Whether the file was unlinked while open.
@@ -126,16 +144,20 @@ impl OpenFiles {
             .contains_key(key)
     }
 
-    /// After a descriptor closed: the hidden name to remove when it was
-    /// the file's last.
-    pub(crate) fn last_close(&self, key: &FidKey) -> Option<Hidden> {
-        if self.is_open(key) {
+    /// Forgets descriptor `fh`; when it was the last of a file unlinked
+    /// while open, the hidden name to remove. Decided under the handles'
+    /// lock, so that of two closes racing, exactly one is the last.
+    pub(crate) fn close_handle(&self, fh: u64) -> Option<Hidden> {
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let h = handles.remove(&fh)?;
+        let key = h.node.key();
+        if handles.values().any(|o| o.node.key() == key) {
             return None;
         }
         self.unlinked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(key)
+            .remove(&key)
     }
 
     /// Registers a descriptor and returns its handle.
@@ -155,13 +177,6 @@ impl OpenFiles {
             .get(&fh)
             .cloned()
             .ok_or(Error::BadHandle)
-    }
-
-    pub(crate) fn remove_handle(&self, fh: u64) -> Option<Handle> {
-        self.handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh)
     }
 
     /// The length `uid` sees of a file it writes.

@@ -275,6 +275,14 @@ fn a_file_unlinked_while_open_stays_usable_until_its_last_close() {
     let name = format!("unlinked-{}", std::process::id());
     let f = m.path(&format!(".{}/shared/{name}", cell.cell()));
     std::fs::write(&f, b"0123456789").unwrap();
+    // Its hidden name, as OpenAFS makes it: from the fid.
+    let fid = String::from_utf8(getxattr(&f, "afs.fid").unwrap()).unwrap();
+    let parts: Vec<u32> = fid
+        .trim()
+        .split(':')
+        .map(|p| u32::from_str_radix(p, 16).unwrap())
+        .collect();
+    let hidden = format!(".__afs{:04X}{:04X}", parts[1] & 0xffff, parts[2] & 0xffff);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -295,13 +303,13 @@ fn a_file_unlinked_while_open_stays_usable_until_its_last_close() {
         String::from_utf8_lossy(&cell.third_party(&["ls", &cell.rw("shared")], None).stdout)
             .into_owned()
     };
-    assert!(ls(&cell).contains(".__afs"), "not hidden on the server");
+    assert!(ls(&cell).contains(&hidden), "not hidden on the server");
     drop(file);
     // The release reaches the daemon after close returns: wait for it.
     assert!(
         afsd_tests::wait_until(std::time::Duration::from_secs(5), || {
             let l = ls(&cell);
-            !l.contains(".__afs") && !l.contains(&name)
+            !l.contains(&hidden) && !l.contains(&name)
         }),
         "left on the server: {}",
         ls(&cell)
