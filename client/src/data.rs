@@ -5,13 +5,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use afs_proto::fs as rpcs;
 use cache::{Batch, FidKey, Op, Store};
 use tokio::sync::OnceCell;
 
 use crate::identity::Identity;
 use crate::inode::NodeRef;
-use crate::status::now_secs;
 use crate::validate::Validator;
 use crate::{Error, Result, Stats};
 
@@ -217,21 +215,7 @@ impl FileData {
     ) -> Result<Option<Arc<Vec<u8>>>> {
         let key = node.key();
         let cs = self.chunk_size;
-        let epoch = self.valid.statuses.epoch();
-        let start = now_secs();
-        let reply = self
-            .valid
-            .call(
-                node,
-                who,
-                &rpcs::FetchData64 {
-                    fid: node.fid,
-                    pos: idx * cs,
-                    length: cs,
-                },
-            )
-            .await?;
-        Stats::add(&self.stats.bytes_fetched, reply.data.len() as u64);
+        let (reply, start, epoch) = self.valid.fetch_data(node, who, idx * cs, cs).await?;
         let got_dv = reply.status.data_version;
         let data = Arc::new(reply.data);
         let mut batch = Batch::clean();
@@ -241,11 +225,15 @@ impl FileData {
             index: idx,
             data: data.to_vec(),
         });
-        let rec =
-            self.valid
-                .apply_status(&key, &reply.status, &reply.callback, start, epoch, batch)?;
-        self.valid
-            .learn_rights(&key, who, &reply.status, &rec, epoch);
+        self.valid.record_reply(
+            &key,
+            who,
+            &reply.status,
+            &reply.callback,
+            start,
+            epoch,
+            batch,
+        )?;
         self.remember_chunk((key, got_dv, idx), data.clone());
         Ok((got_dv == dv).then_some(data))
     }

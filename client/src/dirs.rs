@@ -6,13 +6,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use afs_proto::fs as rpcs;
 use afs_proto::types::{FetchStatus, Fid, FileType};
 use cache::{Batch, DirEntryRecord, DirRecord, FidKey, Op, StatusRecord, Store};
 
 use crate::identity::Identity;
 use crate::inode::NodeRef;
-use crate::status::now_secs;
 use crate::validate::{Validator, PRSFS_LOOKUP};
 use crate::{Error, Result, Stats};
 
@@ -125,21 +123,7 @@ impl Dirs {
                 }
             }
             Stats::add(&self.stats.dir_misses, 1);
-            let epoch = self.valid.statuses.epoch();
-            let start = now_secs();
-            let reply = self
-                .valid
-                .call(
-                    node,
-                    who,
-                    &rpcs::FetchData64 {
-                        fid: node.fid,
-                        pos: 0,
-                        length: st.length,
-                    },
-                )
-                .await?;
-            Stats::add(&self.stats.bytes_fetched, reply.data.len() as u64);
+            let (reply, start, epoch) = self.valid.fetch_data(node, who, 0, st.length).await?;
             if reply.data.len() as u64 != reply.status.length {
                 // The directory changed size between our status and the
                 // fetch: the blob is cut short. Record the new status and
@@ -169,16 +153,15 @@ impl Dirs {
             };
             let mut batch = Batch::clean();
             batch.push(Op::PutDir(key.clone(), rec.clone()));
-            let new = self.valid.apply_status(
+            let new = self.valid.record_reply(
                 &key,
+                who,
                 &reply.status,
                 &reply.callback,
                 start,
                 epoch,
                 batch,
             )?;
-            self.valid
-                .learn_rights(&key, who, &reply.status, &new, epoch);
             if new.data_version == rec.data_version {
                 let d = Arc::new(ParsedDir::new(rec));
                 self.remember(key.clone(), d.clone());

@@ -198,10 +198,9 @@ impl Executor {
         let created = |fid: Fid, st: &FetchStatus, dir_st: &FetchStatus, cb: &CallBack| {
             let dir = p.target.clone();
             let node = dir.with_fid(fid);
-            let rec = self
-                .valid
-                .apply_status(&node.key(), st, cb, start, epoch, Batch::clean())?;
-            self.valid.learn_rights(&node.key(), who, st, &rec, epoch);
+            let rec =
+                self.valid
+                    .record_reply(&node.key(), who, st, cb, start, epoch, Batch::clean())?;
             self.dirs
                 .apply_change(&dir, who, dir_st, p.old(dir.fid), start, epoch, |entries| {
                     m.change.edit_dir(dir.fid, entries, Some(fid), None)

@@ -231,6 +231,45 @@ impl Validator {
         self.rights.set(ANONYMOUS, key, st.anonymous_access, until);
     }
 
+    /// Records a status reply for `who` (with `batch`, see
+    /// [`Validator::apply_status`]) and the rights it grants: what every
+    /// fetch does with a reply.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_reply(
+        &self,
+        key: &FidKey,
+        who: &Identity,
+        st: &FetchStatus,
+        cb: &CallBack,
+        start: u64,
+        epoch: u64,
+        batch: Batch,
+    ) -> Result<StatusRecord> {
+        let rec = self.apply_status(key, st, cb, start, epoch, batch)?;
+        self.learn_rights(key, who, st, &rec, epoch);
+        Ok(rec)
+    }
+
+    /// FetchData64 of `[pos, pos + length)` as `who`, counted in the
+    /// stats; with the clock and the break counter read before the call,
+    /// for [`Validator::record_reply`].
+    pub(crate) async fn fetch_data(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        pos: u64,
+        length: u64,
+    ) -> Result<(rpcs::FetchDataReply, u64, u64)> {
+        let epoch = self.statuses.epoch();
+        let start = now_secs();
+        let fid = node.fid;
+        let reply = self
+            .call(node, who, &rpcs::FetchData64 { fid, pos, length })
+            .await?;
+        Stats::add(&self.stats.bytes_fetched, reply.data.len() as u64);
+        Ok((reply, start, epoch))
+    }
+
     /// The node's status with a callback that holds now; fetched from the
     /// fileserver when the callback expired or was broken.
     pub(crate) async fn valid_status(
@@ -271,16 +310,15 @@ impl Validator {
             }
             Err(e) => return Err(e),
         };
-        let rec = self.apply_status(
+        self.record_reply(
             &key,
+            who,
             &reply.status,
             &reply.callback,
             start,
             epoch,
             Batch::clean(),
-        )?;
-        self.learn_rights(&key, who, &reply.status, &rec, epoch);
-        Ok(rec)
+        )
     }
 
     /// Records a status from the server, together with `batch`. When the
@@ -361,9 +399,7 @@ impl Validator {
             expiration_time: remaining,
             callback_type: 1,
         };
-        let rec = self.apply_status(&key, st, &cb, start, epoch, batch)?;
-        self.learn_rights(&key, who, st, &rec, epoch);
-        Ok(rec)
+        self.record_reply(&key, who, st, &cb, start, epoch, batch)
     }
 
     /// Fetches the statuses of up to 50 entries of a directory in one
@@ -406,16 +442,17 @@ impl Validator {
                         continue;
                     }
                     let key = dir_node.with_fid(*fid).key();
-                    match self.apply_status(
+                    let r = self.record_reply(
                         &key,
+                        who,
                         &e.status,
                         &e.callback,
                         start,
                         epoch,
                         Batch::clean(),
-                    ) {
-                        Ok(rec) => self.learn_rights(&key, who, &e.status, &rec, epoch),
-                        Err(err) => tracing::warn!("storing bulk status: {err}"),
+                    );
+                    if let Err(err) = r {
+                        tracing::warn!("storing bulk status: {err}");
                     }
                 }
             }
