@@ -123,6 +123,9 @@ impl Connectivity {
     /// Records that a volume was used (so `status` lists it).
     pub(crate) fn seen(&self, cell: &str, volume: u32) {
         let mut vols = self.lock();
+        if vols.keys().any(|(c, v)| *v == volume && c == cell) {
+            return;
+        }
         vols.entry((cell.to_string(), volume))
             .or_insert_with(|| VolMode::new(Mode::Connected, false, String::new()));
     }
