@@ -14,6 +14,7 @@ use client::{AfsClient, ClientConfig};
 mod admin_cli;
 mod aklog;
 mod control;
+mod offline_ctl;
 
 #[derive(Parser)]
 #[command(
