@@ -81,8 +81,10 @@ pub enum ConflictCommand {
     /// Write a kept version to stdout: --local (yours) or --base (the
     /// server's before your change).
     Cat {
+        /// Your version, as it was when replay met the conflict.
         #[arg(long, conflicts_with = "base", required_unless_present = "base")]
         local: bool,
+        /// The version your change was made against (when it was cached).
         #[arg(long)]
         base: bool,
         /// The conflict's id (`afsd-rs conflicts`).
@@ -424,6 +426,49 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// The commands' own path to the daemon (the blocking `control::call`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_through_the_socket() {
+        let (path, c, _cell) = crate::control::tests::daemon(crate::control::Limits::default());
+        let root = c
+            .lookup(0, client::ROOT_INO, b".mem.test")
+            .await
+            .unwrap()
+            .ino;
+        let fid = c.getxattr(0, root, "afs.fid").await.unwrap().unwrap();
+        let vol = String::from_utf8(fid).unwrap();
+        let vol = u32::from_str_radix(vol.split(':').next().unwrap(), 16).unwrap();
+        c.go_offline(&Targets::Volumes(vec![("mem.test".into(), vol)]))
+            .unwrap();
+        let p = path.clone();
+        let (vols, none, missing) = tokio::task::spawn_blocking(move || {
+            (
+                ask(&p, DisconnectedRequest::Status),
+                ask(&p, DisconnectedRequest::Conflicts),
+                ask(
+                    &p,
+                    DisconnectedRequest::ConflictData {
+                        id: 5,
+                        side: ConflictSide::Base,
+                    },
+                ),
+            )
+        })
+        .await
+        .unwrap();
+        match vols {
+            Ok(Response::Volumes(v)) => {
+                assert_eq!(v, c.volume_status());
+                let t = status_table(&v, now());
+                assert!(t.contains("disconnected (by hand)"), "{t}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(none, Ok(Response::Conflicts(v)) if v.is_empty()));
+        let e = missing.unwrap_err();
+        assert!(e.starts_with("conflict 5: "), "{e}");
     }
 
     #[test]
