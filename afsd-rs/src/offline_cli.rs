@@ -190,10 +190,13 @@ fn online(
     dry_run: bool,
 ) -> Result<(), String> {
     let targets = targets(paths, cell)?;
-    print_report(ask(
-        socket,
-        DisconnectedRequest::Online { targets, dry_run },
-    )?)
+    match ask(socket, DisconnectedRequest::Online { targets, dry_run })? {
+        Response::Ok(report) if report.is_empty() => {
+            println!("no volume in use there");
+            Ok(())
+        }
+        r => print_report(r),
+    }
 }
 
 fn sync(socket: &Path, paths: &[PathBuf]) -> Result<(), String> {
