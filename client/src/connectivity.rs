@@ -26,6 +26,7 @@ use crate::status::now_secs;
 
 /// The mode of a volume.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Calls go to the fileserver; changes are made there at once.
     Connected,
