@@ -277,8 +277,16 @@ impl Validator {
         match r {
             Err(e) if e.errno() == libc::EACCES => self.tokens.warn_expired(who, &node.cell),
             Err(e) if crate::connectivity::is_network(e) => {
-                self.conn
-                    .went_down(&node.cell, node.fid.volume, &e.to_string());
+                if self
+                    .conn
+                    .went_down(&node.cell, node.fid.volume, &e.to_string())
+                {
+                    // What was fetched until now must survive a crash
+                    // while offline: it is all there is to work with.
+                    if let Err(e) = self.store.persist() {
+                        tracing::warn!("cache: making fetched data durable: {e}");
+                    }
+                }
             }
             _ => {}
         }

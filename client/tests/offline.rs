@@ -570,3 +570,71 @@ fn closes_during_two_cuts_each_reach_the_server_once() {
         assert_eq!(cell.third_party(|tp| tp.read("f")), Some(b"x".to_vec()));
     });
 }
+
+#[test]
+fn a_full_cache_offline_refuses_writes_and_keeps_what_is_logged() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Rocks, 4096);
+        let c = &cs[0];
+        c.mkdir(0, "full").await.unwrap();
+        c.tree(0, "full").await.unwrap();
+        c.afs.set_cache_size(64 << 10).unwrap();
+        c.afs.go_offline(&Targets::All).unwrap();
+        c.write_file(0, "full/kept.txt", &[7u8; 16 << 10])
+            .await
+            .unwrap();
+        let big = vec![1u8; 256 << 10];
+        assert_eq!(
+            c.write_file(0, "full/big.bin", &big).await,
+            Err(libc::ENOSPC),
+            "past the cache's size an offline write fails"
+        );
+        // What was logged is intact, and flushing it is refused.
+        assert_eq!(
+            c.read_file(0, "full/kept.txt").await.unwrap(),
+            vec![7u8; 16 << 10]
+        );
+        let fid = |ino: u64| async move {
+            let v = errno(c.afs.getxattr_as(0, ino, "afs.fid").await)
+                .unwrap()
+                .unwrap();
+            String::from_utf8(v).unwrap()
+        };
+        let kept = c.resolve(0, "full/kept.txt").await.unwrap();
+        let state = errno(c.afs.getxattr_as(0, kept, "afsd.state").await)
+            .unwrap()
+            .unwrap();
+        let state = String::from_utf8(state).unwrap();
+        assert!(state.contains("logged("), "{state}");
+        assert!(state.contains("stale-since="), "{state}");
+        let text = fid(kept).await;
+        let parts: Vec<u32> = text
+            .trim()
+            .split(':')
+            .map(|x| u32::from_str_radix(x, 16).unwrap())
+            .collect();
+        let f = afs_proto::types::Fid::new(parts[0], parts[1], parts[2]);
+        assert_eq!(
+            c.afs.flush_fid(CELL, f).map_err(|e| e.errno()),
+            Err(libc::EBUSY)
+        );
+        assert_eq!(
+            c.afs.flush_volume(CELL, f.volume).map_err(|e| e.errno()),
+            Err(libc::EBUSY)
+        );
+        c.afs.go_online(&Targets::All, false).await.unwrap();
+        until_synced(c).await;
+        assert_eq!(
+            cell.third_party(|tp| tp.read("full/kept.txt")),
+            Some(vec![7u8; 16 << 10])
+        );
+        // What the writes before the refusal put in the file reached the
+        // server at its close; nothing past them.
+        let got = cell.third_party(|tp| tp.read("full/big.bin")).unwrap();
+        assert!(
+            got.len() < big.len() && got.iter().all(|b| *b == 1),
+            "{}",
+            got.len()
+        );
+    });
+}
