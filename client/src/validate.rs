@@ -276,16 +276,16 @@ impl Validator {
     fn after_call<T>(&self, node: &NodeRef, who: &Identity, r: &Result<T>) {
         match r {
             Err(e) if e.errno() == libc::EACCES => self.tokens.warn_expired(who, &node.cell),
-            Err(e) if crate::connectivity::is_network(e) => {
-                if self
-                    .conn
-                    .went_down(&node.cell, node.fid.volume, &e.to_string())
-                {
-                    // What was fetched until now must survive a crash
-                    // while offline: it is all there is to work with.
-                    if let Err(e) = self.store.persist() {
-                        tracing::warn!("cache: making fetched data durable: {e}");
-                    }
+            // What was fetched until the volume went offline must survive
+            // a crash while offline: it is all there is to work with.
+            Err(e)
+                if crate::connectivity::is_network(e)
+                    && self
+                        .conn
+                        .went_down(&node.cell, node.fid.volume, &e.to_string()) =>
+            {
+                if let Err(e) = self.store.persist() {
+                    tracing::warn!("cache: making fetched data durable: {e}");
                 }
             }
             _ => {}
