@@ -386,7 +386,7 @@ impl OpenFiles {
             cell: node.cell.clone(),
             volume: node.fid.volume,
             uid: who.uid,
-            vice_id: who.vice_id,
+            vice_id: who.vice_id.or(who.anchor),
             base: vec![BaseState {
                 fid: node.fid,
                 data_version: f.base_dv,
