@@ -139,10 +139,16 @@ impl Validator {
     /// identity (kept across restarts, and after its token expired).
     pub(crate) fn rights_of(&self, node: &NodeRef, who: &Identity) -> Option<u32> {
         let key = node.key();
-        if let Some(r) = self.rights.get(who.id, &key) {
-            return Some(r);
+        let local = self.is_local(node);
+        // Offline, a user whose token expired acts as its AFS identity
+        // (never sent anywhere), not as anonymous.
+        let anchored = local && who.id == ANONYMOUS && who.anchor.is_some();
+        if !anchored {
+            if let Some(r) = self.rights.get(who.id, &key) {
+                return Some(r);
+            }
         }
-        if !self.is_local(node) {
+        if !local {
             return None;
         }
         if let Some(r) = self.last_rights(who.anchor, &key) {

@@ -638,3 +638,55 @@ fn a_full_cache_offline_refuses_writes_and_keeps_what_is_logged() {
         );
     });
 }
+
+#[test]
+fn an_expired_token_anchors_rights_offline_and_is_never_sent() {
+    rt().block_on(async {
+        let cell = MemCell::new(CELL);
+        cell.add_user("alice", 2);
+        cell.third_party(|tp| {
+            tp.set_acl("", &[(ANYUSER, rights::READ | rights::LOOKUP)], &[]);
+            tp.mkdir("home");
+            tp.set_acl("home", &[(2, rights::ALL)], &[]);
+            tp.write("home/notes.txt", b"alice's notes");
+        });
+        let c = client_on(&cell, Arc::new(MemoryStore::new()));
+        c.afs.set_token(token(1000, 2)).unwrap();
+        assert_eq!(c.read_file(1000, "home/notes.txt").await.unwrap(), b"alice's notes");
+        // Anonymous may not even look inside.
+        assert_eq!(c.read_file(1001, "home/notes.txt").await, Err(libc::EACCES));
+        c.afs.go_offline(&Targets::All).unwrap();
+        // The token expires while offline.
+        let mut old = token(1000, 2);
+        old.end = old.start - 1;
+        old.start -= 7200;
+        c.afs.set_token(old).unwrap();
+        assert_eq!(c.read_file(1000, "home/notes.txt").await.unwrap(), b"alice's notes");
+        c.write_file(1000, "home/notes.txt", b"edited offline").await.unwrap();
+        // Her rights are hers: another uid still has none.
+        assert_eq!(c.read_file(1001, "home/notes.txt").await, Err(libc::EACCES));
+        c.afs.go_online(&Targets::All, false).await.unwrap();
+        for _ in 0..20 {
+            c.afs.sync(&Targets::All).await.unwrap();
+        }
+        // Not sent anonymously: it waits for alice.
+        assert_eq!(
+            cell.third_party(|tp| tp.read("home/notes.txt")),
+            Some(b"alice's notes".to_vec())
+        );
+        assert!(c.afs.conflicts(None).is_empty(), "{:?}", c.afs.conflicts(None));
+        let st = c.afs.volume_status();
+        assert!(
+            st.iter().any(|v| v.mode == Mode::Paused
+                && v.waiting_for.iter().any(|w| w.uid == 1000
+                    && w.principal.as_deref() == Some("user2@MEM.TEST"))),
+            "{st:?}"
+        );
+        c.afs.set_token(token(1000, 2)).unwrap();
+        until_synced(&c).await;
+        assert_eq!(
+            cell.third_party(|tp| tp.read("home/notes.txt")),
+            Some(b"edited offline".to_vec())
+        );
+    });
+}
