@@ -109,6 +109,23 @@ impl RocksStore {
         Ok(store)
     }
 
+    /// Every (key, value) whose key starts with `prefix`, in key order.
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let end = prefix_end(prefix);
+        let mut out = Vec::new();
+        for item in self.db.iterator(rocksdb::IteratorMode::From(
+            prefix,
+            rocksdb::Direction::Forward,
+        )) {
+            let (k, v) = item?;
+            if k.as_ref() >= end.as_slice() {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get(key)?)
     }
@@ -354,39 +371,21 @@ impl Store for RocksStore {
         self.get_raw(&meta_key(name))
     }
     fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let start = all_tokens_prefix();
-        let end = prefix_end(&start);
-        let mut out = Vec::new();
-        for item in self.db.iterator(rocksdb::IteratorMode::From(
-            &start,
-            rocksdb::Direction::Forward,
-        )) {
-            let (k, v) = item?;
-            if k.as_ref() >= end.as_slice() {
-                break;
-            }
-            out.push(decode(&k, &v)?);
-        }
-        Ok(out)
+        self.scan(&all_tokens_prefix())?
+            .into_iter()
+            .map(|(k, v)| decode(&k, &v))
+            .collect()
     }
     fn get_record(&self, space: u8, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.get_raw(&crate::key::record_key(space, key))
     }
     fn records(&self, space: u8) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let start = record_prefix(space);
-        let end = prefix_end(&start);
-        let mut out = Vec::new();
-        for item in self.db.iterator(rocksdb::IteratorMode::From(
-            &start,
-            rocksdb::Direction::Forward,
-        )) {
-            let (k, v) = item?;
-            if k.as_ref() >= end.as_slice() {
-                break;
-            }
-            out.push((k[start.len()..].to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        Ok(self
+            .scan(&start)?
+            .into_iter()
+            .map(|(k, v)| (k[start.len()..].to_vec(), v))
+            .collect())
     }
     fn apply(&self, batch: Batch) -> Result<()> {
         let mut st = self.state();

@@ -1020,3 +1020,98 @@ proptest! {
         prop_assert_eq!(contents(&r), model.contents());
     }
 }
+
+/// The ops of disconnected operation: held base data, chunks moved to
+/// another fid, a discard that keeps what the log names, records.
+fn offline_ops_body(store: &dyn Store) {
+    let f = fid(6, 1);
+    let g = fid(6, 2);
+    let local = u64::MAX - 1000;
+    put(store, &f, 3, 0, 10);
+    put(store, &f, 3, 1, 10);
+    put(store, &f, 4, 0, 10);
+    // Hold makes the chunks of one version dirty: never evicted, and a
+    // flush keeps them; Release gives them back to eviction.
+    let mut b = Batch::synced();
+    b.push(Op::Hold {
+        fid: f.clone(),
+        data_version: 3,
+    });
+    store.apply(b).unwrap();
+    assert_eq!(store.usage(), usage(30, 3, 20, 2));
+    store.flush_fid(&f).unwrap();
+    assert!(has(store, &f, 3, 0) && has(store, &f, 3, 1));
+    assert!(!has(store, &f, 4, 0));
+    let mut b = Batch::new();
+    b.push(Op::Release {
+        fid: f.clone(),
+        data_version: 3,
+    });
+    store.apply(b).unwrap();
+    assert_eq!(store.usage(), usage(20, 2, 0, 0));
+    // A chunk moves to another fid and version, dirty, with its data.
+    put_dirty(store, &f, local, 0, 7);
+    let mut b = Batch::synced();
+    b.push(Op::SyncChunks {
+        fid: f.clone(),
+        data_version: local,
+    });
+    b.push(Op::MoveChunkTo {
+        from: f.clone(),
+        from_dv: local,
+        index: 0,
+        to: g.clone(),
+        to_dv: 0,
+        dirty: true,
+    });
+    store.apply(b).unwrap();
+    assert!(!has(store, &f, local, 0));
+    assert_eq!(store.get_chunk(&g, 0, 0).unwrap(), Some(vec![0xd0; 7]));
+    assert_eq!(store.dirty_chunks(&g), vec![(0, 0, 7)]);
+    // A discard of unstored chunks keeps those the log names.
+    put_dirty(store, &f, local, 1, 3);
+    put_dirty(store, &g, local, 1, 4);
+    let mut b = Batch::new();
+    b.push(Op::DiscardDirty {
+        data_version: u64::MAX - u32::MAX as u64,
+        keep: vec![(g.clone(), local)],
+    });
+    store.apply(b).unwrap();
+    assert!(!has(store, &f, local, 1));
+    assert!(has(store, &g, local, 1));
+    // Records of a space come back in key order, and only theirs.
+    let mut b = Batch::synced();
+    for (space, key) in [(b'l', b"b"), (b'l', b"a"), (b'x', b"a")] {
+        b.push(Op::PutRecord {
+            space,
+            key: key.to_vec(),
+            value: vec![space, key[0]],
+        });
+    }
+    store.apply(b).unwrap();
+    let l = store.records(b'l').unwrap();
+    assert_eq!(
+        l,
+        vec![
+            (b"a".to_vec(), vec![b'l', b'a']),
+            (b"b".to_vec(), vec![b'l', b'b'])
+        ]
+    );
+    assert_eq!(
+        store.get_record(b'x', b"a").unwrap(),
+        Some(vec![b'x', b'a'])
+    );
+    let mut b = Batch::new();
+    b.push(Op::DeleteRecord {
+        space: b'l',
+        key: b"a".to_vec(),
+    });
+    store.apply(b).unwrap();
+    assert_eq!(store.records(b'l').unwrap().len(), 1);
+    store.persist().unwrap();
+}
+
+#[test]
+fn holds_moves_discards_and_records() {
+    on_both(offline_ops_body);
+}

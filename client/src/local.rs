@@ -99,6 +99,15 @@ impl<'a> Edit<'a> {
             .ok_or_else(|| Error::Offline("the directory is not in the cache".into()))
     }
 
+    /// A directory with entries besides `.` and `..`.
+    fn has_entries(&self, dir: Fid) -> Result<bool> {
+        Ok(self
+            .listing(dir)?
+            .entries
+            .iter()
+            .any(|x| x.name != b"." && x.name != b".."))
+    }
+
     fn entry(&self, dir: Fid, name: &[u8]) -> Result<Option<Fid>> {
         Ok(self
             .listing(dir)?
@@ -329,19 +338,10 @@ impl Executor {
                 if !rmdir && is_dir {
                     return Err(Error::IsDir);
                 }
-                if is_dir
-                    && e.listing(victim)?
-                        .entries
-                        .iter()
-                        .any(|x| x.name != b"." && x.name != b"..")
-                {
+                if is_dir && e.has_entries(victim)? {
                     return Err(Error::NotEmpty);
                 }
-                let base_dv = self
-                    .journal
-                    .base(&e.key(victim))
-                    .map_or(vst.data_version, |b| b.status.data_version);
-                rec.victim = Some((victim, base_dv));
+                rec.victim = Some((victim, self.base_dv(&e.key(victim), &vst)));
                 e.edit_dir(&m.change, *dir, None, None)?;
                 if is_dir {
                     e.link_count(*dir, -1)?;
@@ -392,19 +392,10 @@ impl Executor {
                     if !over_dir && moved_is_dir {
                         return Err(Error::NotDir);
                     }
-                    if over_dir
-                        && e.listing(over)?
-                            .entries
-                            .iter()
-                            .any(|x| x.name != b"." && x.name != b"..")
-                    {
+                    if over_dir && e.has_entries(over)? {
                         return Err(Error::NotEmpty);
                     }
-                    let base_dv = self
-                        .journal
-                        .base(&e.key(over))
-                        .map_or(ost.data_version, |b| b.status.data_version);
-                    rec.victim = Some((over, base_dv));
+                    rec.victim = Some((over, self.base_dv(&e.key(over), &ost)));
                     e.link_count(over, -1)?;
                 }
                 if moved_is_dir && to_dir != from_dir {
@@ -564,6 +555,14 @@ impl Executor {
             }
         }
         created.then_some(recs)
+    }
+
+    /// The data version an object had on the server before its offline
+    /// changes (what replay compares with).
+    fn base_dv(&self, key: &FidKey, st: &StatusRecord) -> u64 {
+        self.journal
+            .base(key)
+            .map_or(st.data_version, |b| b.status.data_version)
     }
 
     /// The latest record that names `fid`.

@@ -887,7 +887,7 @@ impl AfsClient {
             }
             inner.nodes.rekey(&lk, self.node(rec, server));
             inner.open.rekey(&lk, &sk);
-            inner.open.rebase(&sk, server_dv);
+            inner.open.rebase_from(&sk, 0, server_dv);
             inner.valid.forget(&lk);
         }
         journal.commit(ops, puts, vec![rec.clone()], false)?;

@@ -695,26 +695,6 @@ impl OpenFiles {
             .remove(&k);
     }
 
-    /// The write states of a file made offline are based on the version
-    /// its create made on the server.
-    pub(crate) fn rebase(&self, key: &FidKey, dv: u64) {
-        let cells: Vec<StateCell> = self
-            .states
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|((k, _), _)| k == key)
-            .map(|(_, v)| v.clone())
-            .collect();
-        for c in cells {
-            if let Ok(mut f) = c.try_lock() {
-                if f.base_dv == 0 {
-                    f.base_dv = dv;
-                }
-            }
-        }
-    }
-
     /// `uid`'s write state of a file is based on the server's version
     /// `dv` of `length` bytes now (an earlier store of it settled): every
     /// change since its old base stays dirty and is sent whole.

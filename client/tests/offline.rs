@@ -8,10 +8,10 @@ mod common;
 
 use std::sync::Arc;
 
-use cache::{MemoryStore, Store, TokenRecord};
+use cache::{MemoryStore, Store};
 use client::memserver::{rights, Entry, Faults, MemCell, ANYUSER};
 use client::{AfsClient, CellDb, ClientConfig, ConflictSide, Mode, SetAttrs, Stats, Targets};
-use common::{errno, setup, Client, StoreKind, CELL};
+use common::{errno, setup, token, Client, StoreKind, CELL};
 
 fn rt() -> tokio::runtime::Runtime {
     let _ = tracing_subscriber::fmt()
@@ -56,24 +56,6 @@ fn pending(c: &Client) -> u64 {
 
 fn file(data: &[u8]) -> Entry {
     Entry::File(data.to_vec())
-}
-
-fn token(uid: u32, vice_id: i32) -> TokenRecord {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    TokenRecord {
-        uid,
-        cell: CELL.into(),
-        vice_id,
-        principal: format!("user{vice_id}@MEM.TEST"),
-        kvno: 256,
-        ticket: vec![1, 2, 3],
-        session_key: [7; 8],
-        start: now,
-        end: now + 3600,
-    }
 }
 
 #[test]

@@ -6,31 +6,12 @@ mod common;
 
 use std::sync::Arc;
 
-use cache::TokenRecord;
 use client::memserver::{rights, MemCell, ANYUSER};
-use common::{client, errno, Client, StoreKind, CELL};
+use common::{client, errno, token, Client, StoreKind, CELL};
 
 const ALICE: u32 = 1000;
 const ALICE_ID: i32 = 2;
 const NOBODY: u32 = 65534;
-
-fn token(uid: u32, vice_id: i32) -> TokenRecord {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    TokenRecord {
-        uid,
-        cell: CELL.into(),
-        vice_id,
-        principal: format!("user{vice_id}@MEM.TEST"),
-        kvno: 256,
-        ticket: vec![1, 2, 3],
-        session_key: [7; 8],
-        start: now,
-        end: now + 3600,
-    }
-}
 
 /// A cell where `shared` grants system:anyuser `rl` and alice everything,
 /// with `shared/hello.txt` owned by alice.

@@ -76,6 +76,25 @@ impl Client {
     }
 }
 
+/// A valid token of `uid` for AFS id `vice_id`, for an hour.
+pub fn token(uid: u32, vice_id: i32) -> cache::TokenRecord {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    cache::TokenRecord {
+        uid,
+        cell: CELL.into(),
+        vice_id,
+        principal: format!("user{vice_id}@MEM.TEST"),
+        kvno: 256,
+        ticket: vec![1, 2, 3],
+        session_key: [7; 8],
+        start: now,
+        end: now + 3600,
+    }
+}
+
 /// The errno of a client error.
 pub fn errno<T>(r: client::Result<T>) -> Result<T, i32> {
     r.map_err(|e| e.errno())
