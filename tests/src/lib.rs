@@ -784,7 +784,8 @@ pub fn parse_status(text: &str) -> Vec<VolumeStatus> {
             cell: json_str(o, "cell"),
             volume: json_u64(o, "volume"),
             name: json_str(o, "name"),
-            mode: json_str(o, "mode"),
+            // `connected` (serde may spell the variant `Connected`)
+            mode: json_str(o, "mode").to_ascii_lowercase(),
             manual: o.get("manual").and_then(|b| b.as_bool()).unwrap_or(false),
             pending_ops: json_u64(o, "pending_ops"),
             pending_bytes: json_u64(o, "pending_bytes"),
