@@ -39,6 +39,8 @@ pub(crate) enum FileAction {
     Rename { from: Vec<u8>, to: Vec<u8> },
     /// Remove the file; done after the records are written.
     Delete { key: Vec<u8> },
+    /// Make the file's contents durable (written earlier without a sync).
+    Sync { key: Vec<u8> },
 }
 
 /// What becomes of a chunk's file after a delete in the same batch.
@@ -74,6 +76,7 @@ fn remade_after(actions: &[FileAction]) -> Vec<Option<Remade>> {
             FileAction::Write { key, .. } | FileAction::Truncate { key, .. } => {
                 next.insert(key, Remade::InPlace);
             }
+            FileAction::Sync { .. } => {}
         }
     }
     out
@@ -297,6 +300,17 @@ impl ChunkFiles {
                             }
                         }
                         Err(e) => return Err(io_err(&src, e)),
+                    }
+                }
+                FileAction::Sync { key } => {
+                    if sync {
+                        let path = self.path(key);
+                        match File::open(&path) {
+                            Ok(f) => f.sync_data().map_err(|e| io_err(&path, e))?,
+                            Err(e) if e.kind() == ErrorKind::NotFound => {}
+                            Err(e) => return Err(io_err(&path, e)),
+                        }
+                        touched.push(path);
                     }
                 }
                 FileAction::Delete { key } => {

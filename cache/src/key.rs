@@ -53,6 +53,18 @@ pub(crate) const KIND_TOKEN: u8 = b't';
 /// Usage index of a chunk: same suffix as its chunk key, value a
 /// [`crate::usage::ChunkMeta`]. Always written in the batch that writes the chunk.
 pub(crate) const KIND_USAGE: u8 = b'u';
+/// The client's own records ([`crate::Op::PutRecord`]): kind, space, key.
+pub(crate) const KIND_RECORD: u8 = b'o';
+
+pub(crate) fn record_prefix(space: u8) -> Vec<u8> {
+    vec![KIND_RECORD, space]
+}
+
+pub(crate) fn record_key(space: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = record_prefix(space);
+    k.extend_from_slice(key);
+    k
+}
 
 /// Every key of `kind` belonging to one volume of one cell. The fid encoding is
 /// kind, cell length, cell, volume (big-endian), ... so this is a prefix and a

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::files::FileAction;
-use crate::key::{all_tokens_prefix, chunk_key, dir_key, meta_key, prefix_end, status_key};
+use crate::key::{
+    all_tokens_prefix, chunk_key, dir_key, meta_key, prefix_end, record_prefix, status_key,
+};
 use crate::record::decode;
 use crate::usage::{translate, Accounting, Sink};
 use crate::{
@@ -79,6 +81,7 @@ fn apply_files(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, actions: Vec<FileAction>) {
             FileAction::Delete { key } => {
                 map.remove(&key);
             }
+            FileAction::Sync { .. } => {}
         }
     }
 }
@@ -98,13 +101,7 @@ impl Inner {
 
     fn evict(&mut self) -> EvictReport {
         let (ops, mut report) = self.acc.eviction();
-        self.apply(
-            Batch {
-                ops,
-                durable: false,
-            },
-            true,
-        );
+        self.apply(Batch::of(ops, false), true);
         report.over_limit = self.acc.over_limits();
         report
     }
@@ -131,6 +128,19 @@ impl Store for MemoryStore {
     }
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.get(&meta_key(name)))
+    }
+    fn get_record(&self, space: u8, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get(&crate::key::record_key(space, key)))
+    }
+    fn records(&self, space: u8) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = record_prefix(space);
+        let end = prefix_end(&start);
+        let inner = self.lock();
+        Ok(inner
+            .map
+            .range(start.clone()..end)
+            .map(|(k, v)| (k[start.len()..].to_vec(), v.clone()))
+            .collect())
     }
     fn tokens(&self) -> Result<Vec<TokenRecord>> {
         let start = all_tokens_prefix();

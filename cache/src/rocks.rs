@@ -8,7 +8,7 @@ use rocksdb::{Options, WriteBatch, DB};
 use crate::files::{allocated_bytes, ChunkFiles, FileAction};
 use crate::key::{
     all_tokens_prefix, all_usage_prefix, chunk_key, chunk_key_of, dir_key, meta_key, prefix_end,
-    status_key, KIND_CHUNK,
+    record_prefix, status_key, KIND_CHUNK,
 };
 use crate::record::decode;
 use crate::usage::{translate, Accounting, ChunkMeta, Sink};
@@ -147,12 +147,14 @@ impl RocksStore {
         wb: WriteBatch,
         actions: Vec<FileAction>,
         durable: bool,
+        sync: bool,
     ) -> Result<()> {
         let mut wo = rocksdb::WriteOptions::default();
-        wo.disable_wal(!durable);
+        wo.disable_wal(!durable && !sync);
+        wo.set_sync(sync);
         let res = self
             .files
-            .apply_writes(&actions, durable)
+            .apply_writes(&actions, sync)
             .and_then(|()| Ok(self.db.write_opt(wb, &wo)?));
         if let Err(e) = res {
             let limits = st.acc.limits();
@@ -179,7 +181,13 @@ impl RocksStore {
             st.acc.drain_touches(&mut wb);
         }
         if wb.0.is_some() || !actions.is_empty() {
-            self.write(st, wb.0.unwrap_or_default(), actions, batch.durable)?;
+            self.write(
+                st,
+                wb.0.unwrap_or_default(),
+                actions,
+                batch.durable,
+                batch.sync,
+            )?;
         }
         Ok(grew)
     }
@@ -190,14 +198,7 @@ impl RocksStore {
         let (ops, mut report) = st.acc.eviction();
         // Evicted data is refetchable: no log needed. A lost record delete
         // finds the file gone at the next open and drops the record.
-        self.apply_locked(
-            st,
-            Batch {
-                ops,
-                durable: false,
-            },
-            true,
-        )?;
+        self.apply_locked(st, Batch::of(ops, false), true)?;
         report.over_limit = st.acc.over_limits();
         // Said once per stretch above the limits, not at every write.
         if report.over_limit && !st.over_warned {
@@ -368,6 +369,25 @@ impl Store for RocksStore {
         }
         Ok(out)
     }
+    fn get_record(&self, space: u8, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_raw(&crate::key::record_key(space, key))
+    }
+    fn records(&self, space: u8) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = record_prefix(space);
+        let end = prefix_end(&start);
+        let mut out = Vec::new();
+        for item in self.db.iterator(rocksdb::IteratorMode::From(
+            &start,
+            rocksdb::Direction::Forward,
+        )) {
+            let (k, v) = item?;
+            if k.as_ref() >= end.as_slice() {
+                break;
+            }
+            out.push((k[start.len()..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
     fn apply(&self, batch: Batch) -> Result<()> {
         let mut st = self.state();
         // A batch of fetched data (new clean chunks with their status and
@@ -400,14 +420,7 @@ impl Store for RocksStore {
         if fetched_only && !incoming.is_empty() {
             let (ops, _) = st.acc.eviction_for(&incoming);
             if !ops.is_empty() {
-                self.apply_locked(
-                    &mut st,
-                    Batch {
-                        ops,
-                        durable: false,
-                    },
-                    true,
-                )?;
+                self.apply_locked(&mut st, Batch::of(ops, false), true)?;
             }
         }
         if self.apply_locked(&mut st, batch, false)? {

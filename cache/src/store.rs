@@ -67,11 +67,56 @@ pub enum Op {
     },
     /// Drop every chunk of a fid, of every data version, dirty ones included.
     DeleteChunks(FidKey),
-    /// Drop every dirty chunk of `data_version` or above, of every fid:
-    /// unstored writes of a daemon that died before their close returned
-    /// (local versions sit at the top of the range, one per writer).
+    /// Drop every dirty chunk of `data_version` or above, of every fid,
+    /// but those of the (fid, data version) pairs in `keep`: unstored
+    /// writes of a daemon that died before their close returned (local
+    /// versions sit at the top of the range, one per writer), except the
+    /// ones the change log still names.
     DiscardDirty {
         data_version: u64,
+        keep: Vec<(FidKey, u64)>,
+    },
+    /// Every chunk of (fid, data version) becomes dirty: never evicted nor
+    /// flushed until [`Op::Release`]. The base data of an object changed
+    /// offline is held so, until the change is on the server.
+    Hold {
+        fid: FidKey,
+        data_version: u64,
+    },
+    /// Every chunk of (fid, data version) becomes clean (evictable) again.
+    Release {
+        fid: FidKey,
+        data_version: u64,
+    },
+    /// Moves a chunk to another fid and data version, keeping it dirty or
+    /// making it clean: a file made offline takes its server fid, and a
+    /// conflict keeps the local version under a key of its own.
+    MoveChunkTo {
+        from: FidKey,
+        from_dv: u64,
+        index: u64,
+        to: FidKey,
+        to_dv: u64,
+        dirty: bool,
+    },
+    /// Makes the chunk files of (fid, data version), written earlier
+    /// without a sync, durable with this batch (a close offline). Only a
+    /// [`Batch::synced`] batch syncs.
+    SyncChunks {
+        fid: FidKey,
+        data_version: u64,
+    },
+    /// A record of the client's own, opaque to the cache (the change log,
+    /// base states, rights, conflicts), in its `space`; records of one
+    /// space are listed in key order by [`Store::records`].
+    PutRecord {
+        space: u8,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    DeleteRecord {
+        space: u8,
+        key: Vec<u8>,
     },
     /// Drop the clean chunks of a fid but those of data version `keep` (its
     /// version moved); dirty ones, not yet stored, stay.
@@ -114,10 +159,16 @@ pub enum Op {
 /// wrote) go through RocksDB's write-ahead log and survive a daemon crash.
 /// Clean batches hold only what was fetched from a server and can be fetched
 /// again: they skip the log, which halves the disk writes of a cold read.
+///
+/// A `sync` batch is durable across a power cut too: the chunk files it
+/// writes (or names in [`Op::SyncChunks`]) are fsynced and the log is
+/// synced before [`Store::apply`] returns. What a user's close or fsync
+/// acknowledged offline is written so.
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub ops: Vec<Op>,
     pub durable: bool,
+    pub sync: bool,
 }
 
 impl Default for Batch {
@@ -125,6 +176,7 @@ impl Default for Batch {
         Batch {
             ops: Vec::new(),
             durable: true,
+            sync: false,
         }
     }
 }
@@ -139,6 +191,24 @@ impl Batch {
         Batch {
             ops: Vec::new(),
             durable: false,
+            sync: false,
+        }
+    }
+    /// A batch that survives a power cut (see [`Batch`]).
+    pub fn synced() -> Self {
+        Batch {
+            ops: Vec::new(),
+            durable: true,
+            sync: true,
+        }
+    }
+    /// A batch of `ops` that goes through the log (survives a crash of the
+    /// daemon, not a power cut) or not.
+    pub fn of(ops: Vec<Op>, durable: bool) -> Self {
+        Batch {
+            ops,
+            durable,
+            sync: false,
         }
     }
     pub fn push(&mut self, op: Op) -> &mut Self {
@@ -176,6 +246,10 @@ pub trait Store: Send + Sync {
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Every stored token, of every user.
     fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Every record of `space` (see [`Op::PutRecord`]), in key order.
+    fn records(&self, space: u8) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// One record of `space`.
+    fn get_record(&self, space: u8, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// The single write path: applies every op of the batch atomically.
     /// When the batch added file data and usage is above the limits, clean
     /// chunks are then evicted (see [`Store::evict`]). The writing methods

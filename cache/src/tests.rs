@@ -489,6 +489,7 @@ fn write_body(store: &dyn Store) {
     let mut b = Batch::clean();
     b.push(Op::DiscardDirty {
         data_version: local,
+        keep: Vec::new(),
     });
     store.apply(b).unwrap();
     assert_eq!(store.usage(), usage(5, 2, 1, 1));
@@ -778,7 +779,7 @@ fn run(store: &dyn Store, op: &TOp) -> Option<crate::EvictReport> {
         TOp::Reopen => {}
         _ => {
             let (ops, durable) = ops_of(op);
-            store.apply(Batch { ops, durable }).unwrap();
+            store.apply(Batch::of(ops, durable)).unwrap();
         }
     }
     None

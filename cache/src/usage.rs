@@ -15,7 +15,7 @@ use crate::key::{
     chunk_key, chunk_prefix, dir_key, parse_chunk_key, prefix_end, status_key, token_key,
     usage_key_of,
 };
-use crate::key::{meta_key, volume_prefix, KIND_CHUNK, KIND_DIR, KIND_STATUS};
+use crate::key::{meta_key, record_key, volume_prefix, KIND_CHUNK, KIND_DIR, KIND_STATUS};
 use crate::record::encode;
 use crate::{FidKey, Op};
 
@@ -145,6 +145,18 @@ impl Accounting {
             self.lru.insert((meta.last_use, key.clone()));
         }
         self.chunks.insert(key, meta);
+    }
+
+    /// Changes a chunk's dirtiness, keeping its last use.
+    fn put_meta(&mut self, key: Vec<u8>, size: u64, dirty: bool) -> ChunkMeta {
+        let old = self.remove(&key);
+        let meta = ChunkMeta {
+            size,
+            last_use: old.map_or_else(|| self.tick(), |m| m.last_use),
+            dirty,
+        };
+        self.insert_meta(key, meta);
+        meta
     }
 
     /// Records a put of a chunk; returns its new usage record.
@@ -397,6 +409,11 @@ fn dv_of(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.get(at..at + 8)?.try_into().ok()?))
 }
 
+enum OpKind {
+    Hold,
+    Other,
+}
+
 /// Translates the ops of a batch into record writes on `sink` and file
 /// actions on `files`, keeping `acc` in step. Returns true when the batch
 /// added file data (eviction may be due).
@@ -408,6 +425,11 @@ pub(crate) fn translate(
 ) -> bool {
     let mut grew = false;
     for op in ops {
+        let op_kind = if matches!(op, Op::Hold { .. }) {
+            OpKind::Hold
+        } else {
+            OpKind::Other
+        };
         match op {
             Op::PutStatus(fid, rec) => sink.put(status_key(&fid), encode(&rec)),
             Op::DeleteStatus(fid) => sink.delete(status_key(&fid)),
@@ -519,17 +541,70 @@ pub(crate) fn translate(
                     }
                 }
             }
-            Op::DiscardDirty { data_version } => {
+            Op::DiscardDirty { data_version, keep } => {
+                let kept: BTreeSet<Vec<u8>> = keep
+                    .iter()
+                    .map(|(fid, dv)| {
+                        let mut p = chunk_prefix(fid);
+                        p.extend_from_slice(&dv.to_be_bytes());
+                        p
+                    })
+                    .collect();
                 let doomed: Vec<Vec<u8>> = acc
                     .chunks
                     .iter()
                     .filter(|(k, m)| m.dirty && dv_of(k).is_some_and(|dv| dv >= data_version))
+                    .filter(|(k, _)| !kept.iter().any(|p| k.starts_with(p)))
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in doomed {
                     acc.drop_chunk(&key, sink, files);
                 }
             }
+            Op::Hold { fid, data_version } | Op::Release { fid, data_version } => {
+                let dirty = matches!(op_kind, OpKind::Hold);
+                let mut start = chunk_prefix(&fid);
+                start.extend_from_slice(&data_version.to_be_bytes());
+                let end = prefix_end(&start);
+                for (key, meta) in acc.keys_in(&start, &end) {
+                    if meta.dirty != dirty {
+                        let m = acc.put_meta(key.clone(), meta.size, dirty);
+                        sink.put(usage_key_of(&key), encode(&m));
+                    }
+                }
+            }
+            Op::MoveChunkTo {
+                from,
+                from_dv,
+                index,
+                to,
+                to_dv,
+                dirty,
+            } => {
+                let from = chunk_key(&from, from_dv, index);
+                let to = chunk_key(&to, to_dv, index);
+                if from != to {
+                    if let Some(old) = acc.remove(&from) {
+                        sink.delete(usage_key_of(&from));
+                        if acc.size_of(&to).is_some() {
+                            acc.remove(&to);
+                        }
+                        let meta = acc.put(to.clone(), old.size, dirty);
+                        sink.put(usage_key_of(&to), encode(&meta));
+                        files.file(FileAction::Rename { from, to });
+                    }
+                }
+            }
+            Op::SyncChunks { fid, data_version } => {
+                let mut start = chunk_prefix(&fid);
+                start.extend_from_slice(&data_version.to_be_bytes());
+                let end = prefix_end(&start);
+                for (key, _) in acc.keys_in(&start, &end) {
+                    files.file(FileAction::Sync { key });
+                }
+            }
+            Op::PutRecord { space, key, value } => sink.put(record_key(space, &key), value),
+            Op::DeleteRecord { space, key } => sink.delete(record_key(space, &key)),
             Op::Touch {
                 fid,
                 data_version,

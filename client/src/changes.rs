@@ -46,7 +46,7 @@ impl AfsClient {
         inner.valid.require(&pnode, &who, PRSFS_INSERT)?;
         let change = make(pnode.fid);
         let m = inner.record(&pnode, &who, change);
-        let out = inner.exec.execute(&who, &m).await?;
+        let out = inner.run(&who, &m).await?;
         let (node, st) = out
             .created
             .ok_or_else(|| Error::Protocol("the change created nothing".into()))?;
@@ -72,7 +72,7 @@ impl AfsClient {
                 existing: target.fid,
             },
         );
-        inner.exec.execute(&who, &m).await?;
+        inner.run(&who, &m).await?;
         let attr = self.getattr(uid, ino).await?;
         // The answer gives the kernel the inode under one more name.
         inner.nodes.intern_ref(target);
@@ -100,7 +100,7 @@ impl AfsClient {
                         to_name: hidden.clone().into_bytes(),
                     },
                 );
-                inner.exec.execute(&who, &m).await?;
+                inner.run(&who, &m).await?;
                 let h = crate::writes::Hidden {
                     dir: pnode.clone(),
                     name: hidden.into_bytes(),
@@ -121,7 +121,7 @@ impl AfsClient {
                 name: name.to_vec(),
             },
         );
-        inner.exec.execute(&who, &m).await.map(|_| ())
+        inner.run(&who, &m).await.map(|_| ())
     }
 
     pub async fn rmdir(&self, uid: u32, parent: u64, name: &[u8]) -> Result<()> {
@@ -136,7 +136,7 @@ impl AfsClient {
                 name: name.to_vec(),
             },
         );
-        inner.exec.execute(&who, &m).await.map(|_| ())
+        inner.run(&who, &m).await.map(|_| ())
     }
 
     /// Rename within a volume; across volumes the answer is EXDEV, as on
@@ -167,7 +167,7 @@ impl AfsClient {
         if from.fid != to.fid {
             m.base.push(inner.dir_base(&to, &[newname]));
         }
-        inner.exec.execute(&who, &m).await.map(|_| ())
+        inner.run(&who, &m).await.map(|_| ())
     }
 
     /// chmod, chown, utimes and truncate.
@@ -199,7 +199,7 @@ impl AfsClient {
                 attrs,
             };
             let m = inner.object_record(&node, &who, Some(&st), change);
-            inner.exec.execute(&who, &m).await?;
+            inner.run(&who, &m).await?;
         }
         // getattr shows a file's local length while it is being written.
         self.getattr(uid, ino).await
@@ -226,7 +226,7 @@ impl AfsClient {
             acl: text.to_string(),
         };
         let m = inner.object_record(&node, &who, known.as_ref(), change);
-        inner.exec.execute(&who, &m).await?;
+        inner.run(&who, &m).await?;
         tracing::info!(uid, fid = ?node.fid, cell = %node.cell, "ACL stored");
         Ok(())
     }
@@ -246,11 +246,25 @@ impl AfsClient {
                 name: h.name.clone(),
             },
         );
-        inner.exec.execute(&who, &m).await.map(|_| ())
+        inner.run(&who, &m).await.map(|_| ())
     }
 }
 
 impl Inner {
+    /// Runs a change through the executor (sent, or logged offline); the
+    /// write states of objects whose offline changes cancelled out go.
+    pub(crate) async fn run(
+        &self,
+        who: &Identity,
+        m: &Mutation,
+    ) -> Result<crate::executor::Outcome> {
+        let out = self.exec.execute(who, m).await?;
+        for k in &out.cancelled {
+            self.open.forget(k);
+        }
+        Ok(out)
+    }
+
     /// The directory a change happens in: RW, and current.
     pub(crate) async fn writable_dir(&self, uid: u32, parent: u64) -> Result<(NodeRef, Identity)> {
         if parent == ROOT_INO {

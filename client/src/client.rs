@@ -25,12 +25,15 @@ use std::sync::Arc;
 use afs_proto::types::{Fid, Uuid};
 use cache::{Batch, FidKey, Op, RocksStore, Store};
 
+use crate::conflicts::Conflicts;
+use crate::connectivity::Connectivity;
 use crate::data::FileData;
 use crate::dirs::Dirs;
 use crate::executor::Executor;
 use crate::fileserver::{CallbackSink, FileServer};
 use crate::identity::{TokenInfo, Tokens};
 use crate::invalidations::{Closer, InvalidationReceiver, Queue};
+use crate::journal::Journal;
 use crate::locks::Locks;
 use crate::nodes::Nodes;
 use crate::rxserver::RxFileServer;
@@ -52,6 +55,9 @@ pub(crate) struct Inner {
     pub(crate) exec: Arc<Executor>,
     pub(crate) open: OpenFiles,
     pub(crate) locks: Locks,
+    pub(crate) conflicts: Conflicts,
+    /// One replay at a time (the background task, `sync`).
+    pub(crate) replay_lock: tokio::sync::Mutex<()>,
     /// The cache size limit in force (`setcachesize` changes it).
     cache_bytes: AtomicU64,
     /// Ends the FUSE side's invalidation stream with the client.
@@ -132,20 +138,56 @@ impl AfsClient {
             disk_bytes: config.cache_bytes,
             ..cache::Limits::default()
         });
+        let journal = Arc::new(Journal::load(store.clone())?);
+        let conflicts = Conflicts::load(store.clone())?;
         // Unstored writes of a run that died before their close returned
-        // were never acknowledged; without a change log (disconnected
-        // operation brings one) nothing says what they belong to.
+        // were never acknowledged, unless the change log names them
+        // (offline writes are logged as they happen).
+        let logged_stores: Vec<crate::journal::LogRecord> =
+            journal.find(|r| matches!(r.m.change, crate::mutation::Change::StoreData { .. }));
         let dirty = store.usage().dirty_bytes;
         if dirty > 0 {
+            let keep = logged_stores
+                .iter()
+                .filter_map(|r| match &r.m.change {
+                    crate::mutation::Change::StoreData { fid, data } => Some((
+                        FidKey::new(&r.m.cell, fid.volume, fid.vnode, fid.unique),
+                        data.local_dv,
+                    )),
+                    _ => None,
+                })
+                .collect();
             let mut b = Batch::new();
             b.push(Op::DiscardDirty {
                 data_version: LOWEST_LOCAL_DV,
+                keep,
             });
             store.apply(b)?;
+            let dropped = dirty.saturating_sub(store.usage().dirty_bytes);
+            if dropped > 0 {
+                tracing::warn!(
+                    bytes = dropped,
+                    "dropped writes of an earlier run whose close never returned"
+                );
+            }
+        }
+        // Writes still open when the daemon died are changes now: their
+        // data is what the cache held (recovered, unclosed).
+        let unclosed: Vec<_> = logged_stores
+            .iter()
+            .filter(|r| r.state == crate::journal::RecState::Open)
+            .map(|r| {
+                let mut r = r.clone();
+                r.state = crate::journal::RecState::Pending;
+                r
+            })
+            .collect();
+        if !unclosed.is_empty() {
             tracing::warn!(
-                bytes = dirty - store.usage().dirty_bytes,
-                "dropped writes of an earlier run whose close never returned"
+                files = unclosed.len(),
+                "files being written offline when the daemon stopped: their writes are kept as changes"
             );
+            journal.commit(Vec::new(), unclosed, Vec::new(), true)?;
         }
         // A smaller limit than last time takes effect now, not at the next fetch.
         store.evict()?;
@@ -153,6 +195,15 @@ impl AfsClient {
         let inval_rx = InvalidationReceiver::new(queue.clone());
         let nodes = Arc::new(Nodes::new(queue.clone()));
         let cell_names = cells.cells.iter().map(|c| c.name.clone()).collect();
+        let conn = Arc::new(Connectivity::default());
+        for (cell, vol) in journal.volumes() {
+            conn.set(
+                &cell,
+                vol,
+                crate::Mode::Disconnected,
+                "changes of an earlier run to replay",
+            );
+        }
         let valid = Arc::new(Validator::new(
             fs.clone(),
             store.clone(),
@@ -160,6 +211,8 @@ impl AfsClient {
             nodes.clone(),
             cell_names,
             Tokens::new(config.rxkad_level, stored_tokens),
+            conn,
+            journal.pending.clone(),
         ));
         let dirs = Arc::new(Dirs::new(store.clone(), stats.clone(), valid.clone()));
         let data = Arc::new(FileData::new(
@@ -174,9 +227,21 @@ impl AfsClient {
             stats.clone(),
             valid.clone(),
             dirs.clone(),
+            journal.clone(),
             config.chunk_size,
         ));
         let open = OpenFiles::new(store.clone(), valid.clone(), data.clone(), exec.clone());
+        // The write states of logged stores come back from the log.
+        for r in journal.find(|r| matches!(r.m.change, crate::mutation::Change::StoreData { .. })) {
+            if let crate::mutation::Change::StoreData { fid, data } = &r.m.change {
+                let node = crate::inode::NodeRef {
+                    cell: r.m.cell.clone(),
+                    fid: *fid,
+                    vol_type: crate::VolType::Rw,
+                };
+                open.restore(&node, r.m.uid, data);
+            }
+        }
         let locks = Locks::new(valid.clone());
         let sink: Arc<dyn CallbackSink> = valid.clone();
         fs.attach(Arc::downgrade(&sink), uuid);
@@ -194,9 +259,12 @@ impl AfsClient {
             exec,
             open,
             locks,
+            conflicts,
+            replay_lock: tokio::sync::Mutex::new(()),
             cache_bytes: AtomicU64::new(cache_bytes),
             inval: Closer(queue),
         });
+        tokio::spawn(crate::replay::reconnect_loop(Arc::downgrade(&inner)));
         tracing::info!(uuid = %uuid, "cache manager started");
         Ok((AfsClient { inner }, inval_rx))
     }
@@ -254,6 +322,8 @@ impl AfsClient {
         tokens.clear_warning(token.uid, &cell);
         tracing::info!(uid = token.uid, cell = %cell, principal = %token.principal, "token set");
         tokens.insert(token);
+        // Replay waiting for this user resumes.
+        self.inner.valid.conn.wake.notify_one();
         Ok(())
     }
 

@@ -91,6 +91,25 @@ impl Dirs {
             .retain(|k, _| !matches(k));
     }
 
+    /// The listing held of a directory, whatever its version: the local
+    /// view of one changed offline.
+    pub(crate) fn held(&self, node: &NodeRef) -> Result<Option<DirRecord>> {
+        let key = node.key();
+        if let Some(d) = self.cached(&key) {
+            return Ok(Some(DirRecord {
+                data_version: d.data_version,
+                entries: d.entries.clone(),
+            }));
+        }
+        Ok(self.store.get_dir(&key)?)
+    }
+
+    /// Makes `rec` the listing served for `key` (a local edit, written to
+    /// the store by the caller's batch).
+    pub(crate) fn set_held(&self, key: FidKey, rec: DirRecord) {
+        self.remember(key, Arc::new(ParsedDir::new(rec)));
+    }
+
     /// The entry `name` of a cached listing, whatever its version (what a
     /// change relies on, for the record's base state).
     pub(crate) fn cached_entry(&self, dir: &NodeRef, name: &[u8]) -> Option<DirEntryRecord> {

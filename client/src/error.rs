@@ -29,6 +29,12 @@ pub enum Error {
     },
     #[error("{0}: network unreachable")]
     Unreachable(String),
+    /// The volume is disconnected and what was asked is not in the cache
+    /// (or cannot be done without the fileserver).
+    #[error("offline: {0}")]
+    Offline(String),
+    #[error("file exists")]
+    Exists,
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("cache: {0}")]
@@ -75,6 +81,8 @@ impl Error {
             Error::ReadOnly => libc::EROFS,
             Error::TimedOut(_) => libc::ETIMEDOUT,
             Error::Unreachable(_) => libc::EHOSTUNREACH,
+            Error::Offline(_) => libc::ENETDOWN,
+            Error::Exists => libc::EEXIST,
             Error::Server { code, .. } => {
                 let e = afs_proto::errors::abort_to_errno(*code);
                 if e > 0 {

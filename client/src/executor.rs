@@ -15,6 +15,7 @@ use crate::dirs::Dirs;
 use crate::fileserver::FsReply;
 use crate::identity::Identity;
 use crate::inode::NodeRef;
+use crate::journal::{Journal, RecState};
 use crate::mutation::{Change, DataChange, Mutation};
 use crate::openfile::OpenFile;
 use crate::status::now_secs;
@@ -25,19 +26,22 @@ use crate::{Error, Result, Stats, VolType};
 const STORE_PIECE: u64 = 8 << 20;
 
 /// What executing a record produced.
+#[derive(Default)]
 pub(crate) struct Outcome {
     /// The object a create made, with its status.
     pub created: Option<(NodeRef, StatusRecord)>,
     /// The file's new status after a store.
     pub status: Option<StatusRecord>,
+    /// The change was made in the cache and logged, not sent.
+    pub logged: bool,
+    /// Objects made offline whose every change cancelled out (their write
+    /// state goes too).
+    pub cancelled: Vec<FidKey>,
 }
 
 impl Outcome {
-    fn none() -> Self {
-        Outcome {
-            created: None,
-            status: None,
-        }
+    pub(crate) fn none() -> Self {
+        Outcome::default()
     }
 }
 
@@ -62,12 +66,16 @@ impl Prepared {
     }
 }
 
-/// Runs mutations against the fileserver and applies their results.
+/// Runs mutations against the fileserver and applies their results, or
+/// makes them in the cache and logs them (`local.rs`).
 pub(crate) struct Executor {
-    store: Arc<dyn Store>,
-    stats: Arc<Stats>,
-    valid: Arc<Validator>,
-    dirs: Arc<Dirs>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) valid: Arc<Validator>,
+    pub(crate) dirs: Arc<Dirs>,
+    pub(crate) journal: Arc<Journal>,
+    /// Held while a change decides on the log's contents.
+    pub(crate) log_lock: std::sync::Mutex<()>,
     chunk_size: u64,
 }
 
@@ -86,6 +94,7 @@ impl Executor {
         stats: Arc<Stats>,
         valid: Arc<Validator>,
         dirs: Arc<Dirs>,
+        journal: Arc<Journal>,
         chunk_size: u64,
     ) -> Self {
         Executor {
@@ -93,6 +102,8 @@ impl Executor {
             stats,
             valid,
             dirs,
+            journal,
+            log_lock: std::sync::Mutex::new(()),
             chunk_size,
         }
     }
@@ -105,12 +116,45 @@ impl Executor {
     /// ([`Executor::apply`]), with the record's own local edit of listings
     /// ([`Change::edit_dir`]).
     pub(crate) async fn execute(&self, who: &Identity, m: &Mutation) -> Result<Outcome> {
+        if self.must_log(&m.cell, m.volume) {
+            return self.log_change(who, m, RecState::Pending, Vec::new(), true);
+        }
+        match self.send(who, m, 0).await {
+            Err(e)
+                if crate::connectivity::is_network(&e)
+                    && !matches!(m.change, Change::StoreAcl { .. }) =>
+            {
+                // The fileserver went away with the call: the change may
+                // have been applied or not. It is logged as sent, and
+                // settled by looking at the server when it is back.
+                tracing::warn!(
+                    change = m.change.kind(),
+                    "{e}; the change is logged and will be settled at reconnection"
+                );
+                let pre = m.base.iter().map(|b| (b.fid, b.data_version)).collect();
+                self.log_change(who, m, RecState::InFlight { pre }, Vec::new(), true)
+            }
+            r => r,
+        }
+    }
+
+    /// Sends `m` as `who` now and applies the reply (the online path, and
+    /// replay's). A StoreData starts at piece `from_piece` (pieces already
+    /// on the server are not sent twice).
+    pub(crate) async fn send(
+        &self,
+        who: &Identity,
+        m: &Mutation,
+        from_piece: usize,
+    ) -> Result<Outcome> {
         tracing::debug!(change = m.change.kind(), cell = %m.cell, uid = m.uid, "executing");
         if let Change::StoreData { fid, data } = &m.change {
-            let st = self.store_data(&node_of(m, *fid), who, data).await?;
+            let st = self
+                .store_data(&node_of(m, *fid), who, data, from_piece)
+                .await?;
             return Ok(Outcome {
-                created: None,
                 status: Some(st),
+                ..Outcome::none()
             });
         }
         let call = m.change.request()?;
@@ -207,7 +251,7 @@ impl Executor {
                 })?;
             Ok::<_, Error>(Outcome {
                 created: Some((node, rec)),
-                status: None,
+                ..Outcome::none()
             })
         };
         match (&m.change, reply) {
@@ -268,8 +312,8 @@ impl Executor {
                     Batch::clean(),
                 )?;
                 Ok(Outcome {
-                    created: None,
                     status: Some(st),
+                    ..Outcome::none()
                 })
             }
             (Change::StoreAcl { .. }, FsReply::StoreAcl(_)) => Ok(Outcome::none()),
@@ -278,6 +322,13 @@ impl Executor {
                 change.kind()
             ))),
         }
+    }
+
+    /// How many StoreData64 calls a logged store takes.
+    pub(crate) fn pieces(&self, change: &DataChange) -> usize {
+        OpenFile::from_change(change)
+            .store_plan(self.chunk_size, STORE_PIECE)
+            .len()
     }
 
     /// The clock, break counter and last known status before a call.
@@ -305,6 +356,7 @@ impl Executor {
         node: &NodeRef,
         who: &Identity,
         change: &DataChange,
+        from_piece: usize,
     ) -> Result<StatusRecord> {
         let key = node.key();
         let (start, epoch, old) = self.begin(&key);
@@ -312,7 +364,7 @@ impl Executor {
         let f = OpenFile::from_change(change);
         let plan = f.store_plan(cs, STORE_PIECE);
         let mut last = None;
-        for piece in &plan {
+        for piece in plan.iter().skip(from_piece) {
             let mut data = Vec::with_capacity(piece.len() as usize);
             for &(idx, len) in &piece.chunks {
                 let chunk = self
@@ -344,7 +396,17 @@ impl Executor {
             Stats::add(&self.stats.bytes_stored, data.len() as u64);
             last = Some(reply.status);
         }
-        let st = last.ok_or_else(|| Error::Protocol("no StoreData64 reply".into()))?;
+        let st = match last {
+            Some(st) => st,
+            // Every piece was on the server already (settled after a
+            // crash): its status says where it is.
+            None => {
+                self.valid
+                    .call(node, who, &rpcs::FetchStatus { fid: node.fid })
+                    .await?
+                    .status
+            }
+        };
         let ours_alone = st.data_version == f.base_dv + plan.len() as u64;
         let mut batch = Batch::clean();
         for &index in &f.dirty {

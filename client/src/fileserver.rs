@@ -151,6 +151,10 @@ pub trait FileServer: Send + Sync {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Arc<VolumeInfo>>>;
 
+    /// Takes what is known of a volume without asking the VLDB (the last
+    /// answer kept in the cache, when the VL servers cannot be reached).
+    fn seed(&self, info: VolumeInfo);
+
     /// The volume a volume id belongs to, if it was located before.
     fn volume_by_id(&self, cell: &str, id: u32) -> Option<(Arc<VolumeInfo>, VolType)>;
 

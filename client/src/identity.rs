@@ -36,6 +36,9 @@ pub struct Identity {
     pub uid: u32,
     /// The AFS (PTS) id the token speaks for; None when anonymous.
     pub vice_id: Option<i32>,
+    /// The AFS id of the caller's token even when it has expired: what the
+    /// rights cached for offline use hang on. Never sent anywhere.
+    pub anchor: Option<i32>,
 }
 
 impl Identity {
@@ -46,6 +49,7 @@ impl Identity {
             expired: None,
             uid,
             vice_id: None,
+            anchor: None,
         }
     }
 }
@@ -134,6 +138,7 @@ impl Tokens {
         if rec.end <= now_secs() {
             let mut id = Identity::anonymous(uid);
             id.expired = Some(rec.principal.clone());
+            id.anchor = Some(rec.vice_id);
             return id;
         }
         Identity {
@@ -147,6 +152,7 @@ impl Tokens {
             expired: None,
             uid,
             vice_id: Some(rec.vice_id),
+            anchor: Some(rec.vice_id),
         }
     }
 

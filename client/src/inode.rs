@@ -106,6 +106,18 @@ impl Inodes {
         }
     }
 
+    /// A node changes fid (an object made offline got its server fid) and
+    /// keeps its inode number.
+    pub(crate) fn rekey(&mut self, old: &FidKey, node: NodeRef) {
+        let Some(ino) = self.by_key.remove(old) else {
+            return;
+        };
+        self.by_key.insert(node.key(), ino);
+        if let Some(e) = self.by_ino.get_mut(&ino) {
+            e.node = node;
+        }
+    }
+
     pub(crate) fn get(&self, ino: u64) -> Option<NodeRef> {
         self.by_ino.get(&ino).map(|e| e.node.clone())
     }

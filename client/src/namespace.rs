@@ -334,6 +334,54 @@ impl Inner {
         Ok(self.attr(ino, &node, who.uid, &st))
     }
 
+    /// Locates a volume; when the VL servers cannot be reached, the last
+    /// answer kept in the cache stands in (offline, the volumes used
+    /// before are still found).
+    pub(crate) async fn locate(
+        &self,
+        cell: &crate::Cell,
+        name: &str,
+    ) -> Result<std::sync::Arc<crate::VolumeInfo>> {
+        use crate::journal::SPACE_VOLUME;
+        use crate::volume::VolumeRecord;
+        let mut key = cell.name.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(name.as_bytes());
+        match self.fs.locate(cell, name).await {
+            Ok(info) => {
+                let rec = VolumeRecord::of(&info);
+                let kept = self
+                    .store
+                    .get_record(SPACE_VOLUME, &key)?
+                    .and_then(|v| bincode::deserialize::<VolumeRecord>(&v).ok());
+                if kept.as_ref() != Some(&rec) {
+                    let mut b = cache::Batch::new();
+                    b.push(cache::Op::PutRecord {
+                        space: SPACE_VOLUME,
+                        key,
+                        value: bincode::serialize(&rec).unwrap_or_default(),
+                    });
+                    self.store.apply(b)?;
+                }
+                Ok(info)
+            }
+            Err(e) if crate::connectivity::is_network(&e) => {
+                let Some(rec) = self
+                    .store
+                    .get_record(SPACE_VOLUME, &key)?
+                    .and_then(|v| bincode::deserialize::<VolumeRecord>(&v).ok())
+                else {
+                    return Err(e);
+                };
+                tracing::info!(cell = %cell.name, volume = name, "VL servers unreachable: using the volume's location kept in the cache");
+                let info = std::sync::Arc::new(rec.info(cell.clone()));
+                self.fs.seed((*info).clone());
+                Ok(info)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// `/afs/CELL` and `/afs/.CELL`.
     async fn cell_root(&self, name: &[u8]) -> Result<NodeRef> {
         let name = std::str::from_utf8(name).map_err(|_| Error::NotFound)?;
@@ -346,7 +394,7 @@ impl Inner {
             .get(cell_name)
             .ok_or_else(|| Error::UnknownCell(cell_name.to_string()))?
             .clone();
-        let info = self.fs.locate(&cell, "root.cell").await?;
+        let info = self.locate(&cell, "root.cell").await?;
         let kind = if rw {
             MountKind::ReadWrite
         } else {
@@ -381,7 +429,7 @@ impl Inner {
             .ok_or_else(|| Error::UnknownCell(cell_name.clone()))?
             .clone();
         let (base, requested) = split_volume_suffix(&parsed.volume);
-        let info = self.fs.locate(&cell, base).await?;
+        let info = self.locate(&cell, base).await?;
         let parent_ro = mp.vol_type != VolType::Rw;
         let (id, t) = info.choose(requested, parsed.kind, parent_ro);
         Ok(NodeRef {

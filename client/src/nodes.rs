@@ -53,6 +53,11 @@ impl Nodes {
         self.lock().remove(ino)
     }
 
+    /// See [`Inodes::rekey`].
+    pub(crate) fn rekey(&self, old: &FidKey, node: NodeRef) {
+        self.lock().rekey(old, node)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }

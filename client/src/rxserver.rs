@@ -175,6 +175,10 @@ impl FileServer for RxFileServer {
         self.volumes.by_id(cell, id)
     }
 
+    fn seed(&self, info: VolumeInfo) {
+        self.volumes.insert(Arc::new(info));
+    }
+
     fn call<'a>(
         &'a self,
         target: &'a VolumeTarget,

@@ -55,6 +55,17 @@ pub struct Stats {
     /// File bytes sent with StoreData64.
     pub bytes_stored: AtomicU64,
     pub callback_breaks: AtomicU64,
+    /// Statuses served from the cache with no callback (a disconnected
+    /// volume, or an object with unreplayed changes).
+    pub stale_served: AtomicU64,
+    /// Changes written to the change log.
+    pub logged: AtomicU64,
+    /// Logged changes that cancelled out and will never be sent.
+    pub compacted: AtomicU64,
+    /// Logged changes replayed to a fileserver.
+    pub replayed: AtomicU64,
+    /// Logged changes that became conflicts.
+    pub conflicts: AtomicU64,
 }
 
 impl Stats {
@@ -120,6 +131,11 @@ impl Stats {
             ("bytes_fetched", c(&self.bytes_fetched)),
             ("bytes_stored", c(&self.bytes_stored)),
             ("callback_breaks", c(&self.callback_breaks)),
+            ("offline.stale_served", c(&self.stale_served)),
+            ("offline.logged", c(&self.logged)),
+            ("offline.compacted", c(&self.compacted)),
+            ("offline.replayed", c(&self.replayed)),
+            ("offline.conflicts", c(&self.conflicts)),
         ] {
             out.push_str(&format!("{k} {v}\n"));
         }

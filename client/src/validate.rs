@@ -7,16 +7,19 @@
 //! ([`Validator::apply_status`]), with the rights it grants; a callback
 //! break arrives here and invalidates both, and the kernel's copy.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use afs_proto::fs as rpcs;
 use afs_proto::types::{CallBack, FetchStatus, Fid, FileType};
 use cache::{Batch, DirEntryRecord, FidKey, Op, StatusRecord, Store};
 
+use crate::connectivity::Connectivity;
 use crate::fileserver::{CallbackSink, FileServer, FsRpc, VolumeTarget};
 use crate::identity::{Identity, RightsTable, Tokens, ANONYMOUS};
 use crate::inode::NodeRef;
+use crate::journal::{fid_record_key, Pending, SPACE_RIGHTS};
 use crate::nodes::Nodes;
 use crate::status::{now_secs, StatusTable};
 use crate::{Error, Result, Stats};
@@ -40,6 +43,26 @@ pub(crate) struct Validator {
     pub(crate) statuses: StatusTable,
     pub(crate) rights: RightsTable,
     pub(crate) tokens: Tokens,
+    /// Which volumes are reachable: nothing is sent to a disconnected one.
+    pub(crate) conn: Arc<Connectivity>,
+    /// Objects with unreplayed offline changes: served from local state.
+    pub(crate) pending: Arc<Pending>,
+    /// Last known rights per AFS identity, as persisted for offline use.
+    last_rights: Mutex<HashMap<(Option<i32>, FidKey), u32>>,
+}
+
+/// The key of a persisted right: the identity's anchor, then the fid.
+fn rights_key(anchor: Option<i32>, key: &FidKey) -> Vec<u8> {
+    let mut k = match anchor {
+        Some(id) => {
+            let mut v = vec![1];
+            v.extend_from_slice(&id.to_be_bytes());
+            v
+        }
+        None => vec![0, 0, 0, 0, 0],
+    };
+    k.extend_from_slice(&fid_record_key(key));
+    k
 }
 
 fn record_of(st: &FetchStatus, cb: &CallBack, request_start: u64) -> StatusRecord {
@@ -85,6 +108,8 @@ impl Validator {
         nodes: Arc<Nodes>,
         cells: Vec<String>,
         tokens: Tokens,
+        conn: Arc<Connectivity>,
+        pending: Arc<Pending>,
     ) -> Self {
         Validator {
             fs,
@@ -95,6 +120,152 @@ impl Validator {
             statuses: StatusTable::default(),
             rights: RightsTable::default(),
             tokens,
+            conn,
+            pending,
+            last_rights: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// True when the node is served from what the cache holds, without
+    /// asking its fileserver: its volume is disconnected, or it has changes
+    /// not yet replayed (its local state is the truth until they are).
+    pub(crate) fn is_local(&self, node: &NodeRef) -> bool {
+        self.conn.blocks(&node.cell, node.fid.volume) || self.pending.contains(&node.key())
+    }
+
+    /// `who`'s rights on a node: those learned under a live callback, or,
+    /// for a node served locally, the last ones known for the caller's AFS
+    /// identity (kept across restarts, and after its token expired).
+    pub(crate) fn rights_of(&self, node: &NodeRef, who: &Identity) -> Option<u32> {
+        let key = node.key();
+        if let Some(r) = self.rights.get(who.id, &key) {
+            return Some(r);
+        }
+        if !self.is_local(node) {
+            return None;
+        }
+        self.last_rights(who.anchor, &key)
+    }
+
+    /// The last rights persisted for an AFS identity (None: anonymous).
+    fn last_rights(&self, anchor: Option<i32>, key: &FidKey) -> Option<u32> {
+        let k = (anchor, key.clone());
+        if let Some(r) = self
+            .last_rights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&k)
+        {
+            return Some(*r);
+        }
+        let v = self
+            .store
+            .get_record(SPACE_RIGHTS, &rights_key(anchor, key))
+            .ok()
+            .flatten()?;
+        let r = u32::from_be_bytes(v.get(..4)?.try_into().ok()?);
+        self.last_rights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(k, r);
+        Some(r)
+    }
+
+    /// An object made offline takes its directory's rights (AFS rights
+    /// come from the directory's ACL): for the maker, and for anonymous.
+    pub(crate) fn inherit_rights(
+        &self,
+        parent: &NodeRef,
+        child: &NodeRef,
+        who: &Identity,
+        ops: &mut Vec<Op>,
+    ) {
+        let key = child.key();
+        let mut keep = vec![(who.anchor, self.rights_of(parent, who))];
+        if who.anchor.is_some() {
+            keep.push((None, self.last_rights(None, &parent.key())));
+        }
+        let mut mem = self.last_rights.lock().unwrap_or_else(|e| e.into_inner());
+        for (anchor, rights) in keep {
+            let Some(rights) = rights else { continue };
+            mem.insert((anchor, key.clone()), rights);
+            ops.push(Op::PutRecord {
+                space: SPACE_RIGHTS,
+                key: rights_key(anchor, &key),
+                value: rights.to_be_bytes().to_vec(),
+            });
+        }
+    }
+
+    /// The rights a reply granted, kept for offline use (in `batch`).
+    fn keep_rights(&self, key: &FidKey, who: &Identity, st: &FetchStatus, batch: &mut Batch) {
+        let mut keep = vec![(None, st.anonymous_access)];
+        if who.vice_id.is_some() {
+            keep.push((who.vice_id, st.caller_access));
+        }
+        let mut mem = self.last_rights.lock().unwrap_or_else(|e| e.into_inner());
+        for (anchor, rights) in keep {
+            let k = (anchor, key.clone());
+            if mem.get(&k) == Some(&rights) {
+                continue;
+            }
+            mem.insert(k, rights);
+            batch.push(Op::PutRecord {
+                space: SPACE_RIGHTS,
+                key: rights_key(anchor, key),
+                value: rights.to_be_bytes().to_vec(),
+            });
+        }
+    }
+
+    /// A status served from the cache, without a callback (see
+    /// [`Validator::is_local`]).
+    fn local_status(&self, node: &NodeRef, who: &Identity) -> Result<StatusRecord> {
+        let key = node.key();
+        let st = match self.statuses.known(&key) {
+            Some(st) => st,
+            None => self.store.get_status(&key)?.ok_or_else(|| {
+                Error::Offline(format!(
+                    "{} volume {}: not in the cache",
+                    node.cell, node.fid.volume
+                ))
+            })?,
+        };
+        match self.rights_of(node, who) {
+            Some(r) if r != 0 && crate::access::may_fetch_status(&st, r) => {}
+            _ => {
+                self.tokens.warn_expired(who, &node.cell);
+                return Err(Error::Access);
+            }
+        }
+        Stats::add(&self.stats.stale_served, 1);
+        if self.statuses.known(&key).is_none() {
+            self.statuses.set(key, st.clone(), self.statuses.epoch());
+        }
+        Ok(st)
+    }
+
+    /// What every call checks first and notes after: nothing goes to a
+    /// disconnected volume, and a call that finds no server takes the
+    /// volume offline.
+    fn before_call(&self, node: &NodeRef) -> Result<()> {
+        if self.conn.blocks(&node.cell, node.fid.volume) {
+            return Err(Error::Offline(format!(
+                "{} volume {} is disconnected",
+                node.cell, node.fid.volume
+            )));
+        }
+        Ok(())
+    }
+
+    fn after_call<T>(&self, node: &NodeRef, who: &Identity, r: &Result<T>) {
+        match r {
+            Err(e) if e.errno() == libc::EACCES => self.tokens.warn_expired(who, &node.cell),
+            Err(e) if crate::connectivity::is_network(e) => {
+                self.conn
+                    .went_down(&node.cell, node.fid.volume, &e.to_string());
+            }
+            _ => {}
         }
     }
 
@@ -122,10 +293,9 @@ impl Validator {
         rpc: &R,
         data: &[u8],
     ) -> Result<R::Reply> {
+        self.before_call(node)?;
         let r = crate::fileserver::fs_call(&*self.fs, &target(node), who, rpc, data).await;
-        if matches!(&r, Err(e) if e.errno() == libc::EACCES) {
-            self.tokens.warn_expired(who, &node.cell);
-        }
+        self.after_call(node, who, &r);
         r
     }
 
@@ -137,10 +307,9 @@ impl Validator {
         who: &Identity,
         call: crate::FsCall,
     ) -> Result<crate::FsReply> {
+        self.before_call(node)?;
         let r = self.fs.call(&target(node), who, call).await;
-        if matches!(&r, Err(e) if e.errno() == libc::EACCES) {
-            self.tokens.warn_expired(who, &node.cell);
-        }
+        self.after_call(node, who, &r);
         r
     }
 
@@ -156,7 +325,7 @@ impl Validator {
     /// expired says so in the log.
     pub(crate) fn require(&self, node: &NodeRef, who: &Identity, needed: u32) -> Result<()> {
         let key = node.key();
-        let have = self.rights.get(who.id, &key).unwrap_or(0);
+        let have = self.rights_of(node, who).unwrap_or(0);
         let ok = match self.statuses.known(&key) {
             Some(st) => crate::access::allows(&st, have, needed),
             None => false,
@@ -168,7 +337,7 @@ impl Validator {
     /// bits (chmod and utimes: `w` or ownership; locks).
     pub(crate) fn require_any(&self, node: &NodeRef, who: &Identity, any: u32) -> Result<()> {
         let key = node.key();
-        let have = self.rights.get(who.id, &key).unwrap_or(0);
+        let have = self.rights_of(node, who).unwrap_or(0);
         let ok = match self.statuses.known(&key) {
             Some(st) => crate::access::effective(&st, have, false) & any != 0,
             None => false,
@@ -182,7 +351,7 @@ impl Validator {
         if mask & libc::W_OK != 0 && node.vol_type != crate::VolType::Rw {
             return Err(Error::ReadOnly);
         }
-        let have = self.rights.get(who.id, &node.key()).unwrap_or(0);
+        let have = self.rights_of(node, who).unwrap_or(0);
         self.verdict(node, who, crate::access::access_ok(&st, have, mask))
     }
 
@@ -245,6 +414,8 @@ impl Validator {
         epoch: u64,
         batch: Batch,
     ) -> Result<StatusRecord> {
+        let mut batch = batch;
+        self.keep_rights(key, who, st, &mut batch);
         let rec = self.apply_status(key, st, cb, start, epoch, batch)?;
         self.learn_rights(key, who, st, &rec, epoch);
         Ok(rec)
@@ -277,6 +448,9 @@ impl Validator {
         node: &NodeRef,
         who: &Identity,
     ) -> Result<StatusRecord> {
+        if self.is_local(node) {
+            return self.local_status(node, who);
+        }
         let key = node.key();
         match (self.statuses.valid(&key), self.rights.get(who.id, &key)) {
             // No rights at all: a recorded denial is a denial, whether the
@@ -308,6 +482,11 @@ impl Validator {
                 self.rights.deny(who.id, &key);
                 return Err(Error::Access);
             }
+            // The fileserver cannot be reached: the volume went offline
+            // with this call, and the cache answers.
+            Err(e) if crate::connectivity::is_network(&e) && self.is_local(node) => {
+                return self.local_status(node, who);
+            }
             Err(e) => return Err(e),
         };
         self.record_reply(
@@ -334,6 +513,16 @@ impl Validator {
         mut batch: Batch,
     ) -> Result<StatusRecord> {
         let rec = record_of(st, cb, start);
+        if self.pending.contains(key) {
+            // Changed offline and not yet replayed: the local status and
+            // listing stay what the object shows; the rest of the batch
+            // (data of server versions) is kept.
+            batch.ops.retain(|op| {
+                !matches!(op, Op::PutStatus(k, _) | Op::PutDir(k, _) | Op::DeleteDir(k) if k == key)
+            });
+            self.store.apply(batch)?;
+            return Ok(self.statuses.known(key).unwrap_or(rec));
+        }
         if let Some(valid) = self.statuses.valid(key) {
             if valid.data_version > rec.data_version {
                 // A reply that left the server before a newer one we already
@@ -363,10 +552,7 @@ impl Validator {
                 keep: Some(rec.data_version),
             });
         }
-        self.store.apply(Batch {
-            ops,
-            durable: batch.durable,
-        })?;
+        self.store.apply(Batch { ops, ..batch })?;
         if moved {
             self.nodes.invalidate(key);
         }

@@ -106,6 +106,44 @@ impl VolumeInfo {
     }
 }
 
+/// What the cache keeps of a VLDB answer, so that a client started
+/// without a network still finds the volumes it used.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct VolumeRecord {
+    pub name: String,
+    pub rw_id: u32,
+    pub ro_id: u32,
+    pub bk_id: u32,
+    pub rw_servers: Vec<SocketAddr>,
+    pub ro_servers: Vec<SocketAddr>,
+}
+
+impl VolumeRecord {
+    pub(crate) fn of(info: &VolumeInfo) -> Self {
+        VolumeRecord {
+            name: info.name.clone(),
+            rw_id: info.rw_id,
+            ro_id: info.ro_id,
+            bk_id: info.bk_id,
+            rw_servers: info.rw_servers.clone(),
+            ro_servers: info.ro_servers.clone(),
+        }
+    }
+
+    pub(crate) fn info(self, cell: Cell) -> VolumeInfo {
+        VolumeInfo {
+            cell,
+            name: self.name,
+            rw_id: self.rw_id,
+            ro_id: self.ro_id,
+            bk_id: self.bk_id,
+            rw_servers: self.rw_servers,
+            ro_servers: self.ro_servers,
+            fetched: Instant::now(),
+        }
+    }
+}
+
 /// Splits `root.cell.readonly` into (`root.cell`, Ro).
 pub(crate) fn split_volume_suffix(name: &str) -> (&str, VolType) {
     if let Some(base) = name.strip_suffix(".readonly") {
@@ -184,7 +222,16 @@ impl VolumeDb {
             }
         };
         let info = std::sync::Arc::new(self.resolve(rpc, vl_peer, cell, &entry).await?);
-        self.lock_by_name().insert(key, info.clone());
+        self.insert(info.clone());
+        Ok(info)
+    }
+
+    /// Records what is known of a volume (a VLDB answer, or the last one
+    /// kept in the cache when the VL servers cannot be reached).
+    pub(crate) fn insert(&self, info: std::sync::Arc<VolumeInfo>) {
+        let cell = info.cell.name.clone();
+        self.lock_by_name()
+            .insert((cell.clone(), info.name.clone()), info.clone());
         let mut by_id = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
         for (id, t) in [
             (info.rw_id, VolType::Rw),
@@ -192,10 +239,9 @@ impl VolumeDb {
             (info.bk_id, VolType::Backup),
         ] {
             if id != 0 {
-                by_id.insert((cell.name.clone(), id), (info.clone(), t));
+                by_id.insert((cell.clone(), id), (info.clone(), t));
             }
         }
-        Ok(info)
     }
 
     /// The volume a fid's volume id belongs to, if it was located before.

@@ -18,6 +18,7 @@ use crate::data::FileData;
 use crate::executor::Executor;
 use crate::identity::Identity;
 use crate::inode::NodeRef;
+use crate::journal::RecState;
 use crate::mutation::{BaseState, Change, Mutation};
 use crate::openfile::{spans, OpenFile};
 use crate::validate::Validator;
@@ -71,14 +72,11 @@ pub(crate) struct Hidden {
     pub uid: u32,
 }
 
-/// A batch of unstored writes. Not logged: close stores to the fileserver
-/// before returning, so what a crash loses here was never acknowledged.
-/// (Disconnected operation will log them, with the change log.)
+/// A batch of unstored writes of a connected volume. Not logged: close
+/// stores to the fileserver before returning, so what a crash loses here
+/// was never acknowledged. (Offline, writes are logged: `apply_writes`.)
 fn unlogged(ops: Vec<Op>) -> Batch {
-    Batch {
-        ops,
-        durable: false,
-    }
+    Batch::of(ops, false)
 }
 
 impl OpenFiles {
@@ -329,13 +327,56 @@ impl OpenFiles {
                 data: data[range].to_vec(),
             });
         }
-        self.store.apply(unlogged(ops))?;
-        f.dirty.extend(new_dirty);
-        f.length = f.length.max(end);
-        f.modified = true;
-        f.refused = None;
+        let mut next = f.clone();
+        next.dirty.extend(new_dirty);
+        next.length = next.length.max(end);
+        next.modified = true;
+        next.refused = None;
+        self.apply_writes(node, who, &next, ops)?;
+        *f = next;
         self.note_length(&key, who.uid, f.length);
         Ok(data.len() as u32)
+    }
+
+    /// Writes a state's cache ops: unlogged online (close stores before it
+    /// returns), or, while the volume takes no changes, through the store's
+    /// log with the file's change record, so that a bare write survives a
+    /// crash of the daemon and is replayed (see `local.rs`).
+    fn apply_writes(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        next: &OpenFile,
+        ops: Vec<Op>,
+    ) -> Result<()> {
+        if !self.exec.must_log(&node.cell, node.fid.volume) {
+            self.store.apply(unlogged(ops))?;
+            return Ok(());
+        }
+        let m = self.store_record(node, who, next);
+        self.exec
+            .log_change(who, &m, RecState::Open, ops, false)
+            .map(|_| ())
+    }
+
+    /// The StoreData record of `uid`'s changes to a file.
+    fn store_record(&self, node: &NodeRef, who: &Identity, f: &OpenFile) -> Mutation {
+        Mutation {
+            cell: node.cell.clone(),
+            volume: node.fid.volume,
+            uid: who.uid,
+            vice_id: who.vice_id,
+            base: vec![BaseState {
+                fid: node.fid,
+                data_version: f.base_dv,
+                length: f.server_len,
+                bindings: Vec::new(),
+            }],
+            change: Change::StoreData {
+                fid: node.fid,
+                data: f.change(local_dv(who.uid)),
+            },
+        }
     }
 
     /// truncate(2)/ftruncate: cut in the cache, then stored at once when
@@ -382,7 +423,8 @@ impl OpenFiles {
         if write {
             f.writers = f.writers.saturating_sub(1);
         }
-        if f.writers == 0 && f.modified {
+        let logged = self.exec.journal.pending.contains(&key);
+        if f.writers == 0 && f.modified && !logged {
             tracing::warn!(
                 fid = ?node.fid,
                 uid,
@@ -516,7 +558,8 @@ impl OpenFiles {
             });
             f.dirty.insert(last);
         }
-        self.store.apply(unlogged(ops))?;
+        next.modified = true;
+        self.apply_writes(node, who, &next, ops)?;
         *state = next;
         Ok(())
     }
@@ -524,28 +567,16 @@ impl OpenFiles {
     /// Stores a write state's changes through the executor and makes the
     /// stored state its new base.
     async fn store_state(&self, node: &NodeRef, who: &Identity, f: &mut OpenFile) -> Result<()> {
-        let m = Mutation {
-            cell: node.cell.clone(),
-            volume: node.fid.volume,
-            uid: who.uid,
-            vice_id: who.vice_id,
-            base: vec![BaseState {
-                fid: node.fid,
-                data_version: f.base_dv,
-                length: f.server_len,
-                bindings: Vec::new(),
-            }],
-            change: Change::StoreData {
-                fid: node.fid,
-                data: f.change(local_dv(who.uid)),
-            },
-        };
+        let m = self.store_record(node, who, f);
         let mut r = self.exec.execute(who, &m).await;
         if matches!(&r, Err(e) if e.errno() == libc::EDQUOT) {
             // Over quota: once more, in case space was freed meanwhile.
             r = self.exec.execute(who, &m).await;
         }
         match r {
+            // Logged, not sent: the changes stay this writer's, in the
+            // cache, until replay stores them.
+            Ok(out) if out.logged => Ok(()),
             Ok(out) => {
                 let dv = out.status.map(|s| s.data_version).unwrap_or(f.base_dv);
                 f.stored(dv);
@@ -556,6 +587,131 @@ impl OpenFiles {
                 Err(e)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Replay of a logged store: `uid`'s changes to the file as they are
+    /// now (a later write may have added to the logged ones), sent as
+    /// `who` from piece `from_piece`. Returns the file's new status.
+    pub(crate) async fn replay_store(
+        &self,
+        node: &NodeRef,
+        who: &Identity,
+        logged: &crate::mutation::DataChange,
+        from_piece: usize,
+    ) -> Result<Option<StatusRecord>> {
+        let key = node.key();
+        let cell = match self.state(&key, who.uid) {
+            Some(c) => c,
+            None => {
+                self.restore(node, who.uid, logged);
+                self.state(&key, who.uid).ok_or(Error::BadHandle)?
+            }
+        };
+        let mut f = cell.lock().await;
+        if !f.modified {
+            return Ok(None);
+        }
+        // The pieces already on the server are those of the logged change;
+        // a state that grew since is sent whole.
+        let from_piece = if f.change(local_dv(who.uid)) == *logged {
+            from_piece
+        } else {
+            0
+        };
+        let m = self.store_record(node, who, &f);
+        let out = self.exec.send(who, &m, from_piece).await?;
+        let st = out.status;
+        let dv = st.as_ref().map_or(f.base_dv, |s| s.data_version);
+        f.stored(dv);
+        self.close_if_done(&key, who.uid, &cell, &f);
+        Ok(st)
+    }
+
+    /// Makes `uid`'s write state of a file from its logged change (at
+    /// start: the change log outlives the daemon).
+    pub(crate) fn restore(&self, node: &NodeRef, uid: u32, logged: &crate::mutation::DataChange) {
+        let mut f = OpenFile::from_change(logged);
+        f.modified = true;
+        let k = (node.key(), uid);
+        self.note_length(&k.0, uid, f.length);
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(k)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(f)));
+    }
+
+    /// Forgets every write state of a file (made and removed offline, or
+    /// its changes moved to a conflict).
+    pub(crate) fn forget(&self, key: &FidKey) {
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(k, _), _| k != key);
+        self.lengths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(k, _), _| k != key);
+    }
+
+    /// Forgets `uid`'s write state of a file (its changes went to a
+    /// conflict).
+    pub(crate) fn forget_uid(&self, key: &FidKey, uid: u32) {
+        let k = (key.clone(), uid);
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&k);
+        self.lengths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&k);
+    }
+
+    /// The write states of a file made offline are based on the version
+    /// its create made on the server.
+    pub(crate) fn rebase(&self, key: &FidKey, dv: u64) {
+        let cells: Vec<StateCell> = self
+            .states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((k, _), _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect();
+        for c in cells {
+            if let Ok(mut f) = c.try_lock() {
+                if f.base_dv == 0 {
+                    f.base_dv = dv;
+                }
+            }
+        }
+    }
+
+    /// A write state keyed by another fid (a file made offline got its
+    /// server fid).
+    pub(crate) fn rekey(&self, old: &FidKey, new: &FidKey) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let moved: Vec<_> = states.keys().filter(|(k, _)| k == old).cloned().collect();
+        for k in moved {
+            if let Some(v) = states.remove(&k) {
+                states.insert((new.clone(), k.1), v);
+            }
+        }
+        drop(states);
+        let mut lengths = self.lengths.lock().unwrap_or_else(|e| e.into_inner());
+        let moved: Vec<_> = lengths.keys().filter(|(k, _)| k == old).cloned().collect();
+        for k in moved {
+            if let Some(v) = lengths.remove(&k) {
+                lengths.insert((new.clone(), k.1), v);
+            }
+        }
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        for h in handles.values_mut() {
+            if &h.node.key() == old {
+                h.node.fid = afs_proto::types::Fid::new(new.volume, new.vnode, new.unique);
+            }
         }
     }
 

@@ -321,6 +321,10 @@ impl FileServer for MemFileServer {
         })
     }
 
+    fn seed(&self, _info: VolumeInfo) {
+        // The in-memory cell always knows its volumes.
+    }
+
     fn volume_by_id(&self, cell: &str, id: u32) -> Option<(Arc<VolumeInfo>, VolType)> {
         if cell != self.cell.name {
             return None;
