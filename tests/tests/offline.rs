@@ -1186,8 +1186,18 @@ fn two_uids_offline() {
     assert_eq!(owner("bob1.txt"), bob_id, "bob1.txt: owner on the server");
     assert_eq!(owner("alice1.txt"), alice_id);
     assert!(m.conflicts().is_empty(), "conflicts: {:?}", m.conflicts());
-    assert_eq!(
-        read_as(BOB_UID, &dir.join("bob1.txt")).unwrap(),
-        b"bob one\n"
-    );
+    // And this mount, which replayed them, shows what the server has.
+    for (uid, p, want) in [
+        (ALICE_UID, "alice1.txt", "alice one\n"),
+        (ALICE_UID, "alice-dir/alice2.txt", "alice two\n"),
+        (BOB_UID, "bob1.txt", "bob one\n"),
+        (BOB_UID, "bob-edit.txt", "bob was here\n"),
+    ] {
+        let got = read_as(uid, &dir.join(p)).map(|b| String::from_utf8_lossy(&b).into_owned());
+        assert_eq!(
+            got.as_deref(),
+            Ok(want),
+            "{p} read by uid {uid} through the mount that replayed it"
+        );
+    }
 }
