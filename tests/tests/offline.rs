@@ -749,6 +749,21 @@ fn poll_stats(
     }
 }
 
+/// The 1 MiB chunks where `a` and `b` differ (by index).
+fn differing_mibs(a: &[u8], b: &[u8]) -> Vec<usize> {
+    let n = a.len().max(b.len()).div_ceil(1 << 20);
+    (0..n)
+        .filter(|i| {
+            let r = |v: &[u8]| {
+                let from = (i << 20).min(v.len());
+                let to = ((i + 1) << 20).min(v.len());
+                v[from..to].to_vec()
+            };
+            r(a) != r(b)
+        })
+        .collect()
+}
+
 /// After the restart: resume replay (if the manual offline mode survived
 /// the restart, `online` lifts it; if not, it must be harmless) and say
 /// what is left.
@@ -862,9 +877,12 @@ fn kill9_during_replay() {
             "round {round}: big.bin's data version went from {dv0} to {}: three pieces must add 3 (a piece stored twice adds more)",
             stat_num(&st, "dv")
         );
+        let on_server = server_cat(&cell, &format!("{rel}/big.bin"));
         assert!(
-            server_cat(&cell, &format!("{rel}/big.bin")) == big,
-            "round {round}: big.bin's bytes on the server"
+            on_server == big,
+            "round {round}: big.bin's bytes on the server differ: {} bytes, MiB chunks differing: {:?}",
+            on_server.len(),
+            differing_mibs(&on_server, &big)
         );
         let odir = in_mount(&cell, &other, &rel);
         for i in 0..REPLAY_FILES {
