@@ -286,7 +286,13 @@ impl Mount {
             let _ = c.kill();
             let _ = c.wait();
         }
-        lazy_umount(&self.dir);
+        // The dead daemon's mount answers ENOTCONN, which `mountpoint`
+        // does not count as a mount point: detach it regardless.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .stderr(Stdio::null())
+            .status();
     }
 
     fn shutdown(&mut self) {
