@@ -99,6 +99,8 @@ pub enum Request {
     },
     /// Probe the fileservers the daemon knows (`checkservers`).
     CheckServers,
+    /// offline, online, status, sync, conflicts, conflict cat.
+    Disconnected(crate::offline_ctl::DisconnectedRequest),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -130,6 +132,11 @@ pub enum Response {
     Servers {
         down: Vec<String>,
     },
+    /// Volumes and their modes (`status`, `offline`).
+    Volumes(Vec<client::VolumeStatus>),
+    Conflicts(Vec<client::ConflictInfo>),
+    /// A conflict's kept bytes, as hex on the wire.
+    Data(#[serde(with = "crate::offline_ctl::hex_bytes")] Vec<u8>),
     Error(String),
 }
 
@@ -270,6 +277,7 @@ async fn handle(
                 Err(e) => Response::Error(e.to_string()),
             }
         }
+        Ok(Request::Disconnected(req)) => crate::offline_ctl::execute(uid, req, &client).await,
         Ok(req) => execute(uid, req, &client),
         Err(e) => Response::Error(format!("bad request: {e}")),
     };
@@ -351,9 +359,10 @@ fn execute(uid: u32, req: Request, client: &AfsClient) -> Response {
             )),
             Err(e) => Response::Error(e.to_string()),
         },
-        Request::CheckServers | Request::Flush { .. } | Request::FlushVolume { .. } => {
-            Response::Error("answered by handle".into())
-        }
+        Request::CheckServers
+        | Request::Flush { .. }
+        | Request::FlushVolume { .. }
+        | Request::Disconnected(_) => Response::Error("answered by handle".into()),
         Request::Unlog { cell } => match client.unlog(uid, cell.as_deref()) {
             Ok(cells) if cells.is_empty() => Response::Ok("no tokens to discard".into()),
             Ok(cells) => Response::Ok(format!("discarded tokens for {}", cells.join(", "))),
@@ -382,7 +391,7 @@ pub fn call(path: &Path, req: &Request) -> Result<Response, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -445,7 +454,7 @@ mod tests {
     }
 
     /// A daemon over an in-memory cell, serving a fresh socket.
-    fn daemon(limits: Limits) -> (std::path::PathBuf, AfsClient) {
+    pub(crate) fn daemon(limits: Limits) -> (std::path::PathBuf, AfsClient, Arc<MemCell>) {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "afsd-rs-control-test-{}-{}",
@@ -470,13 +479,18 @@ mod tests {
         std::mem::forget(inval);
         let path = dir.join("control.sock");
         serve_with(&path, client.clone(), limits).unwrap();
-        (path, client)
+        (path, client, cell)
     }
 
-    async fn ask(path: &Path, req: &Request) -> Response {
-        let mut s = tokio::net::UnixStream::connect(path).await.unwrap();
+    pub(crate) async fn ask(path: &Path, req: &Request) -> Response {
         let mut line = serde_json::to_string(req).unwrap();
         line.push('\n');
+        ask_raw(path, &line).await
+    }
+
+    /// Sends `line` as the request.
+    pub(crate) async fn ask_raw(path: &Path, line: &str) -> Response {
+        let mut s = tokio::net::UnixStream::connect(path).await.unwrap();
         // A refused connection may be closed before the request is sent.
         let _ = s.write_all(line.as_bytes()).await;
         let mut resp = String::new();
@@ -497,7 +511,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_silent_connection_is_closed() {
-        let (path, _c) = daemon(Limits {
+        let (path, _c, _cell) = daemon(Limits {
             read_timeout: Duration::from_millis(50),
             max_connections: 4,
         });
@@ -512,7 +526,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_over_the_limit_are_refused_at_once() {
-        let (path, _c) = daemon(Limits {
+        let (path, _c, _cell) = daemon(Limits {
             read_timeout: Duration::from_secs(600),
             max_connections: 2,
         });
@@ -548,7 +562,7 @@ mod tests {
 
     #[tokio::test]
     async fn flush_of_a_fid_never_looked_up_is_refused() {
-        let (path, _c) = daemon(Limits::default());
+        let (path, _c, _cell) = daemon(Limits::default());
         for req in [
             Request::Flush {
                 cell: "mem.test".into(),

@@ -14,6 +14,8 @@ use client::{AfsClient, ClientConfig};
 mod admin_cli;
 mod aklog;
 mod control;
+mod offline_cli;
+mod offline_ctl;
 
 #[derive(Parser)]
 #[command(
@@ -130,6 +132,9 @@ enum Command {
     /// The `fs`-style commands (listacl, setacl, examine, ...).
     #[command(flatten)]
     Admin(admin_cli::AdminCommand),
+    /// Disconnected operation (offline, online, status, sync, conflicts).
+    #[command(flatten)]
+    Offline(offline_cli::OfflineCommand),
 }
 
 #[derive(Subcommand)]
@@ -412,6 +417,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Admin(cmd) => admin_cli::run(cmd),
+        Command::Offline(cmd) => offline_cli::run(cmd),
         Command::Stats { mountpoint } => match read_xattr(&mountpoint, "afsd.stats") {
             Ok(text) => {
                 print!("{}", String::from_utf8_lossy(&text));

@@ -26,6 +26,7 @@ use crate::status::now_secs;
 
 /// The mode of a volume.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Calls go to the fileserver; changes are made there at once.
     Connected,
@@ -123,6 +124,9 @@ impl Connectivity {
     /// Records that a volume was used (so `status` lists it).
     pub(crate) fn seen(&self, cell: &str, volume: u32) {
         let mut vols = self.lock();
+        if vols.keys().any(|(c, v)| *v == volume && c == cell) {
+            return;
+        }
         vols.entry((cell.to_string(), volume))
             .or_insert_with(|| VolMode::new(Mode::Connected, false, String::new()));
     }

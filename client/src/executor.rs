@@ -324,11 +324,9 @@ impl Executor {
         }
     }
 
-    /// How many StoreData64 calls a logged store takes.
-    pub(crate) fn pieces(&self, change: &DataChange) -> usize {
-        OpenFile::from_change(change)
-            .store_plan(self.chunk_size, STORE_PIECE)
-            .len()
+    /// The StoreData64 calls a logged store takes, in order.
+    pub(crate) fn plan(&self, change: &DataChange) -> Vec<crate::openfile::StorePiece> {
+        OpenFile::from_change(change).store_plan(self.chunk_size, STORE_PIECE)
     }
 
     /// The clock, break counter and last known status before a call.
@@ -392,6 +390,7 @@ impl Executor {
                 length: data.len() as u64,
                 file_length: piece.file_length,
             };
+            tracing::debug!(fid = ?node.fid, pos = piece.pos, len = data.len(), "StoreData64");
             let reply = self.valid.call_data(node, who, &call, &data).await?;
             Stats::add(&self.stats.bytes_stored, data.len() as u64);
             last = Some(reply.status);
@@ -446,5 +445,53 @@ impl Executor {
         }
         self.valid
             .apply_own(node, who, &st, old.as_ref(), start, epoch, batch)
+    }
+
+    /// Where an object is, as far as the cached listings tell:
+    /// `VOLUME:/a/b`.
+    pub(crate) fn path_of(&self, m: &Mutation, fid: Fid) -> String {
+        let vol = self.valid.volume_name(&m.cell, fid.volume);
+        let mut parts: Vec<String> = Vec::new();
+        // A name the record itself gives.
+        let (mut cur, leaf) = match &m.change {
+            Change::CreateFile { dir, name, .. }
+            | Change::MakeDir { dir, name, .. }
+            | Change::Symlink { dir, name, .. }
+            | Change::Link { dir, name, .. }
+            | Change::RemoveFile { dir, name }
+            | Change::RemoveDir { dir, name } => (*dir, Some(name.clone())),
+            Change::Rename {
+                to_dir, to_name, ..
+            } => (*to_dir, Some(to_name.clone())),
+            _ => (fid, None),
+        };
+        if let Some(l) = leaf {
+            parts.push(String::from_utf8_lossy(&l).into_owned());
+        }
+        for _ in 0..64 {
+            if cur.vnode == 1 {
+                break;
+            }
+            let key = node_of(m, cur).key();
+            let st = self
+                .valid
+                .statuses
+                .known(&key)
+                .or_else(|| self.store.get_status(&key).ok().flatten());
+            let Some(st) = st else { break };
+            let parent = Fid::new(cur.volume, st.parent_vnode, st.parent_unique);
+            let Ok(Some(l)) = self.dirs.held(&node_of(m, parent)) else {
+                break;
+            };
+            match l.entries.iter().find(|e| {
+                e.vnode == cur.vnode && e.unique == cur.unique && e.name != b"." && e.name != b".."
+            }) {
+                Some(e) => parts.push(String::from_utf8_lossy(&e.name).into_owned()),
+                None => break,
+            }
+            cur = parent;
+        }
+        parts.reverse();
+        format!("{vol}:/{}", parts.join("/"))
     }
 }

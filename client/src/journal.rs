@@ -79,6 +79,9 @@ pub(crate) struct LogRecord {
     pub victim: Option<(Fid, u64)>,
     /// The object a rename moves.
     pub moved: Option<Fid>,
+    /// Where the change happened, as the cache showed it then (for
+    /// messages and conflicts).
+    pub path: String,
 }
 
 impl LogRecord {
@@ -349,6 +352,7 @@ impl Journal {
             created: None,
             victim: None,
             moved: None,
+            path: String::new(),
         }
     }
 

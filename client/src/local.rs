@@ -493,6 +493,14 @@ impl Executor {
             }
         }
         let cancelled = cancel.len() as u64;
+        if log_it && rec.path.is_empty() && rec.state != RecState::Open {
+            let main = rec
+                .fids()
+                .into_iter()
+                .find(|f| !m.change.dirs().contains(f))
+                .unwrap_or_else(|| m.change.dirs()[0]);
+            rec.path = self.path_of(m, main);
+        }
         e.ops.extend(extra);
         let puts = if log_it { vec![rec] } else { Vec::new() };
         self.journal.commit(e.ops.clone(), puts, cancel, sync)?;

@@ -188,15 +188,7 @@ impl AfsClient {
     }
 
     fn volume_name(&self, cell: &str, vol: u32) -> String {
-        self.inner
-            .fs
-            .volume_by_id(cell, vol)
-            .map(|(i, t)| match t {
-                crate::VolType::Rw => i.name.clone(),
-                crate::VolType::Ro => format!("{}.readonly", i.name),
-                crate::VolType::Backup => format!("{}.backup", i.name),
-            })
-            .unwrap_or_else(|| vol.to_string())
+        self.inner.valid.volume_name(cell, vol)
     }
 
     /// `afsd-rs status`: every volume used, with its mode and log.

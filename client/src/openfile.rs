@@ -30,6 +30,9 @@ pub(crate) struct OpenFile {
     pub modified: bool,
     /// Open write descriptors.
     pub writers: u32,
+    /// The changes as they are now are in the change log (offline): a
+    /// close has nothing more to log.
+    pub logged: bool,
     /// The errno of a store the fileserver refused for a lasting reason:
     /// its changes were dropped, and each later close or fsync reports it
     /// until the next change.
@@ -64,6 +67,7 @@ impl OpenFile {
             modified: false,
             writers: 0,
             refused: None,
+            logged: false,
         }
     }
 
@@ -201,6 +205,7 @@ impl OpenFile {
             modified: true,
             writers: 0,
             refused: None,
+            logged: false,
         }
     }
 
@@ -212,6 +217,7 @@ impl OpenFile {
         self.dirty.clear();
         self.modified = false;
         self.refused = None;
+        self.logged = false;
     }
 }
 

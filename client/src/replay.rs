@@ -297,6 +297,11 @@ impl AfsClient {
                     );
                 }
                 Settled::ResumeAt(k) => {
+                    if let Change::StoreData { fid, .. } = &rec.m.change {
+                        if self.superseded(rec, *fid, who).await? {
+                            return self.finish(rec, None);
+                        }
+                    }
                     tracing::info!(
                         seq = rec.seq,
                         piece = k,
@@ -369,6 +374,46 @@ impl AfsClient {
             ),
             Err(e) => Err(e),
         }
+    }
+
+    /// A store settled by looking whose writer logged a newer store of the
+    /// file since: the newer one holds every change and goes instead,
+    /// against the version on the server now.
+    async fn superseded(&self, rec: &LogRecord, fid: Fid, who: &Identity) -> Result<bool> {
+        let journal = &self.inner.exec.journal;
+        let later: Vec<LogRecord> = journal.find(|r| {
+            r.seq > rec.seq
+                && r.m.uid == rec.m.uid
+                && r.m.cell == rec.m.cell
+                && matches!(&r.m.change, Change::StoreData { fid: f, .. } if *f == fid)
+        });
+        if later.is_empty() {
+            return Ok(false);
+        }
+        let Some(st) = self.server_status(rec, who, fid).await? else {
+            return Ok(false);
+        };
+        let mut puts = Vec::new();
+        for mut r in later {
+            if let Change::StoreData { data, .. } = &mut r.m.change {
+                data.base_dv = st.data_version;
+                data.server_len = st.length;
+            }
+            for b in &mut r.m.base {
+                if b.fid == fid {
+                    b.data_version = st.data_version;
+                }
+            }
+            puts.push(r);
+        }
+        journal.commit(Vec::new(), puts, Vec::new(), false)?;
+        self.inner.open.rebase_to(
+            &self.node(rec, fid).key(),
+            rec.m.uid,
+            st.data_version,
+            st.length,
+        );
+        Ok(true)
     }
 
     /// The server's status of an object, None when it is gone.
@@ -666,7 +711,8 @@ impl AfsClient {
         pre_dv: u64,
         data: &crate::mutation::DataChange,
     ) -> Result<Settled> {
-        let pieces = self.inner.exec.pieces(data);
+        let plan = self.inner.exec.plan(data);
+        let pieces = plan.len();
         let Some(st) = self.server_status(rec, who, fid).await? else {
             return Ok(Settled::Conflict(
                 ConflictKind::UpdateRemove,
@@ -675,7 +721,15 @@ impl AfsClient {
             ));
         };
         let moved = st.data_version.wrapping_sub(pre_dv);
-        if st.data_version >= pre_dv && moved <= pieces as u64 {
+        // Ours if the length is what our first `moved` pieces make it
+        // (another writer's store moves the version too).
+        let length_ok = match moved {
+            0 => true,
+            k => plan
+                .get(k as usize - 1)
+                .is_some_and(|p| p.file_length == st.length),
+        };
+        if st.data_version >= pre_dv && moved <= pieces as u64 && length_ok {
             // Pieces go in order, one version each: the first `moved`
             // are there (all of them: only the status is left to record).
             Ok(Settled::ResumeAt(moved as usize))
@@ -902,56 +956,11 @@ impl AfsClient {
         Ok(())
     }
 
-    /// Where an object is, as far as the cached listings tell:
-    /// `VOLUME:/a/b`.
+    /// Where an object is: as logged, or as the cache tells now.
     pub(crate) fn path_of(&self, rec: &LogRecord, fid: Fid) -> String {
-        let inner = &self.inner;
-        let vol = inner
-            .fs
-            .volume_by_id(&rec.m.cell, fid.volume)
-            .map(|(i, _)| i.name.clone())
-            .unwrap_or_else(|| fid.volume.to_string());
-        let mut parts: Vec<String> = Vec::new();
-        // A name the record itself gives.
-        let (mut cur, leaf) = match &rec.m.change {
-            Change::CreateFile { dir, name, .. }
-            | Change::MakeDir { dir, name, .. }
-            | Change::Symlink { dir, name, .. }
-            | Change::Link { dir, name, .. }
-            | Change::RemoveFile { dir, name }
-            | Change::RemoveDir { dir, name } => (*dir, Some(name.clone())),
-            Change::Rename {
-                to_dir, to_name, ..
-            } => (*to_dir, Some(to_name.clone())),
-            _ => (fid, None),
-        };
-        if let Some(l) = leaf {
-            parts.push(String::from_utf8_lossy(&l).into_owned());
+        if !rec.path.is_empty() {
+            return rec.path.clone();
         }
-        for _ in 0..64 {
-            if cur.vnode == 1 {
-                break;
-            }
-            let key = self.node(rec, cur).key();
-            let st = inner
-                .valid
-                .statuses
-                .known(&key)
-                .or_else(|| inner.store.get_status(&key).ok().flatten());
-            let Some(st) = st else { break };
-            let parent = Fid::new(cur.volume, st.parent_vnode, st.parent_unique);
-            let Ok(Some(l)) = inner.dirs.held(&self.node(rec, parent)) else {
-                break;
-            };
-            match l.entries.iter().find(|e| {
-                e.vnode == cur.vnode && e.unique == cur.unique && e.name != b"." && e.name != b".."
-            }) {
-                Some(e) => parts.push(String::from_utf8_lossy(&e.name).into_owned()),
-                None => break,
-            }
-            cur = parent;
-        }
-        parts.reverse();
-        format!("{vol}:/{}", parts.join("/"))
+        self.inner.exec.path_of(&rec.m, fid)
     }
 }

@@ -101,6 +101,7 @@ pub(crate) fn target(node: &NodeRef) -> VolumeTarget {
 }
 
 impl Validator {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         fs: Arc<dyn FileServer>,
         store: Arc<dyn Store>,
@@ -144,7 +145,20 @@ impl Validator {
         if !self.is_local(node) {
             return None;
         }
-        self.last_rights(who.anchor, &key)
+        if let Some(r) = self.last_rights(who.anchor, &key) {
+            return Some(r);
+        }
+        // An object made offline has its directory's rights (AFS rights
+        // come from the directory's ACL).
+        if crate::journal::is_local(node.fid) {
+            let st = self.statuses.known(&key)?;
+            let parent =
+                node.with_fid(Fid::new(node.fid.volume, st.parent_vnode, st.parent_unique));
+            if parent.fid != node.fid {
+                return self.rights_of(&parent, who);
+            }
+        }
+        None
     }
 
     /// The last rights persisted for an AFS identity (None: anonymous).
@@ -249,6 +263,7 @@ impl Validator {
     /// disconnected volume, and a call that finds no server takes the
     /// volume offline.
     fn before_call(&self, node: &NodeRef) -> Result<()> {
+        self.conn.seen(&node.cell, node.fid.volume);
         if self.conn.blocks(&node.cell, node.fid.volume) {
             return Err(Error::Offline(format!(
                 "{} volume {} is disconnected",
@@ -267,6 +282,18 @@ impl Validator {
             }
             _ => {}
         }
+    }
+
+    /// A volume's name, when the client located it (its id otherwise).
+    pub(crate) fn volume_name(&self, cell: &str, volume: u32) -> String {
+        self.fs
+            .volume_by_id(cell, volume)
+            .map(|(i, t)| match t {
+                crate::VolType::Rw => i.name.clone(),
+                crate::VolType::Ro => format!("{}.readonly", i.name),
+                crate::VolType::Backup => format!("{}.backup", i.name),
+            })
+            .unwrap_or_else(|| volume.to_string())
     }
 
     /// The identity `uid` has in the cell of `node`.
@@ -521,7 +548,8 @@ impl Validator {
                 !matches!(op, Op::PutStatus(k, _) | Op::PutDir(k, _) | Op::DeleteDir(k) if k == key)
             });
             self.store.apply(batch)?;
-            return Ok(self.statuses.known(key).unwrap_or(rec));
+            // The server's status, for the caller: replay needs it.
+            return Ok(rec);
         }
         if let Some(valid) = self.statuses.valid(key) {
             if valid.data_version > rec.data_version {

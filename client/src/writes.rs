@@ -332,6 +332,7 @@ impl OpenFiles {
         next.length = next.length.max(end);
         next.modified = true;
         next.refused = None;
+        next.logged = false;
         self.apply_writes(node, who, &next, ops)?;
         *f = next;
         self.note_length(&key, who.uid, f.length);
@@ -400,7 +401,7 @@ impl OpenFiles {
             return Ok(());
         };
         let mut f = cell.lock().await;
-        if !f.modified {
+        if !f.modified || f.logged {
             return match f.refused {
                 Some(errno) => Err(refused(errno)),
                 None => Ok(()),
@@ -559,6 +560,7 @@ impl OpenFiles {
             f.dirty.insert(last);
         }
         next.modified = true;
+        next.logged = false;
         self.apply_writes(node, who, &next, ops)?;
         *state = next;
         Ok(())
@@ -576,7 +578,10 @@ impl OpenFiles {
         match r {
             // Logged, not sent: the changes stay this writer's, in the
             // cache, until replay stores them.
-            Ok(out) if out.logged => Ok(()),
+            Ok(out) if out.logged => {
+                f.logged = true;
+                Ok(())
+            }
             Ok(out) => {
                 let dv = out.status.map(|s| s.data_version).unwrap_or(f.base_dv);
                 f.stored(dv);
@@ -633,6 +638,7 @@ impl OpenFiles {
     pub(crate) fn restore(&self, node: &NodeRef, uid: u32, logged: &crate::mutation::DataChange) {
         let mut f = OpenFile::from_change(logged);
         f.modified = true;
+        f.logged = true;
         let k = (node.key(), uid);
         self.note_length(&k.0, uid, f.length);
         self.states
@@ -685,6 +691,18 @@ impl OpenFiles {
                 if f.base_dv == 0 {
                     f.base_dv = dv;
                 }
+            }
+        }
+    }
+
+    /// `uid`'s write state of a file is based on the server's version
+    /// `dv` of `length` bytes now (an earlier store of it settled): every
+    /// change since its old base stays dirty and is sent whole.
+    pub(crate) fn rebase_to(&self, key: &FidKey, uid: u32, dv: u64, length: u64) {
+        if let Some(c) = self.state(key, uid) {
+            if let Ok(mut f) = c.try_lock() {
+                f.base_dv = dv;
+                f.server_len = length;
             }
         }
     }

@@ -48,6 +48,9 @@ impl FileServer for Recording {
     fn volume_by_id(&self, cell: &str, id: u32) -> Option<(Arc<VolumeInfo>, VolType)> {
         self.mem.volume_by_id(cell, id)
     }
+    fn seed(&self, info: VolumeInfo) {
+        self.mem.seed(info)
+    }
     fn call<'a>(
         &'a self,
         target: &'a VolumeTarget,

@@ -48,6 +48,9 @@ pub struct Faults {
     /// Every call is overtaken by a callback break (of a volume nobody
     /// uses): the reply arrives after a break, as it may on a busy cell.
     pub racing_breaks: bool,
+    /// Every call is served, then its reply is lost (times out): the
+    /// client cannot tell whether its change was made.
+    pub lose_replies: bool,
 }
 
 /// One in-memory cell, shared by its clients.
@@ -233,6 +236,12 @@ impl ThirdParty<'_> {
         self.st.dv(fid)
     }
 
+    /// (mode, owner, link count) of the object at `path`.
+    pub fn status(&mut self, path: &str) -> Option<(u32, u32, u32)> {
+        let fid = self.st.resolve(path)?;
+        self.st.vnode(fid).map(|v| (v.mode, v.owner, v.links))
+    }
+
     fn add_volume(&mut self, path: &str, name: &str, quota_kb: u64) -> u32 {
         let id = self.st.add_volume(name, quota_kb);
         let (parent, leaf) = self.st.make_dirs_parent(path);
@@ -286,6 +295,11 @@ impl MemFileServer {
             (reply, st.take_breaks(self.client, changed))
         };
         self.cell.deliver(breaks);
+        if faults.lose_replies {
+            return Err(Error::TimedOut(format!(
+                "{name} to {SERVER_ADDR} (reply lost)"
+            )));
+        }
         reply
     }
 }

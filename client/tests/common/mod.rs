@@ -64,6 +64,18 @@ pub fn client(cell: &Arc<MemCell>, kind: StoreKind, chunk_size: u64) -> Client {
     }
 }
 
+impl Client {
+    /// A client made elsewhere (over a store of the test's choosing).
+    pub fn from_parts(afs: AfsClient, fs: Arc<MemFileServer>, inval: InvalidationReceiver) -> Self {
+        Client {
+            afs,
+            fs,
+            _inval: inval,
+            _dir: None,
+        }
+    }
+}
+
 /// The errno of a client error.
 pub fn errno<T>(r: client::Result<T>) -> Result<T, i32> {
     r.map_err(|e| e.errno())

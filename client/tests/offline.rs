@@ -1,0 +1,572 @@
+//! Disconnected operation over the in-memory fileserver: work done while
+//! the fileserver cannot be reached is made in the cache, logged, and
+//! replayed when it answers again; conflicts keep both versions; a restart
+//! keeps the log; changes whose answer was lost are settled by looking,
+//! never applied twice.
+
+mod common;
+
+use std::sync::Arc;
+
+use cache::{MemoryStore, Store, TokenRecord};
+use client::memserver::{rights, Entry, Faults, MemCell, ANYUSER};
+use client::{AfsClient, CellDb, ClientConfig, ConflictSide, Mode, SetAttrs, Stats, Targets};
+use common::{errno, setup, Client, StoreKind, CELL};
+
+fn rt() -> tokio::runtime::Runtime {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn down(cell: &MemCell, c: &Client, down: bool) {
+    cell.set_faults(
+        c.fs.client(),
+        Faults {
+            down,
+            ..Faults::default()
+        },
+    );
+}
+
+/// Replays until every volume is connected with an empty log.
+async fn until_synced(c: &Client) {
+    for _ in 0..100 {
+        c.afs.sync(&Targets::All).await.unwrap();
+        if c.afs
+            .volume_status()
+            .iter()
+            .all(|v| v.mode == Mode::Connected && v.pending_ops == 0)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("not synced: {:?}", c.afs.volume_status());
+}
+
+fn pending(c: &Client) -> u64 {
+    c.afs.volume_status().iter().map(|v| v.pending_ops).sum()
+}
+
+fn file(data: &[u8]) -> Entry {
+    Entry::File(data.to_vec())
+}
+
+fn token(uid: u32, vice_id: i32) -> TokenRecord {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    TokenRecord {
+        uid,
+        cell: CELL.into(),
+        vice_id,
+        principal: format!("user{vice_id}@MEM.TEST"),
+        kvno: 256,
+        ticket: vec![1, 2, 3],
+        session_key: [7; 8],
+        start: now,
+        end: now + 3600,
+    }
+}
+
+#[test]
+fn offline_work_reaches_the_server_and_what_cancels_out_is_never_sent() {
+    rt().block_on(async {
+        let (cell, cs) = setup(2, StoreKind::Memory, 64);
+        let (c, other) = (&cs[0], &cs[1]);
+        c.mkdir(0, "w").await.unwrap();
+        c.write_file(0, "w/keep.txt", b"old contents")
+            .await
+            .unwrap();
+        c.write_file(0, "w/gone.txt", b"to be removed")
+            .await
+            .unwrap();
+        c.tree(0, "w").await.unwrap();
+        let calls = |n: &str| cell.calls(n);
+        let (creates, mkdirs, stores) = (
+            calls("RXAFS_CreateFile"),
+            calls("RXAFS_MakeDir"),
+            calls("RXAFS_StoreData64"),
+        );
+
+        down(&cell, c, true);
+        c.mkdir(0, "w/d").await.unwrap();
+        c.write_file(0, "w/d/a.txt", b"alpha").await.unwrap();
+        c.write_file(0, "w/d/b.txt", b"beta").await.unwrap();
+        c.rename(0, "w/d/b.txt", "w/d/c.txt").await.unwrap();
+        let d = c.resolve(0, "w/d").await.unwrap();
+        errno(c.afs.symlink(0, d, b"ln", b"a.txt").await).unwrap();
+        let a = c.resolve(0, "w/d/a.txt").await.unwrap();
+        let w = c.resolve(0, "w").await.unwrap();
+        let a_ino_before = a;
+        errno(c.afs.link(0, a, w, b"hard.txt").await).unwrap();
+        let keep = c.resolve(0, "w/keep.txt").await.unwrap();
+        errno(
+            c.afs
+                .setattr(
+                    0,
+                    keep,
+                    SetAttrs {
+                        mode: Some(0o600),
+                        ..SetAttrs::default()
+                    },
+                )
+                .await,
+        )
+        .unwrap();
+        c.write_file(0, "w/keep.txt", b"new").await.unwrap();
+        c.write_file(0, "w/keep.txt", b"newer contents")
+            .await
+            .unwrap();
+        c.unlink(0, "w/gone.txt").await.unwrap();
+        // Made and removed offline: nothing of these may be sent.
+        c.write_file(0, "w/tmp.txt", b"scratch").await.unwrap();
+        c.unlink(0, "w/tmp.txt").await.unwrap();
+        c.mkdir(0, "w/t").await.unwrap();
+        c.write_file(0, "w/t/x", b"x").await.unwrap();
+        c.unlink(0, "w/t/x").await.unwrap();
+        c.rmdir(0, "w/t").await.unwrap();
+
+        let expected: Vec<(String, Option<Vec<u8>>)> = vec![
+            ("w/d".into(), None),
+            ("w/d/a.txt".into(), Some(b"alpha".to_vec())),
+            ("w/d/c.txt".into(), Some(b"beta".to_vec())),
+            ("w/d/ln".into(), Some(b"alpha".to_vec())),
+            ("w/hard.txt".into(), Some(b"alpha".to_vec())),
+            ("w/keep.txt".into(), Some(b"newer contents".to_vec())),
+        ];
+        // Offline, the client shows its own work (the symlink is checked
+        // with readlink).
+        let local: Vec<_> = c
+            .tree(0, "w")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(n, _)| n != "w/d/ln")
+            .collect();
+        let mut want_local: Vec<_> = expected
+            .iter()
+            .filter(|(n, _)| n != "w/d/ln")
+            .cloned()
+            .map(|(n, d)| (n.trim_start_matches("w/").to_string(), d))
+            .collect();
+        want_local.sort();
+        let mut local: Vec<_> = local
+            .into_iter()
+            .map(|(n, d)| (n.trim_start_matches("w/").to_string(), d))
+            .collect();
+        local.sort();
+        assert_eq!(local, want_local);
+        let ln = c.resolve(0, "w/d/ln").await.unwrap();
+        assert_eq!(errno(c.afs.readlink(0, ln).await).unwrap(), b"a.txt");
+        let st = c.afs.volume_status();
+        assert!(
+            st.iter()
+                .any(|v| v.mode == Mode::Disconnected && v.pending_ops > 0),
+            "{st:?}"
+        );
+        // Nothing reached the server.
+        assert_eq!(
+            cell.third_party(|tp| tp.read("w/keep.txt")),
+            Some(b"old contents".to_vec())
+        );
+
+        down(&cell, c, false);
+        until_synced(c).await;
+        assert!(
+            c.afs.conflicts(None).is_empty(),
+            "{:?}",
+            c.afs.conflicts(None)
+        );
+        let server = cell.third_party(|tp| tp.tree("w"));
+        let want: Vec<(String, Entry)> = vec![
+            ("d".into(), Entry::Dir),
+            ("d/a.txt".into(), file(b"alpha")),
+            ("d/c.txt".into(), file(b"beta")),
+            ("d/ln".into(), Entry::Symlink(b"a.txt".to_vec())),
+            ("hard.txt".into(), file(b"alpha")),
+            ("keep.txt".into(), file(b"newer contents")),
+        ];
+        let mut server: Vec<(String, Entry)> = server
+            .into_iter()
+            .map(|(n, e)| (n.trim_start_matches("w/").to_string(), e))
+            .collect();
+        server.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(server, want);
+        let (mode, _, _) = cell.third_party(|tp| tp.status("w/keep.txt")).unwrap();
+        assert_eq!(mode & 0o7777, 0o600);
+        let (_, _, links) = cell.third_party(|tp| tp.status("w/d/a.txt")).unwrap();
+        assert_eq!(links, 2);
+        // Compaction: a.txt and b.txt were created, not tmp.txt nor x;
+        // one directory; one store per file, keep.txt's two closes as one
+        // (a store of a file cut to 0 and written again is two calls: the
+        // cut, then the data).
+        assert_eq!(calls("RXAFS_CreateFile") - creates, 2);
+        assert_eq!(calls("RXAFS_MakeDir") - mkdirs, 1);
+        assert_eq!(calls("RXAFS_StoreData64") - stores, 4);
+        // The inode of a file made offline survives its new fid.
+        assert_eq!(c.resolve(0, "w/d/a.txt").await.unwrap(), a_ino_before);
+        assert_eq!(c.read_file(0, "w/d/a.txt").await.unwrap(), b"alpha");
+        // A second client sees what the first made.
+        let mut seen = other.tree(0, "w").await.unwrap();
+        seen.retain(|(n, _)| n != "w/d/ln");
+        let mut want: Vec<_> = expected
+            .into_iter()
+            .filter(|(n, _)| n != "w/d/ln")
+            .collect();
+        want.sort();
+        assert_eq!(seen, want);
+    });
+}
+
+#[test]
+fn cached_data_is_served_offline_and_what_was_never_cached_is_enetdown() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Memory, 64);
+        let c = &cs[0];
+        cell.third_party(|tp| {
+            tp.write("r/seen.txt", b"cached before the cut");
+            tp.write("r/unseen.txt", b"never read");
+        });
+        assert_eq!(
+            c.read_file(0, "r/seen.txt").await.unwrap(),
+            b"cached before the cut"
+        );
+        c.resolve(0, "r/unseen.txt").await.unwrap();
+        c.afs.go_offline(&Targets::All).unwrap();
+        let before = cell.calls("RXAFS_FetchStatus") + cell.calls("RXAFS_FetchData64");
+        assert_eq!(
+            c.read_file(0, "r/seen.txt").await.unwrap(),
+            b"cached before the cut"
+        );
+        assert_eq!(c.read_file(0, "r/unseen.txt").await, Err(libc::ENETDOWN));
+        assert_eq!(
+            cell.calls("RXAFS_FetchStatus") + cell.calls("RXAFS_FetchData64"),
+            before,
+            "nothing is sent to a volume put offline"
+        );
+        assert!(
+            c.afs
+                .stats()
+                .stale_served
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+        // Offline by hand stays offline: a sync does not bring it back.
+        c.afs.sync(&Targets::All).await.unwrap();
+        assert!(c
+            .afs
+            .volume_status()
+            .iter()
+            .all(|v| v.mode == Mode::Disconnected && v.manual));
+        c.afs.go_online(&Targets::All, false).await.unwrap();
+        until_synced(c).await;
+        assert_eq!(c.read_file(0, "r/unseen.txt").await.unwrap(), b"never read");
+    });
+}
+
+/// A client over a given store, as a daemon restarted on its cache.
+fn client_on(cell: &Arc<MemCell>, store: Arc<dyn Store>) -> Client {
+    let mut config = ClientConfig::new("/nonexistent".into(), "/nonexistent".into());
+    config.chunk_size = 64;
+    let cells = CellDb {
+        this_cell: Some(CELL.into()),
+        cells: vec![cell.cell()],
+    };
+    let fs = cell.connect();
+    let (afs, inval) =
+        AfsClient::start_with(config, cells, store, fs.clone(), Arc::new(Stats::default()))
+            .unwrap();
+    Client::from_parts(afs, fs, inval)
+}
+
+#[test]
+fn the_log_and_unclosed_writes_outlive_the_daemon() {
+    rt().block_on(async {
+        let cell = MemCell::new(CELL);
+        cell.third_party(|tp| {
+            tp.set_acl("", &[(ANYUSER, rights::ALL)], &[]);
+            tp.mkdir("p");
+        });
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let c = client_on(&cell, store.clone());
+        c.tree(0, "p").await.unwrap();
+        down(&cell, &c, true);
+        c.write_file(0, "p/closed.txt", b"closed before the crash")
+            .await
+            .unwrap();
+        // A file still open for writing when the daemon dies.
+        let p = c.resolve(0, "p").await.unwrap();
+        let (_, fh) = errno(c.afs.create(0, p, b"open.txt", 0o644, libc::O_WRONLY).await).unwrap();
+        errno(c.afs.write(fh, 0, b"written, never closed").await).unwrap();
+        drop(c); // no close, no shutdown
+
+        let c = client_on(&cell, store.clone());
+        down(&cell, &c, true);
+        assert_eq!(
+            c.read_file(0, "p/closed.txt").await.unwrap(),
+            b"closed before the crash"
+        );
+        assert_eq!(
+            c.read_file(0, "p/open.txt").await.unwrap(),
+            b"written, never closed"
+        );
+        down(&cell, &c, false);
+        until_synced(&c).await;
+        assert_eq!(
+            cell.third_party(|tp| tp.read("p/closed.txt")),
+            Some(b"closed before the crash".to_vec())
+        );
+        assert_eq!(
+            cell.third_party(|tp| tp.read("p/open.txt")),
+            Some(b"written, never closed".to_vec())
+        );
+        assert_eq!(cell.calls("RXAFS_CreateFile"), 2);
+    });
+}
+
+#[test]
+fn changes_whose_answer_was_lost_are_settled_not_sent_twice() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Memory, 64);
+        let c = &cs[0];
+        c.mkdir(0, "s").await.unwrap();
+        c.write_file(0, "s/old.txt", b"version one").await.unwrap();
+        c.tree(0, "s").await.unwrap();
+        let dv = cell.third_party(|tp| tp.data_version("s/old.txt")).unwrap();
+        cell.set_faults(
+            c.fs.client(),
+            Faults {
+                lose_replies: true,
+                ..Faults::default()
+            },
+        );
+        // The store is made on the server; its answer never comes.
+        c.write_file(0, "s/old.txt", b"version two").await.unwrap();
+        // So is the create (the volume is offline after the first loss:
+        // this one is logged and sent at replay).
+        c.write_file(0, "s/new.txt", b"made while in doubt")
+            .await
+            .unwrap();
+        let stores = cell.calls("RXAFS_StoreData64");
+        let creates = cell.calls("RXAFS_CreateFile");
+        cell.set_faults(c.fs.client(), Faults::default());
+        until_synced(c).await;
+        assert!(
+            c.afs.conflicts(None).is_empty(),
+            "{:?}",
+            c.afs.conflicts(None)
+        );
+        // The store is two pieces (the cut to 0, then the data): the first
+        // made it before its answer was lost, the second is sent at
+        // replay; each moved the version once.
+        assert_eq!(
+            cell.third_party(|tp| tp.data_version("s/old.txt")),
+            Some(dv + 2),
+            "each piece was applied once"
+        );
+        assert_eq!(
+            cell.calls("RXAFS_StoreData64") - stores,
+            2,
+            "old.txt's second piece, new.txt's store"
+        );
+        assert_eq!(cell.calls("RXAFS_CreateFile") - creates, 1);
+        assert_eq!(
+            cell.third_party(|tp| tp.read("s/old.txt")),
+            Some(b"version two".to_vec())
+        );
+        assert_eq!(
+            cell.third_party(|tp| tp.read("s/new.txt")),
+            Some(b"made while in doubt".to_vec())
+        );
+        assert_eq!(c.read_file(0, "s/old.txt").await.unwrap(), b"version two");
+    });
+}
+
+#[test]
+fn a_create_whose_answer_was_lost_is_adopted_not_made_twice() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Memory, 64);
+        let c = &cs[0];
+        c.mkdir(0, "q").await.unwrap();
+        c.tree(0, "q").await.unwrap();
+        cell.set_faults(
+            c.fs.client(),
+            Faults {
+                lose_replies: true,
+                ..Faults::default()
+            },
+        );
+        let q = c.resolve(0, "q").await.unwrap();
+        errno(c.afs.mkdir(0, q, b"made", 0o755).await).unwrap();
+        cell.set_faults(c.fs.client(), Faults::default());
+        until_synced(c).await;
+        assert!(
+            c.afs.conflicts(None).is_empty(),
+            "{:?}",
+            c.afs.conflicts(None)
+        );
+        assert_eq!(cell.calls("RXAFS_MakeDir"), 2, "q, then made once");
+        assert_eq!(cell.third_party(|tp| tp.tree("q")).len(), 1);
+    });
+}
+
+#[test]
+fn every_conflict_keeps_both_versions() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Memory, 64);
+        let c = &cs[0];
+        c.mkdir(0, "k").await.unwrap();
+        for f in ["uu", "ur", "ru"] {
+            c.write_file(0, &format!("k/{f}.txt"), b"base")
+                .await
+                .unwrap();
+        }
+        c.mkdir(0, "k/locked").await.unwrap();
+        c.tree(0, "k").await.unwrap();
+        down(&cell, c, true);
+        // update/update, update/remove, remove/update, name/name, refused.
+        c.write_file(0, "k/uu.txt", b"mine uu").await.unwrap();
+        c.write_file(0, "k/ur.txt", b"mine ur").await.unwrap();
+        c.unlink(0, "k/ru.txt").await.unwrap();
+        c.write_file(0, "k/nn.txt", b"mine nn").await.unwrap();
+        c.write_file(0, "k/locked/z.txt", b"mine z").await.unwrap();
+        cell.third_party(|tp| {
+            tp.write("k/uu.txt", b"theirs uu");
+            tp.remove("k/ur.txt");
+            tp.write("k/ru.txt", b"theirs ru");
+            tp.write("k/nn.txt", b"theirs nn");
+            tp.set_acl("k/locked", &[(ANYUSER, rights::READ | rights::LOOKUP)], &[]);
+        });
+        down(&cell, c, false);
+        until_synced(c).await;
+        let conflicts = c.afs.conflicts(None);
+        let kinds: Vec<&str> = conflicts.iter().map(|x| x.kind.as_str()).collect();
+        for k in [
+            "update/update",
+            "update/remove",
+            "remove/update",
+            "name/name",
+            "refused",
+        ] {
+            assert!(kinds.contains(&k), "{k} missing from {conflicts:?}");
+        }
+        // The path shows the server's version...
+        assert_eq!(c.read_file(0, "k/uu.txt").await.unwrap(), b"theirs uu");
+        assert_eq!(c.read_file(0, "k/ur.txt").await, Err(libc::ENOENT));
+        assert_eq!(c.read_file(0, "k/ru.txt").await.unwrap(), b"theirs ru");
+        assert_eq!(c.read_file(0, "k/nn.txt").await.unwrap(), b"theirs nn");
+        assert_eq!(c.read_file(0, "k/locked/z.txt").await, Err(libc::ENOENT));
+        // ...and ours is kept.
+        let local = |kind: &str| {
+            let x = conflicts.iter().find(|x| x.kind == kind).unwrap();
+            c.afs.conflict_data(0, x.id, ConflictSide::Local).unwrap()
+        };
+        assert_eq!(local("update/update"), b"mine uu");
+        assert_eq!(local("update/remove"), b"mine ur");
+        assert_eq!(local("name/name"), b"mine nn");
+        assert_eq!(local("refused"), b"mine z");
+        let uu = conflicts
+            .iter()
+            .find(|x| x.kind == "update/update")
+            .unwrap();
+        assert!(uu.path.ends_with("k/uu.txt"), "{}", uu.path);
+        assert_eq!(uu.server_dv, Some(uu.base_dv.unwrap() + 1));
+        // Another user may not read them.
+        assert!(c
+            .afs
+            .conflict_data(1000, uu.id, ConflictSide::Local)
+            .is_err());
+    });
+}
+
+#[test]
+fn each_change_replays_as_its_user_and_a_missing_token_pauses_only_that_user() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Memory, 64);
+        let c = &cs[0];
+        cell.add_user("alice", 2);
+        cell.add_user("bob", 3);
+        c.afs.set_token(token(1000, 2)).unwrap();
+        c.afs.set_token(token(1001, 3)).unwrap();
+        c.mkdir(0, "u").await.unwrap();
+        c.tree(1000, "u").await.unwrap();
+        c.tree(1001, "u").await.unwrap();
+        down(&cell, c, true);
+        c.write_file(1000, "u/alice.txt", b"from alice")
+            .await
+            .unwrap();
+        c.write_file(1001, "u/bob.txt", b"from bob").await.unwrap();
+        // bob's unstored data is his alone until replayed.
+        assert_eq!(c.read_file(1000, "u/bob.txt").await.unwrap(), b"");
+        c.afs.unlog(1001, None).unwrap();
+        down(&cell, c, false);
+        for _ in 0..50 {
+            c.afs.sync(&Targets::All).await.unwrap();
+            if cell.third_party(|tp| tp.read("u/alice.txt")).is_some() {
+                break;
+            }
+        }
+        assert_eq!(
+            cell.third_party(|tp| tp.read("u/alice.txt")),
+            Some(b"from alice".to_vec())
+        );
+        assert_eq!(
+            cell.third_party(|tp| tp.status("u/alice.txt")).unwrap().1,
+            2
+        );
+        assert_eq!(cell.third_party(|tp| tp.read("u/bob.txt")), None);
+        let st = c.afs.volume_status();
+        let v = st
+            .iter()
+            .find(|v| v.pending_ops > 0)
+            .expect("bob's changes wait");
+        assert_eq!(v.mode, Mode::Paused);
+        assert_eq!(v.waiting_for.len(), 1);
+        assert_eq!(v.waiting_for[0].uid, 1001);
+        assert!(
+            v.waiting_for[0].reason.contains("aklog"),
+            "{:?}",
+            v.waiting_for
+        );
+        c.afs.set_token(token(1001, 3)).unwrap();
+        until_synced(c).await;
+        assert_eq!(
+            cell.third_party(|tp| tp.read("u/bob.txt")),
+            Some(b"from bob".to_vec())
+        );
+        assert_eq!(cell.third_party(|tp| tp.status("u/bob.txt")).unwrap().1, 3);
+        assert_eq!(pending(c), 0);
+    });
+}
+
+#[test]
+fn closes_during_two_cuts_each_reach_the_server_once() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Memory, 64);
+        let c = &cs[0];
+        cell.third_party(|tp| tp.write("f", b""));
+        let ino = c.resolve(0, "f").await.unwrap();
+        let fh = errno(c.afs.open(0, ino, libc::O_RDWR).await).unwrap();
+        for (i, byte) in [b"".as_slice(), b"x".as_slice()].iter().enumerate() {
+            errno(c.afs.write(fh, 0, byte).await).unwrap();
+            down(&cell, c, true);
+            assert_eq!(errno(c.afs.flush(fh).await), Ok(()), "close {i} is logged");
+            down(&cell, c, false);
+            until_synced(c).await;
+            assert!(
+                c.afs.conflicts(None).is_empty(),
+                "{i}: {:?}",
+                c.afs.conflicts(None)
+            );
+        }
+        assert_eq!(cell.third_party(|tp| tp.read("f")), Some(b"x".to_vec()));
+    });
+}
