@@ -172,6 +172,9 @@ impl Store for MemoryStore {
     fn set_limits(&self, limits: Limits) {
         self.lock().acc.set_limits(limits);
     }
+    fn limits(&self) -> Limits {
+        self.lock().acc.limits()
+    }
     fn evict(&self) -> Result<EvictReport> {
         Ok(self.lock().evict())
     }

@@ -444,6 +444,15 @@ impl Store for RocksStore {
     fn set_limits(&self, limits: Limits) {
         self.state().acc.set_limits(limits);
     }
+    fn limits(&self) -> Limits {
+        self.state().acc.limits()
+    }
+    fn persist(&self) -> Result<()> {
+        let mut st = self.state();
+        self.apply_locked(&mut st, Batch::clean(), true)?;
+        self.db.flush()?;
+        Ok(())
+    }
     fn evict(&self) -> Result<EvictReport> {
         let mut st = self.state();
         self.evict_locked(&mut st)

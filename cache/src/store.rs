@@ -261,6 +261,14 @@ pub trait Store: Send + Sync {
     /// What the whole cache occupies on disk, as bounded by
     /// [`Limits::disk_bytes`]: chunk files in whole blocks plus the records.
     fn disk_usage(&self) -> u64;
+    /// The bounds in force.
+    fn limits(&self) -> Limits;
+    /// Makes everything applied so far durable, clean batches included
+    /// (they skip the log): done when a volume goes offline, so that what
+    /// was fetched until then survives a crash while offline.
+    fn persist(&self) -> Result<()> {
+        Ok(())
+    }
     /// Bounds of the file-data cache (0 = unlimited). Takes effect at the
     /// next batch that adds data, or at once through [`Store::evict`].
     fn set_limits(&self, limits: Limits);

@@ -7,6 +7,7 @@
 //! | `afs.acl` | any node | the ACL in the fileserver's text form (`"N\nM\nname rights\n..."`, numeric rights); writing it stores a new ACL (StoreACL) |
 //! | `afsd.volstatus` | any node | the node's fid and its volume's status (GetVolumeStatus), `key value` lines |
 //! | `afsd.whereis` | any node | the addresses of the fileservers of the node's volume instance |
+//! | `afsd.state` | any node | `clean` or `logged(N)` (N changes not yet on the server), `stale-since=T` while its volume is offline, and `dv=` the data version shown |
 //! | `afsd.mountpoint.NAME` | a directory | the contents (`#vol.`) of its entry NAME when that is a mount point; EINVAL when not |
 //!
 //! Lookup crosses mount points, so a mount point is asked about through
@@ -19,6 +20,11 @@ use afs_proto::fs as rpcs;
 use crate::attr::{is_mount_point, ROOT_INO};
 use crate::client::AfsClient;
 use crate::{Error, Result};
+
+/// Disconnected operation's view of a node: `clean`, `logged(N)` (N
+/// changes not yet on the server), `stale-since=T` (served from the cache
+/// while its volume is offline).
+pub const XATTR_STATE: &str = "afsd.state";
 
 /// The ACL xattr (the name Linux kAFS uses).
 pub const XATTR_ACL: &str = "afs.acl";
@@ -138,6 +144,7 @@ impl AfsClient {
             XATTR_ACL if ino != ROOT_INO => self.get_acl(uid, ino).await.map(Some),
             XATTR_VOLSTATUS if ino != ROOT_INO => self.volume_status_text(uid, ino).await.map(Some),
             XATTR_WHEREIS if ino != ROOT_INO => self.whereis_text(ino).map(Some),
+            XATTR_STATE if ino != ROOT_INO => self.state_text(uid, ino).await.map(Some),
             _ => match name.strip_prefix(XATTR_MOUNTPOINT_PREFIX) {
                 Some(entry) => self.mount_point_of(uid, ino, entry).await.map(Some),
                 None => self.getxattr(uid, ino, name).await,
@@ -152,6 +159,31 @@ impl AfsClient {
             v.insert(0, XATTR_ACL);
         }
         Ok(v)
+    }
+
+    /// The `afsd.state` text of a node, for a caller who may see it.
+    async fn state_text(&self, uid: u32, ino: u64) -> Result<Vec<u8>> {
+        let inner = &self.inner;
+        let node = inner.nodes.node(ino)?;
+        let who = inner.valid.who(uid, &node);
+        let st = inner.valid.valid_status(&node, &who).await?;
+        let logged = inner
+            .exec
+            .journal
+            .find(|r| r.m.cell == node.cell && r.fids().contains(&node.fid))
+            .len();
+        let mut s = if logged > 0 {
+            format!("logged({logged})")
+        } else {
+            "clean".to_string()
+        };
+        if let Some(m) = inner.valid.conn.get(&node.cell, node.fid.volume) {
+            if m.mode == crate::Mode::Disconnected {
+                s.push_str(&format!(" stale-since={}", st.fetched_at.min(m.since)));
+            }
+        }
+        s.push_str(&format!(" dv={}\n", st.data_version));
+        Ok(s.into_bytes())
     }
 
     /// The ACL text of a node (FetchACL; for a file, the fileserver answers

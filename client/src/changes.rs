@@ -303,7 +303,7 @@ impl Inner {
             cell: node.cell.clone(),
             volume: node.fid.volume,
             uid: who.uid,
-            vice_id: who.vice_id,
+            vice_id: who.vice_id.or(who.anchor),
             base: st
                 .map(|st| BaseState {
                     fid: node.fid,
@@ -361,7 +361,7 @@ impl Inner {
             cell: dir.cell.clone(),
             volume: dir.fid.volume,
             uid: who.uid,
-            vice_id: who.vice_id,
+            vice_id: who.vice_id.or(who.anchor),
             base,
             change,
         }

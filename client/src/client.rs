@@ -433,6 +433,12 @@ impl AfsClient {
     /// flush`): the next access fetches it again.
     pub fn flush_fid(&self, cell: &str, fid: Fid) -> Result<()> {
         let key = FidKey::new(cell, fid.volume, fid.vnode, fid.unique);
+        if self.inner.exec.journal.pending.contains(&key) {
+            return Err(Error::Busy(
+                "it has changes not yet on the server (see afsd-rs status); nothing was flushed"
+                    .into(),
+            ));
+        }
         self.inner.store.flush_fid(&key)?;
         self.inner.forget_cached(|k| *k == key);
         Ok(())
@@ -440,6 +446,12 @@ impl AfsClient {
 
     /// As `flush_fid`, for every file of a volume (`afsd-rs flushvolume`).
     pub fn flush_volume(&self, cell: &str, volume: u32) -> Result<()> {
+        if self.inner.exec.journal.has_log(cell, volume) {
+            return Err(Error::Busy(
+                "the volume has changes not yet on the server (see afsd-rs status); nothing was flushed"
+                    .into(),
+            ));
+        }
         self.inner.store.flush_volume(cell, volume)?;
         self.inner
             .forget_cached(|k| k.volume == volume && k.cell == cell);

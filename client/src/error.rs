@@ -35,6 +35,12 @@ pub enum Error {
     Offline(String),
     #[error("file exists")]
     Exists,
+    /// The cache cannot take more unstored data (offline, nothing can be
+    /// evicted to make room).
+    #[error("no space left in the cache: {0}")]
+    NoSpace(String),
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("cache: {0}")]
@@ -83,6 +89,8 @@ impl Error {
             Error::Unreachable(_) => libc::EHOSTUNREACH,
             Error::Offline(_) => libc::ENETDOWN,
             Error::Exists => libc::EEXIST,
+            Error::NoSpace(_) => libc::ENOSPC,
+            Error::Busy(_) => libc::EBUSY,
             Error::Server { code, .. } => {
                 let e = afs_proto::errors::abort_to_errno(*code);
                 if e > 0 {

@@ -50,8 +50,8 @@ mod volume;
 mod writes;
 
 pub use admin::{
-    parse_rights, rights_string, Acl, XATTR_ACL, XATTR_MOUNTPOINT_PREFIX, XATTR_VOLSTATUS,
-    XATTR_WHEREIS,
+    parse_rights, rights_string, Acl, XATTR_ACL, XATTR_MOUNTPOINT_PREFIX, XATTR_STATE,
+    XATTR_VOLSTATUS, XATTR_WHEREIS,
 };
 pub use attr::{Attr, DirEntryOut, Invalidation, NodeKind, StatFs, ROOT_INO};
 pub use cellservdb::{parse_cellservdb, read_this_cell, Cell, CellDb, ParsedCellServDb, Skipped};

@@ -245,7 +245,7 @@ impl Executor {
         let mut cancel: Vec<LogRecord> = Vec::new();
         let mut log_it = true;
         let mut out = Outcome::none();
-        let owner = who.vice_id.map_or(ANONYMOUS_ID, |v| v as u32);
+        let owner = who.vice_id.or(who.anchor).map_or(ANONYMOUS_ID, |v| v as u32);
         match &m.change {
             Change::CreateFile { dir, name, mode } | Change::MakeDir { dir, name, mode } => {
                 if e.entry(*dir, name)?.is_some() {
@@ -493,6 +493,10 @@ impl Executor {
             }
         }
         let cancelled = cancel.len() as u64;
+        if self.valid.conn.mode(&m.cell, m.volume) != crate::Mode::Disconnected {
+            // Connected or replaying: replay picks this up soon.
+            self.valid.conn.wake.notify_one();
+        }
         if log_it && rec.path.is_empty() && rec.state != RecState::Open {
             let main = rec
                 .fids()

@@ -31,7 +31,10 @@ pub struct Mutation {
     pub volume: u32,
     /// The local user who made the change: its token sends it.
     pub uid: u32,
-    /// The AFS id the change was made as (None: anonymous).
+    /// The AFS id the change was made as (None: anonymous). A user whose
+    /// token expired acts offline as the token's AFS id (its anchor):
+    /// replay waits for a valid token of that id rather than send the
+    /// change anonymously.
     pub vice_id: Option<i32>,
     /// What the change was decided against.
     pub base: Vec<BaseState>,

@@ -102,6 +102,7 @@ impl AfsClient {
         for (cell, vol) in &vols {
             self.inner.valid.conn.set_offline(cell, *vol);
         }
+        self.inner.store.persist()?;
         Ok(self
             .volume_status()
             .into_iter()

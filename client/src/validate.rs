@@ -139,10 +139,16 @@ impl Validator {
     /// identity (kept across restarts, and after its token expired).
     pub(crate) fn rights_of(&self, node: &NodeRef, who: &Identity) -> Option<u32> {
         let key = node.key();
-        if let Some(r) = self.rights.get(who.id, &key) {
-            return Some(r);
+        let local = self.is_local(node);
+        // Offline, a user whose token expired acts as its AFS identity
+        // (never sent anywhere), not as anonymous.
+        let anchored = local && who.id == ANONYMOUS && who.anchor.is_some();
+        if !anchored {
+            if let Some(r) = self.rights.get(who.id, &key) {
+                return Some(r);
+            }
         }
-        if !self.is_local(node) {
+        if !local {
             return None;
         }
         if let Some(r) = self.last_rights(who.anchor, &key) {
@@ -276,9 +282,17 @@ impl Validator {
     fn after_call<T>(&self, node: &NodeRef, who: &Identity, r: &Result<T>) {
         match r {
             Err(e) if e.errno() == libc::EACCES => self.tokens.warn_expired(who, &node.cell),
-            Err(e) if crate::connectivity::is_network(e) => {
-                self.conn
-                    .went_down(&node.cell, node.fid.volume, &e.to_string());
+            // What was fetched until the volume went offline must survive
+            // a crash while offline: it is all there is to work with.
+            Err(e)
+                if crate::connectivity::is_network(e)
+                    && self
+                        .conn
+                        .went_down(&node.cell, node.fid.volume, &e.to_string()) =>
+            {
+                if let Err(e) = self.store.persist() {
+                    tracing::warn!("cache: making fetched data durable: {e}");
+                }
             }
             _ => {}
         }

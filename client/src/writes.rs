@@ -354,6 +354,26 @@ impl OpenFiles {
             self.store.apply(unlogged(ops))?;
             return Ok(());
         }
+        // Offline nothing can be evicted to make room for unstored data:
+        // past the cache's size, writes fail rather than lose anything.
+        let limit = self.store.limits().disk_bytes;
+        if limit > 0 {
+            let incoming: u64 = ops
+                .iter()
+                .map(|op| match op {
+                    Op::WriteChunk { data, .. } | Op::PutDirtyChunk { data, .. } => {
+                        data.len() as u64
+                    }
+                    _ => 0,
+                })
+                .sum();
+            let held = self.store.usage().dirty_bytes;
+            if held + incoming > limit {
+                return Err(Error::NoSpace(format!(
+                    "{held} bytes of changes and base data are held for replay, the cache holds {limit}"
+                )));
+            }
+        }
         let m = self.store_record(node, who, next);
         self.exec
             .log_change(who, &m, RecState::Open, ops, false)
@@ -366,7 +386,7 @@ impl OpenFiles {
             cell: node.cell.clone(),
             volume: node.fid.volume,
             uid: who.uid,
-            vice_id: who.vice_id,
+            vice_id: who.vice_id.or(who.anchor),
             base: vec![BaseState {
                 fid: node.fid,
                 data_version: f.base_dv,

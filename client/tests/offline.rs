@@ -570,3 +570,123 @@ fn closes_during_two_cuts_each_reach_the_server_once() {
         assert_eq!(cell.third_party(|tp| tp.read("f")), Some(b"x".to_vec()));
     });
 }
+
+#[test]
+fn a_full_cache_offline_refuses_writes_and_keeps_what_is_logged() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Rocks, 4096);
+        let c = &cs[0];
+        c.mkdir(0, "full").await.unwrap();
+        c.tree(0, "full").await.unwrap();
+        c.afs.set_cache_size(64 << 10).unwrap();
+        c.afs.go_offline(&Targets::All).unwrap();
+        c.write_file(0, "full/kept.txt", &[7u8; 16 << 10])
+            .await
+            .unwrap();
+        let big = vec![1u8; 256 << 10];
+        assert_eq!(
+            c.write_file(0, "full/big.bin", &big).await,
+            Err(libc::ENOSPC),
+            "past the cache's size an offline write fails"
+        );
+        // What was logged is intact, and flushing it is refused.
+        assert_eq!(
+            c.read_file(0, "full/kept.txt").await.unwrap(),
+            vec![7u8; 16 << 10]
+        );
+        let fid = |ino: u64| async move {
+            let v = errno(c.afs.getxattr_as(0, ino, "afs.fid").await)
+                .unwrap()
+                .unwrap();
+            String::from_utf8(v).unwrap()
+        };
+        let kept = c.resolve(0, "full/kept.txt").await.unwrap();
+        let state = errno(c.afs.getxattr_as(0, kept, "afsd.state").await)
+            .unwrap()
+            .unwrap();
+        let state = String::from_utf8(state).unwrap();
+        assert!(state.contains("logged("), "{state}");
+        assert!(state.contains("stale-since="), "{state}");
+        let text = fid(kept).await;
+        let parts: Vec<u32> = text
+            .trim()
+            .split(':')
+            .map(|x| u32::from_str_radix(x, 16).unwrap())
+            .collect();
+        let f = afs_proto::types::Fid::new(parts[0], parts[1], parts[2]);
+        assert_eq!(
+            c.afs.flush_fid(CELL, f).map_err(|e| e.errno()),
+            Err(libc::EBUSY)
+        );
+        assert_eq!(
+            c.afs.flush_volume(CELL, f.volume).map_err(|e| e.errno()),
+            Err(libc::EBUSY)
+        );
+        c.afs.go_online(&Targets::All, false).await.unwrap();
+        until_synced(c).await;
+        assert_eq!(
+            cell.third_party(|tp| tp.read("full/kept.txt")),
+            Some(vec![7u8; 16 << 10])
+        );
+        // What the writes before the refusal put in the file reached the
+        // server at its close; nothing past them.
+        let got = cell.third_party(|tp| tp.read("full/big.bin")).unwrap();
+        assert!(
+            got.len() < big.len() && got.iter().all(|b| *b == 1),
+            "{}",
+            got.len()
+        );
+    });
+}
+
+#[test]
+fn an_expired_token_anchors_rights_offline_and_is_never_sent() {
+    rt().block_on(async {
+        let cell = MemCell::new(CELL);
+        cell.add_user("alice", 2);
+        cell.third_party(|tp| {
+            tp.set_acl("", &[(ANYUSER, rights::READ | rights::LOOKUP)], &[]);
+            tp.mkdir("home");
+            tp.set_acl("home", &[(2, rights::ALL)], &[]);
+            tp.write("home/notes.txt", b"alice's notes");
+        });
+        let c = client_on(&cell, Arc::new(MemoryStore::new()));
+        c.afs.set_token(token(1000, 2)).unwrap();
+        assert_eq!(c.read_file(1000, "home/notes.txt").await.unwrap(), b"alice's notes");
+        // Anonymous may not even look inside.
+        assert_eq!(c.read_file(1001, "home/notes.txt").await, Err(libc::EACCES));
+        c.afs.go_offline(&Targets::All).unwrap();
+        // The token expires while offline.
+        let mut old = token(1000, 2);
+        old.end = old.start - 1;
+        old.start -= 7200;
+        c.afs.set_token(old).unwrap();
+        assert_eq!(c.read_file(1000, "home/notes.txt").await.unwrap(), b"alice's notes");
+        c.write_file(1000, "home/notes.txt", b"edited offline").await.unwrap();
+        // Her rights are hers: another uid still has none.
+        assert_eq!(c.read_file(1001, "home/notes.txt").await, Err(libc::EACCES));
+        c.afs.go_online(&Targets::All, false).await.unwrap();
+        for _ in 0..20 {
+            c.afs.sync(&Targets::All).await.unwrap();
+        }
+        // Not sent anonymously: it waits for alice.
+        assert_eq!(
+            cell.third_party(|tp| tp.read("home/notes.txt")),
+            Some(b"alice's notes".to_vec())
+        );
+        assert!(c.afs.conflicts(None).is_empty(), "{:?}", c.afs.conflicts(None));
+        let st = c.afs.volume_status();
+        assert!(
+            st.iter().any(|v| v.mode == Mode::Paused
+                && v.waiting_for.iter().any(|w| w.uid == 1000
+                    && w.principal.as_deref() == Some("user2@MEM.TEST"))),
+            "{st:?}"
+        );
+        c.afs.set_token(token(1000, 2)).unwrap();
+        until_synced(&c).await;
+        assert_eq!(
+            cell.third_party(|tp| tp.read("home/notes.txt")),
+            Some(b"edited offline".to_vec())
+        );
+    });
+}

@@ -134,7 +134,15 @@ impl Client {
         };
         let mut off = 0;
         for piece in data.chunks(37) {
-            let n = errno(self.afs.write(fh, off, piece).await)?;
+            let n = match errno(self.afs.write(fh, off, piece).await) {
+                Ok(n) => n,
+                Err(e) => {
+                    // As a program does: the descriptor is closed anyway.
+                    let _ = self.afs.flush(fh).await;
+                    let _ = self.afs.release(fh, None).await;
+                    return Err(e);
+                }
+            };
             assert_eq!(n as usize, piece.len());
             off += piece.len() as u64;
         }
