@@ -377,6 +377,11 @@ pub fn demo(o: &DemoOpts) -> Res<()> {
     let m = afs.display();
     let b = bin.display();
     let quick = Duration::from_secs(30);
+    // What an earlier tour made offline goes first (quietly), so that the
+    // offline part makes it again in directories this fresh cache knows.
+    let shared = afs.join(format!(".{cl}/shared"));
+    let _ = fs::remove_dir_all(shared.join("demo-dir"));
+    let _ = fs::remove_file(shared.join("demo-offline.txt"));
     println!("\n======== tour of {m} (afsd-rs pid {pid}, cell {cl}) ========");
     show(&format!("ls {m}"), "the cells", false, quick);
     show(
