@@ -592,7 +592,7 @@ async fn run(
     control_socket: &Path,
     report: &dyn Fn(&str),
 ) -> Result<(), String> {
-    let check_timeout = config.dead_time.min(Duration::from_secs(20)) + Duration::from_secs(2);
+    let check_timeout = config.dead_time.min(Duration::from_secs(20)) * 2 + Duration::from_secs(2);
     let conf_dir = config.conf_dir.clone();
     let (client, invalidations) = AfsClient::start(config).await.map_err(|e| e.to_string())?;
     let cells = client.cells();
@@ -608,13 +608,24 @@ async fn run(
             conf_dir.display(),
             cells.len()
         ),
-        Ok(Err(e)) => return Err(format!("cell {home}: {e}")),
-        Err(_) => {
-            return Err(format!(
-                "cell {home}: no answer from its VL server or fileserver within {}s",
-                check_timeout.as_secs()
-            ))
+        // A cell this cache used before is served offline from it: the
+        // daemon starts, and its volumes come back when they answer.
+        Ok(Err(e))
+            if e.errno() == libc::ETIMEDOUT
+                || e.errno() == libc::EHOSTUNREACH
+                || e.errno() == libc::ENETDOWN =>
+        {
+            offline_start(&client, &home, &e.to_string())?
         }
+        Ok(Err(e)) => return Err(format!("cell {home}: {e}")),
+        Err(_) => offline_start(
+            &client,
+            &home,
+            &format!(
+                "no answer from its VL server or fileserver within {}s",
+                check_timeout.as_secs()
+            ),
+        )?,
     }
     let mounted = fuse_front::mount(
         client.clone(),
@@ -723,4 +734,19 @@ fn daemonize(cache_dir: &Path) -> std::io::Result<Option<ExitCode>> {
     }
     DAEMON_PIPE.with(|p| p.set(Some(wr)));
     Ok(None)
+}
+
+/// The local cell did not answer at mount time: fine when this cache used
+/// it before (disconnected operation serves it), an error otherwise (most
+/// likely a wrong CellServDB, which must be said at once).
+fn offline_start(client: &AfsClient, cell: &str, why: &str) -> Result<(), String> {
+    if client.knows_cell(cell) {
+        tracing::warn!(
+            cell,
+            "{why}: starting offline; what the cache holds is served"
+        );
+        Ok(())
+    } else {
+        Err(format!("cell {cell}: {why}"))
+    }
 }

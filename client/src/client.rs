@@ -292,6 +292,18 @@ impl AfsClient {
         self.lookup(0, crate::ROOT_INO, &name).await.map(|_| ())
     }
 
+    /// True when this cache used `cell` before (it kept where its volumes
+    /// are): the cell can be served offline.
+    pub fn knows_cell(&self, cell: &str) -> bool {
+        let mut prefix = cell.to_ascii_lowercase().into_bytes();
+        prefix.push(0);
+        self.inner
+            .store
+            .records(crate::journal::SPACE_VOLUME)
+            .map(|r| r.iter().any(|(k, _)| k.starts_with(&prefix)))
+            .unwrap_or(false)
+    }
+
     /// The address of the socket our calls leave from and the callback
     /// service listens on.
     pub fn local_addr(&self) -> std::net::SocketAddr {

@@ -245,7 +245,10 @@ impl Executor {
         let mut cancel: Vec<LogRecord> = Vec::new();
         let mut log_it = true;
         let mut out = Outcome::none();
-        let owner = who.vice_id.or(who.anchor).map_or(ANONYMOUS_ID, |v| v as u32);
+        let owner = who
+            .vice_id
+            .or(who.anchor)
+            .map_or(ANONYMOUS_ID, |v| v as u32);
         match &m.change {
             Change::CreateFile { dir, name, mode } | Change::MakeDir { dir, name, mode } => {
                 if e.entry(*dir, name)?.is_some() {
@@ -403,6 +406,21 @@ impl Executor {
                         .map_or(ost.data_version, |b| b.status.data_version);
                     rec.victim = Some((over, base_dv));
                     e.link_count(over, -1)?;
+                }
+                if moved_is_dir && to_dir != from_dir {
+                    // Not into its own subtree.
+                    let mut cur = *to_dir;
+                    for _ in 0..256 {
+                        if cur == moved_fid {
+                            return Err(Error::Invalid(
+                                "a directory cannot move into itself".into(),
+                            ));
+                        }
+                        match e.entry(cur, b"..") {
+                            Ok(Some(up)) if up != cur => cur = up,
+                            _ => break,
+                        }
+                    }
                 }
                 rec.moved = Some(moved_fid);
                 e.edit_dir(&m.change, *from_dir, None, Some(&moved))?;

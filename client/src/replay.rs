@@ -339,7 +339,12 @@ impl AfsClient {
                 .open
                 .replay_store(&self.node(rec, *fid), who, data, from_piece)
                 .await
-                .map(|_| None),
+                .map(|st| {
+                    if let Some(st) = st {
+                        self.moved_by_us(rec, *fid, data.base_dv, st.data_version);
+                    }
+                    None
+                }),
             _ => inner
                 .exec
                 .send(who, &rec.m, 0)
@@ -742,6 +747,47 @@ impl AfsClient {
         }
     }
 
+    /// Our own replayed store moved a file from version `old` to `new`:
+    /// later records that expected `old` (another user's store of it, a
+    /// remove of it) expect `new`, and so do write states based on `old`.
+    fn moved_by_us(&self, rec: &LogRecord, fid: Fid, old: u64, new: u64) {
+        let inner = &self.inner;
+        let journal = &inner.exec.journal;
+        let mut puts = Vec::new();
+        for mut r in
+            journal.find(|r| r.seq != rec.seq && r.m.cell == rec.m.cell && r.fids().contains(&fid))
+        {
+            let mut changed = false;
+            if let Change::StoreData { fid: f, data } = &mut r.m.change {
+                if *f == fid && data.base_dv == old {
+                    data.base_dv = new;
+                    changed = true;
+                }
+            }
+            for b in &mut r.m.base {
+                if b.fid == fid && b.data_version == old {
+                    b.data_version = new;
+                    changed = true;
+                }
+            }
+            if let Some((v, dv)) = &mut r.victim {
+                if *v == fid && *dv == old {
+                    *dv = new;
+                    changed = true;
+                }
+            }
+            if changed {
+                puts.push(r);
+            }
+        }
+        if !puts.is_empty() {
+            if let Err(e) = journal.commit(Vec::new(), puts, Vec::new(), false) {
+                tracing::warn!("change log: {e}");
+            }
+        }
+        inner.open.rebase_from(&self.node(rec, fid).key(), old, new);
+    }
+
     /// A record is on the server: it leaves the log, and an object it
     /// made takes its server fid everywhere, in one batch.
     fn finish(&self, rec: &LogRecord, created: Option<Fid>) -> Result<()> {
@@ -766,14 +812,21 @@ impl AfsClient {
                 .find(|r| r.seq != rec.seq && r.m.cell == rec.m.cell && r.fids().contains(&local))
             {
                 r.rekey(local, server);
+                // What was decided against the local object (version 0)
+                // holds against the version its create made.
                 if let Change::StoreData { fid, data } = &mut r.m.change {
                     if *fid == server && data.base_dv == 0 {
                         data.base_dv = server_dv;
-                        for b in &mut r.m.base {
-                            if b.fid == server {
-                                b.data_version = server_dv;
-                            }
-                        }
+                    }
+                }
+                for b in &mut r.m.base {
+                    if b.fid == server && b.data_version == 0 {
+                        b.data_version = server_dv;
+                    }
+                }
+                if let Some((v, dv)) = &mut r.victim {
+                    if *v == server && *dv == 0 {
+                        *dv = server_dv;
                     }
                 }
                 puts.push(r);
@@ -831,6 +884,17 @@ impl AfsClient {
             inner.valid.forget(&lk);
         }
         journal.commit(ops, puts, vec![rec.clone()], false)?;
+        // Objects whose last change is on the server now show the
+        // server's state: fetched again at next use.
+        let mut fids = rec.fids();
+        fids.extend(created);
+        for f in fids {
+            let key = self.node(rec, f).key();
+            if !journal.pending.contains(&key) {
+                inner.valid.statuses.break_fid(&key);
+                inner.nodes.invalidate(&key);
+            }
+        }
         Stats::add(&inner.stats.replayed, 1);
         tracing::debug!(seq = rec.seq, change = rec.m.change.kind(), "replayed");
         Ok(())

@@ -727,6 +727,26 @@ impl OpenFiles {
         }
     }
 
+    /// Write states of a file based on version `old` are based on `new`
+    /// (a store replayed for another of its writers moved it).
+    pub(crate) fn rebase_from(&self, key: &FidKey, old: u64, new: u64) {
+        let cells: Vec<StateCell> = self
+            .states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((k, _), _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect();
+        for c in cells {
+            if let Ok(mut f) = c.try_lock() {
+                if f.base_dv == old {
+                    f.base_dv = new;
+                }
+            }
+        }
+    }
+
     /// A write state keyed by another fid (a file made offline got its
     /// server fid).
     pub(crate) fn rekey(&self, old: &FidKey, new: &FidKey) {

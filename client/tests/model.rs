@@ -55,12 +55,37 @@ enum Step {
         path: &'static str,
         data: Vec<u8>,
     },
-    /// The client's network is cut for one change, which must time out
-    /// and change nothing.
+    /// The client's network is cut for one change, which is made offline
+    /// and replayed when the network is back.
     Cut {
         who: usize,
         path: &'static str,
     },
+    /// The client goes offline by hand: until `Online` only it acts (its
+    /// changes are logged; what it never cached fails with ENETDOWN).
+    Offline {
+        who: usize,
+    },
+    /// Back online: the log replays, with no conflict.
+    Online,
+}
+
+impl Step {
+    /// The client that acts (None: the third party, or nobody).
+    fn actor(&self) -> Option<usize> {
+        match self {
+            Step::Write { who, .. }
+            | Step::Read { who, .. }
+            | Step::Truncate { who, .. }
+            | Step::Mkdir { who, .. }
+            | Step::Unlink { who, .. }
+            | Step::Rmdir { who, .. }
+            | Step::Rename { who, .. }
+            | Step::Cut { who, .. }
+            | Step::Offline { who } => Some(*who),
+            Step::ThirdParty { .. } | Step::Online => None,
+        }
+    }
 }
 
 fn name() -> impl Strategy<Value = &'static str> {
@@ -79,7 +104,9 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (who.clone(), name()).prop_map(|(who, path)| Step::Rmdir { who, path }),
         2 => (who.clone(), name(), name()).prop_map(|(who, from, to)| Step::Rename { who, from, to }),
         2 => (name(), data).prop_map(|(path, data)| Step::ThirdParty { path, data }),
-        1 => (who, name()).prop_map(|(who, path)| Step::Cut { who, path }),
+        1 => (who.clone(), name()).prop_map(|(who, path)| Step::Cut { who, path }),
+        1 => who.prop_map(|who| Step::Offline { who }),
+        1 => Just(Step::Online),
     ]
 }
 
@@ -270,36 +297,79 @@ async fn run(steps: Vec<Step>, kind: StoreKind, sabotage: bool) -> Result<(), Te
         sabotage,
         ..Model::default()
     };
+    let mut offline: Option<usize> = None;
+    let mut steps = steps;
+    // Whatever is offline at the end comes back.
+    steps.push(Step::Online);
     for s in steps {
         let what = format!("{s:?}");
+        if let Some(o) = offline {
+            // Offline, only that client acts: anyone else's change would
+            // make a conflict, which this model does not predict.
+            let others = match &s {
+                Step::Online => false,
+                Step::Cut { .. } | Step::Offline { .. } => true,
+                other => other.actor() != Some(o),
+            };
+            if others {
+                continue;
+            }
+        }
+        // What the model was before the step: a change the offline client
+        // could not make (ENETDOWN: never cached) leaves it so.
+        let before = model.map.clone();
+        let check = |what: &str, got: Result<(), i32>, want: Result<(), i32>, model: &mut Model| {
+            if offline.is_some() && got == Err(libc::ENETDOWN) {
+                model.map = before.clone();
+                return Ok(());
+            }
+            check(what, got, want)
+        };
         match s {
             Step::Write { who, path, data } => {
                 let want = model.write(path, &data);
-                check(&what, clients[who].write_file(0, path, &data).await, want)?;
+                check(
+                    &what,
+                    clients[who].write_file(0, path, &data).await,
+                    want,
+                    &mut model,
+                )?;
             }
             Step::Read { who, path } => {
                 let got = clients[who].read_file(0, path).await;
-                prop_assert_eq!(got, model.read(path), "{}", what);
+                if !(offline.is_some() && got == Err(libc::ENETDOWN)) {
+                    prop_assert_eq!(got, model.read(path), "{}", what);
+                }
             }
             Step::Truncate { who, path, size } => {
                 let want = model.truncate(path, size);
-                check(&what, truncate(&clients[who], path, size).await, want)?;
+                check(
+                    &what,
+                    truncate(&clients[who], path, size).await,
+                    want,
+                    &mut model,
+                )?;
             }
             Step::Mkdir { who, path } => {
                 let want = model.mkdir(path);
-                check(&what, clients[who].mkdir(0, path).await, want)?;
+                check(&what, clients[who].mkdir(0, path).await, want, &mut model)?;
             }
             Step::Unlink { who, path } => {
                 let want = model.unlink(path);
-                check(&what, clients[who].unlink(0, path).await, want)?;
+                check(&what, clients[who].unlink(0, path).await, want, &mut model)?;
             }
             Step::Rmdir { who, path } => {
                 let want = model.rmdir(path);
-                check(&what, clients[who].rmdir(0, path).await, want)?;
+                check(&what, clients[who].rmdir(0, path).await, want, &mut model)?;
             }
             Step::Rename { who, from, to } => {
                 let want = model.rename(from, to);
-                check(&what, clients[who].rename(0, from, to).await, want)?;
+                check(
+                    &what,
+                    clients[who].rename(0, from, to).await,
+                    want,
+                    &mut model,
+                )?;
             }
             Step::ThirdParty { path, data } => {
                 // The third party writes only where the model can: a file
@@ -308,6 +378,22 @@ async fn run(steps: Vec<Step>, kind: StoreKind, sabotage: bool) -> Result<(), Te
                     model.write(path, &data).expect("checked");
                     cell.third_party(|tp| tp.write(path, &data));
                 }
+            }
+            Step::Offline { who } => {
+                // A client that used no volume yet has nothing to take
+                // offline.
+                if clients[who].afs.go_offline(&client::Targets::All).is_ok() {
+                    offline = Some(who);
+                }
+            }
+            Step::Online => {
+                let Some(who) = offline.take() else { continue };
+                clients[who]
+                    .afs
+                    .go_online(&client::Targets::All, false)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                synced(&clients[who], &what).await?;
             }
             Step::Cut { who, path } => {
                 // The network goes while a directory is made: the client
@@ -334,28 +420,12 @@ async fn run(steps: Vec<Step>, kind: StoreKind, sabotage: bool) -> Result<(), Te
                     (Err(libc::ENETDOWN | libc::ETIMEDOUT), Err(_)) => {}
                     _ => prop_assert_eq!(r, want, "{}", what),
                 }
-                for _ in 0..50 {
-                    clients[who]
-                        .afs
-                        .sync(&client::Targets::All)
-                        .await
-                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    if clients[who]
-                        .afs
-                        .volume_status()
-                        .iter()
-                        .all(|v| v.pending_ops == 0 && v.mode == client::Mode::Connected)
-                    {
-                        break;
-                    }
-                }
-                prop_assert!(
-                    clients[who].afs.conflicts(None).is_empty(),
-                    "conflicts after {}: {:?}",
-                    what,
-                    clients[who].afs.conflicts(None)
-                );
+                synced(&clients[who], &what).await?;
             }
+        }
+        if offline.is_some() {
+            // The server and the other client see the change later.
+            continue;
         }
         let want = model.tree();
         let server: Vec<(String, Option<Vec<u8>>)> = cell
@@ -373,6 +443,37 @@ async fn run(steps: Vec<Step>, kind: StoreKind, sabotage: bool) -> Result<(), Te
             prop_assert_eq!(got.as_ref(), Ok(&want), "client {} after {}", i, what);
         }
     }
+    Ok(())
+}
+
+/// Replays the client's log until its volumes are connected with nothing
+/// pending, with no conflict.
+async fn synced(c: &Client, what: &str) -> Result<(), TestCaseError> {
+    for _ in 0..50 {
+        c.afs
+            .sync(&client::Targets::All)
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        if c.afs
+            .volume_status()
+            .iter()
+            .all(|v| v.pending_ops == 0 && v.mode == client::Mode::Connected)
+        {
+            break;
+        }
+    }
+    prop_assert!(
+        c.afs.conflicts(None).is_empty(),
+        "conflicts after {}: {:?}",
+        what,
+        c.afs.conflicts(None)
+    );
+    prop_assert!(
+        c.afs.volume_status().iter().all(|v| v.pending_ops == 0),
+        "not replayed after {}: {:?}",
+        what,
+        c.afs.volume_status()
+    );
     Ok(())
 }
 

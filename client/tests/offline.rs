@@ -652,7 +652,10 @@ fn an_expired_token_anchors_rights_offline_and_is_never_sent() {
         });
         let c = client_on(&cell, Arc::new(MemoryStore::new()));
         c.afs.set_token(token(1000, 2)).unwrap();
-        assert_eq!(c.read_file(1000, "home/notes.txt").await.unwrap(), b"alice's notes");
+        assert_eq!(
+            c.read_file(1000, "home/notes.txt").await.unwrap(),
+            b"alice's notes"
+        );
         // Anonymous may not even look inside.
         assert_eq!(c.read_file(1001, "home/notes.txt").await, Err(libc::EACCES));
         c.afs.go_offline(&Targets::All).unwrap();
@@ -661,8 +664,13 @@ fn an_expired_token_anchors_rights_offline_and_is_never_sent() {
         old.end = old.start - 1;
         old.start -= 7200;
         c.afs.set_token(old).unwrap();
-        assert_eq!(c.read_file(1000, "home/notes.txt").await.unwrap(), b"alice's notes");
-        c.write_file(1000, "home/notes.txt", b"edited offline").await.unwrap();
+        assert_eq!(
+            c.read_file(1000, "home/notes.txt").await.unwrap(),
+            b"alice's notes"
+        );
+        c.write_file(1000, "home/notes.txt", b"edited offline")
+            .await
+            .unwrap();
         // Her rights are hers: another uid still has none.
         assert_eq!(c.read_file(1001, "home/notes.txt").await, Err(libc::EACCES));
         c.afs.go_online(&Targets::All, false).await.unwrap();
@@ -674,12 +682,17 @@ fn an_expired_token_anchors_rights_offline_and_is_never_sent() {
             cell.third_party(|tp| tp.read("home/notes.txt")),
             Some(b"alice's notes".to_vec())
         );
-        assert!(c.afs.conflicts(None).is_empty(), "{:?}", c.afs.conflicts(None));
+        assert!(
+            c.afs.conflicts(None).is_empty(),
+            "{:?}",
+            c.afs.conflicts(None)
+        );
         let st = c.afs.volume_status();
         assert!(
             st.iter().any(|v| v.mode == Mode::Paused
-                && v.waiting_for.iter().any(|w| w.uid == 1000
-                    && w.principal.as_deref() == Some("user2@MEM.TEST"))),
+                && v.waiting_for
+                    .iter()
+                    .any(|w| w.uid == 1000 && w.principal.as_deref() == Some("user2@MEM.TEST"))),
             "{st:?}"
         );
         c.afs.set_token(token(1000, 2)).unwrap();
