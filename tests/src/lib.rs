@@ -176,6 +176,14 @@ impl Mount {
     /// Mounts on an existing (or new) cache directory, waiting until the
     /// cell root answers.
     pub fn with_cache(cell: &Cell, cache_dir: &Path, extra: &[&str]) -> Mount {
+        Mount::with_cache_probe(cell, cache_dir, extra, cell.cell())
+    }
+
+    /// Mounts on an existing cache directory, waiting until `probe` (a
+    /// directory relative to the mount point, e.g. `.CELL/shared/x`) lists:
+    /// for a restart while the cell cannot be reached, where only what the
+    /// cache holds answers.
+    pub fn with_cache_probe(cell: &Cell, cache_dir: &Path, extra: &[&str], probe: &str) -> Mount {
         let base = scratch("mnt");
         let dir = base.join("afs");
         std::fs::create_dir_all(&dir).unwrap();
@@ -208,7 +216,7 @@ impl Mount {
             log,
             child: Some(child),
         };
-        let probe = m.dir.join(cell.cell());
+        let probe = m.dir.join(probe);
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if is_mountpoint(&m.dir) && std::fs::read_dir(&probe).is_ok() {
@@ -221,7 +229,8 @@ impl Mount {
             }
             assert!(
                 Instant::now() < deadline,
-                "afsd-rs did not mount within 40 s:\n{}",
+                "afsd-rs did not mount (or {} did not list) within 40 s:\n{}",
+                probe.display(),
                 m.log_text()
             );
             std::thread::sleep(Duration::from_millis(100));

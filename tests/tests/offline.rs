@@ -646,12 +646,35 @@ fn kill9_during_offline_writes() {
     let cache = m.cache_dir.clone();
     let (_, rel) = workdir(&cell, &m, "kill-offline");
     let model: Model = Arc::new(Mutex::new(BTreeMap::new()));
+    // A short dead time can take the fileserver's pause for a cut (see
+    // DEAD): the mkdir was then logged; let it reach the server.
     if let Err(e) = m.wait_replayed(REPLAY_LIMIT) {
         panic!("before the cut: {e}");
     }
+    // Listed, so that its (empty) listing is cached (after a replay the
+    // objects replayed are fetched again).
+    assert_eq!(fs::read_dir(in_mount(&cell, &m, &rel)).unwrap().count(), 0);
     let cut = cell.cut();
+    // First the client notices the cut (the first change waits out the dead
+    // time and is logged): the kills below land while it is offline.
+    let first = in_mount(&cell, &m, &rel).join("first.txt");
+    let f = fs::File::create(&first).expect("the first change offline");
+    (&f).write_all(b"the first change, during the dead time\n")
+        .unwrap();
+    close_file(f).expect("close of the first change offline");
+    model.lock().unwrap().insert(
+        "first.txt".into(),
+        Known::Data(b"the first change, during the dead time\n".to_vec()),
+    );
+    let vol = m.volume_status("root.cell").expect("root.cell in status");
+    assert_eq!(
+        vol.mode, "disconnected",
+        "after a change met the cut: {}",
+        vol.raw
+    );
     let n = trials(20);
     let mut writes = 0;
+    let mut no_root = Vec::new();
     for trial in 0..n {
         let dir = in_mount(&cell, &m, &rel);
         let stop = Arc::new(AtomicBool::new(false));
@@ -664,7 +687,12 @@ fn kill9_during_offline_writes() {
         stop.store(true, Ordering::Relaxed);
         let done = writer.join().expect("the writer panicked");
         writes += done;
-        m = Mount::with_cache(&cell, &cache, DEAD_CUT);
+        m = Mount::with_cache_probe(&cell, &cache, DEAD_CUT, &format!(".{}/{rel}", cell.cell()));
+        // The cell root (root.cell's RO clone, listed by every earlier
+        // mount) must be served from the cache too.
+        if fs::read_dir(m.path(cell.cell())).is_err() {
+            no_root.push(trial);
+        }
         let snapshot = model.lock().unwrap().clone();
         let dir = in_mount(&cell, &m, &rel);
         check_known(
@@ -741,6 +769,12 @@ fn kill9_during_offline_writes() {
             "the server has {name}, never written"
         );
     }
+    assert!(
+        no_root.is_empty(),
+        "after the restarts of trials {no_root:?} (offline, after kill -9), {} did not list: \
+         the cell root was cached before the cut",
+        m.path(cell.cell()).display()
+    );
 }
 
 // ---------------------------------------------------------------- T3
