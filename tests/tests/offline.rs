@@ -31,6 +31,10 @@ use rand::{Rng, SeedableRng};
 /// after 3 s.
 const DEAD_CUT: &[&str] = &["--dead-time", "3"];
 
+/// Restarts while the network is cut: a daemon that starts offline waits
+/// out the dead time for the VL server and for the fileserver first.
+const DEAD_RESTART: &[&str] = &["--dead-time", "1"];
+
 /// Mount options of the others. Not shorter: a fileserver that meets a new
 /// client at the address of one killed with -9 first probes the dead one
 /// (`CB: ProbeUuid ... failed` in its FileLog) and answers the new one only
@@ -687,7 +691,12 @@ fn kill9_during_offline_writes() {
         stop.store(true, Ordering::Relaxed);
         let done = writer.join().expect("the writer panicked");
         writes += done;
-        m = Mount::with_cache_probe(&cell, &cache, DEAD_CUT, &format!(".{}/{rel}", cell.cell()));
+        m = Mount::with_cache_probe(
+            &cell,
+            &cache,
+            DEAD_RESTART,
+            &format!(".{}/{rel}", cell.cell()),
+        );
         // The cell root (root.cell's RO clone, listed by every earlier
         // mount) must be served from the cache too.
         if fs::read_dir(m.path(cell.cell())).is_err() {
@@ -717,7 +726,12 @@ fn kill9_during_offline_writes() {
         count(|k| *k == Known::Unknown)
     );
 
+    // The replay, by a daemon started on the same cache once the network
+    // is back (a daemon with a 1 s dead time would take the fileserver's
+    // pauses for cuts, see DEAD).
+    m.stop();
     cut.restore();
+    let m = Mount::with_cache(&cell, &cache, DEAD);
     if let Err(e) = m.wait_replayed(REPLAY_LIMIT) {
         panic!("replay after {n} restarts: {e}");
     }
