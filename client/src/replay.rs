@@ -287,7 +287,7 @@ impl AfsClient {
                         change = rec.m.change.kind(),
                         "in-flight change found applied on the server"
                     );
-                    return self.finish(rec, created);
+                    return self.finish(rec, created, who).await;
                 }
                 Settled::Resend => {
                     tracing::info!(
@@ -299,7 +299,7 @@ impl AfsClient {
                 Settled::ResumeAt(k) => {
                     if let Change::StoreData { fid, .. } = &rec.m.change {
                         if self.superseded(rec, *fid, who).await? {
-                            return self.finish(rec, None);
+                            return self.finish(rec, None, who).await;
                         }
                     }
                     tracing::info!(
@@ -322,7 +322,7 @@ impl AfsClient {
         } else {
             match self.check(rec, who).await? {
                 Checked::Go { pre } => pre,
-                Checked::AlreadyDone => return self.finish(rec, None),
+                Checked::AlreadyDone => return self.finish(rec, None, who).await,
                 Checked::Conflict(kind, why, server) => {
                     return self.conflict(rec, kind, &why, server)
                 }
@@ -352,7 +352,7 @@ impl AfsClient {
                 .map(|out| out.created.map(|(n, _)| n.fid)),
         };
         match sent {
-            Ok(created) => self.finish(rec, created),
+            Ok(created) => self.finish(rec, created, who).await,
             Err(e) if is_network(&e) => Err(e),
             Err(e)
                 if e.errno() == libc::EEXIST
@@ -790,7 +790,7 @@ impl AfsClient {
 
     /// A record is on the server: it leaves the log, and an object it
     /// made takes its server fid everywhere, in one batch.
-    fn finish(&self, rec: &LogRecord, created: Option<Fid>) -> Result<()> {
+    async fn finish(&self, rec: &LogRecord, created: Option<Fid>, who: &Identity) -> Result<()> {
         let inner = &self.inner;
         let journal = &inner.exec.journal;
         let mut ops = Vec::new();
@@ -884,15 +884,48 @@ impl AfsClient {
             inner.valid.forget(&lk);
         }
         journal.commit(ops, puts, vec![rec.clone()], false)?;
-        // Objects whose last change is on the server now show the
-        // server's state: fetched again at next use.
+        // Objects whose last change is on the server show the server's
+        // state from now on: fetched now (the cache must hold it should
+        // the network go again), else at next use.
         let mut fids = rec.fids();
         fids.extend(created);
         for f in fids {
             let key = self.node(rec, f).key();
-            if !journal.pending.contains(&key) {
-                inner.valid.statuses.break_fid(&key);
-                inner.nodes.invalidate(&key);
+            if journal.pending.contains(&key) || is_local(f) {
+                continue;
+            }
+            inner.valid.statuses.break_fid(&key);
+            inner.nodes.invalidate(&key);
+            let node = self.node(rec, f);
+            let start = now_secs();
+            let epoch = inner.valid.statuses.epoch();
+            match inner
+                .valid
+                .call(&node, who, &rpcs::FetchStatus { fid: f })
+                .await
+            {
+                Ok(r) => {
+                    if let Err(e) = inner.valid.record_reply(
+                        &key,
+                        who,
+                        &r.status,
+                        &r.callback,
+                        start,
+                        epoch,
+                        cache::Batch::clean(),
+                    ) {
+                        tracing::warn!("recording a replayed object's status: {e}");
+                    }
+                }
+                // Gone (removed by this change): nothing to show.
+                Err(e) if gone(&e) => {
+                    let mut b = cache::Batch::new();
+                    b.push(Op::DeleteStatus(key.clone()));
+                    b.push(Op::DeleteDir(key.clone()));
+                    inner.store.apply(b)?;
+                    inner.valid.forget(&key);
+                }
+                Err(e) => tracing::debug!("status of a replayed object: {e}"),
             }
         }
         Stats::add(&inner.stats.replayed, 1);

