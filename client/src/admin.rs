@@ -167,11 +167,7 @@ impl AfsClient {
         let node = inner.nodes.node(ino)?;
         let who = inner.valid.who(uid, &node);
         let st = inner.valid.valid_status(&node, &who).await?;
-        let logged = inner
-            .exec
-            .journal
-            .find(|r| r.m.cell == node.cell && r.fids().contains(&node.fid))
-            .len();
+        let logged = inner.exec.journal.records_of(&node.cell, node.fid).len();
         let mut s = if logged > 0 {
             format!("logged({logged})")
         } else {

@@ -20,7 +20,7 @@
 //! Compaction happens as records are logged (see `local.rs`): records that
 //! cancel out are deleted in the batch that would have added the last one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -193,15 +193,15 @@ pub(crate) struct BaseRecord {
     pub dir: Option<DirRecord>,
 }
 
-/// Fids with changes not yet replayed, counted by record.
+/// Fids with changes not yet replayed, with the records that name them.
 #[derive(Default)]
 pub(crate) struct Pending {
-    counts: Mutex<HashMap<FidKey, u32>>,
+    seqs: Mutex<HashMap<FidKey, BTreeSet<u64>>>,
 }
 
 impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FidKey, u32>> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FidKey, BTreeSet<u64>>> {
+        self.seqs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// True when the object has unreplayed changes: it is served from its
@@ -211,19 +211,32 @@ impl Pending {
         !c.is_empty() && c.contains_key(key)
     }
 
-    fn add(&self, keys: &[FidKey]) {
+    /// How many records name the object.
+    fn count(&self, key: &FidKey) -> usize {
+        self.lock().get(key).map_or(0, |s| s.len())
+    }
+
+    /// The records that name the object.
+    fn seqs(&self, key: &FidKey) -> Vec<u64> {
+        self.lock()
+            .get(key)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn add(&self, keys: &[FidKey], seq: u64) {
         let mut c = self.lock();
         for k in keys {
-            *c.entry(k.clone()).or_default() += 1;
+            c.entry(k.clone()).or_default().insert(seq);
         }
     }
 
-    fn remove(&self, keys: &[FidKey]) {
+    fn remove(&self, keys: &[FidKey], seq: u64) {
         let mut c = self.lock();
         for k in keys {
-            if let Some(n) = c.get_mut(k) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(s) = c.get_mut(k) {
+                s.remove(&seq);
+                if s.is_empty() {
                     c.remove(k);
                 }
             }
@@ -262,7 +275,7 @@ impl Journal {
                 crate::Error::Protocol(format!("change log record {k:?} unreadable: {e}"))
             })?;
             max_seq = max_seq.max(rec.seq);
-            pending.add(&keys_of(&rec));
+            pending.add(&keys_of(&rec), rec.seq);
             recs.entry((rec.m.cell.clone(), rec.m.volume))
                 .or_default()
                 .insert(rec.seq, rec);
@@ -330,6 +343,20 @@ impl Journal {
             .get(&(cell.to_string(), volume))
             .map(|m| (m.len() as u64, m.values().map(|r| r.bytes()).sum()))
             .unwrap_or((0, 0))
+    }
+
+    /// The records that name an object, in order.
+    pub(crate) fn records_of(&self, cell: &str, fid: Fid) -> Vec<LogRecord> {
+        let key = FidKey::new(cell, fid.volume, fid.vnode, fid.unique);
+        let seqs = self.pending.seqs(&key);
+        if seqs.is_empty() {
+            return Vec::new();
+        }
+        let recs = self.lock();
+        let Some(m) = recs.get(&(cell.to_string(), fid.volume)) else {
+            return Vec::new();
+        };
+        seqs.iter().filter_map(|s| m.get(s).cloned()).collect()
     }
 
     /// Every record of every volume that matches.
@@ -456,9 +483,8 @@ impl Journal {
         let mut released = Vec::new();
         {
             let bases = self.bases.lock().unwrap_or_else(|e| e.into_inner());
-            let counts = self.pending.lock();
             for (k, d) in &delta {
-                let now = i64::from(counts.get(k).copied().unwrap_or(0));
+                let now = self.pending.count(k) as i64;
                 if now + d <= 0 {
                     if let Some(dv) = bases.get(k) {
                         ops.push(Op::Release {
@@ -498,15 +524,15 @@ impl Journal {
         for d in &deletes {
             if let Some(m) = recs.get_mut(&(d.m.cell.clone(), d.m.volume)) {
                 if let Some(old) = m.remove(&d.seq) {
-                    self.pending.remove(&keys_of(&old));
+                    self.pending.remove(&keys_of(&old), old.seq);
                 }
             }
         }
         for old in &replaced {
-            self.pending.remove(&keys_of(old));
+            self.pending.remove(&keys_of(old), old.seq);
         }
         for p in puts {
-            self.pending.add(&keys_of(&p));
+            self.pending.add(&keys_of(&p), p.seq);
             recs.entry((p.m.cell.clone(), p.m.volume))
                 .or_default()
                 .insert(p.seq, p);

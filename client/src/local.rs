@@ -488,11 +488,15 @@ impl Executor {
                 e.base(*fid)?;
                 // The new record names every unstored chunk of this
                 // writer: its earlier unsent stores of the file go.
-                for prev in self.journal.find(|r| {
-                    r.m.cell == m.cell
-                        && r.m.uid == m.uid
-                        && matches!(&r.m.change, Change::StoreData { fid: f, .. } if f == fid)
-                }) {
+                for prev in self
+                    .journal
+                    .records_of(&m.cell, *fid)
+                    .into_iter()
+                    .filter(|r| {
+                        r.m.uid == m.uid
+                            && matches!(&r.m.change, Change::StoreData { fid: f, .. } if f == fid)
+                    })
+                {
                     if !matches!(prev.state, RecState::InFlight { .. }) {
                         // Keep the oldest base: what replay compares with.
                         rec.m.base = prev.m.base.clone();
@@ -540,9 +544,7 @@ impl Executor {
     /// dropped together with it: its create, its stores and attribute
     /// changes, renames of it alone; none sent yet. None otherwise.
     fn cancellable(&self, cell: &str, fid: Fid) -> Option<Vec<LogRecord>> {
-        let recs = self
-            .journal
-            .find(|r| r.m.cell == cell && r.m.volume == fid.volume && r.fids().contains(&fid));
+        let recs = self.journal.records_of(cell, fid);
         let mut created = false;
         for r in &recs {
             if r.state != RecState::Pending && r.state != RecState::Open {
@@ -567,7 +569,7 @@ impl Executor {
     /// The latest record that names `fid`.
     fn last_record_of(&self, cell: &str, fid: Fid) -> Option<LogRecord> {
         self.journal
-            .find(|r| r.m.cell == cell && r.m.volume == fid.volume && r.fids().contains(&fid))
+            .records_of(cell, fid)
             .into_iter()
             .max_by_key(|r| r.seq)
     }

@@ -386,12 +386,15 @@ impl AfsClient {
     /// against the version on the server now.
     async fn superseded(&self, rec: &LogRecord, fid: Fid, who: &Identity) -> Result<bool> {
         let journal = &self.inner.exec.journal;
-        let later: Vec<LogRecord> = journal.find(|r| {
-            r.seq > rec.seq
-                && r.m.uid == rec.m.uid
-                && r.m.cell == rec.m.cell
-                && matches!(&r.m.change, Change::StoreData { fid: f, .. } if *f == fid)
-        });
+        let later: Vec<LogRecord> = journal
+            .records_of(&rec.m.cell, fid)
+            .into_iter()
+            .filter(|r| {
+                r.seq > rec.seq
+                    && r.m.uid == rec.m.uid
+                    && matches!(&r.m.change, Change::StoreData { fid: f, .. } if *f == fid)
+            })
+            .collect();
         if later.is_empty() {
             return Ok(false);
         }
@@ -754,8 +757,10 @@ impl AfsClient {
         let inner = &self.inner;
         let journal = &inner.exec.journal;
         let mut puts = Vec::new();
-        for mut r in
-            journal.find(|r| r.seq != rec.seq && r.m.cell == rec.m.cell && r.fids().contains(&fid))
+        for mut r in journal
+            .records_of(&rec.m.cell, fid)
+            .into_iter()
+            .filter(|r| r.seq != rec.seq)
         {
             let mut changed = false;
             if let Change::StoreData { fid: f, data } = &mut r.m.change {
@@ -809,7 +814,9 @@ impl AfsClient {
                 .map(|s| s.data_version)
                 .unwrap_or(1);
             for mut r in journal
-                .find(|r| r.seq != rec.seq && r.m.cell == rec.m.cell && r.fids().contains(&local))
+                .records_of(&rec.m.cell, local)
+                .into_iter()
+                .filter(|r| r.seq != rec.seq)
             {
                 r.rekey(local, server);
                 // What was decided against the local object (version 0)
@@ -954,9 +961,10 @@ impl AfsClient {
         let mut moved = vec![rec.clone()];
         if let Some(local) = rec.created {
             moved.extend(
-                journal.find(|r| {
-                    r.seq != rec.seq && r.m.cell == rec.m.cell && r.fids().contains(&local)
-                }),
+                journal
+                    .records_of(&rec.m.cell, local)
+                    .into_iter()
+                    .filter(|r| r.seq != rec.seq),
             );
         }
         let fid = match &rec.m.change {
@@ -992,11 +1000,11 @@ impl AfsClient {
             records: moved.clone(),
         };
         // The base data goes with the conflict when nothing else needs it.
-        let others = journal.find(|r| {
-            !moved.iter().any(|m| m.seq == r.seq)
-                && r.m.cell == rec.m.cell
-                && r.fids().contains(&fid)
-        });
+        let others: Vec<LogRecord> = journal
+            .records_of(&rec.m.cell, fid)
+            .into_iter()
+            .filter(|r| !moved.iter().any(|m| m.seq == r.seq))
+            .collect();
         let base_dv = if others.is_empty() { c.base_dv } else { None };
         let mut ops = inner.conflicts.keep_ops(&mut c, base_dv);
         // The path shows the server's version: local views of objects no
@@ -1004,11 +1012,11 @@ impl AfsClient {
         let mut views: Vec<FidKey> = Vec::new();
         for r in &moved {
             for f in r.fids() {
-                let still = journal.find(|o| {
-                    !moved.iter().any(|m| m.seq == o.seq)
-                        && o.m.cell == r.m.cell
-                        && o.fids().contains(&f)
-                });
+                let still: Vec<LogRecord> = journal
+                    .records_of(&r.m.cell, f)
+                    .into_iter()
+                    .filter(|o| !moved.iter().any(|m| m.seq == o.seq))
+                    .collect();
                 let k = self.node(r, f).key();
                 if still.is_empty() {
                     ops.push(Op::DeleteStatus(k.clone()));
