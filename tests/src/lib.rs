@@ -176,6 +176,14 @@ impl Mount {
     /// Mounts on an existing (or new) cache directory, waiting until the
     /// cell root answers.
     pub fn with_cache(cell: &Cell, cache_dir: &Path, extra: &[&str]) -> Mount {
+        Mount::with_cache_probe(cell, cache_dir, extra, cell.cell())
+    }
+
+    /// Mounts on an existing cache directory, waiting until `probe` (a
+    /// directory relative to the mount point, e.g. `.CELL/shared/x`) lists:
+    /// for a restart while the cell cannot be reached, where only what the
+    /// cache holds answers.
+    pub fn with_cache_probe(cell: &Cell, cache_dir: &Path, extra: &[&str], probe: &str) -> Mount {
         let base = scratch("mnt");
         let dir = base.join("afs");
         std::fs::create_dir_all(&dir).unwrap();
@@ -208,7 +216,7 @@ impl Mount {
             log,
             child: Some(child),
         };
-        let probe = m.dir.join(cell.cell());
+        let probe = m.dir.join(probe);
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if is_mountpoint(&m.dir) && std::fs::read_dir(&probe).is_ok() {
@@ -221,7 +229,8 @@ impl Mount {
             }
             assert!(
                 Instant::now() < deadline,
-                "afsd-rs did not mount within 40 s:\n{}",
+                "afsd-rs did not mount (or {} did not list) within 40 s:\n{}",
+                probe.display(),
                 m.log_text()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -286,7 +295,13 @@ impl Mount {
             let _ = c.kill();
             let _ = c.wait();
         }
-        lazy_umount(&self.dir);
+        // The dead daemon's mount answers ENOTCONN, which `mountpoint`
+        // does not count as a mount point: detach it regardless.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .stderr(Stdio::null())
+            .status();
     }
 
     fn shutdown(&mut self) {
@@ -569,4 +584,275 @@ pub fn reftest_runner() -> proptest::test_runner::TestRunner {
         max_shrink_iters: 64,
         ..proptest::test_runner::Config::default()
     })
+}
+
+/// A network cut (`Cell::link(false)`) that restores the link when dropped,
+/// so that a failing test never leaves the cell unreachable for the next.
+pub struct LinkCut<'a> {
+    cell: &'a Cell,
+    restored: bool,
+}
+
+impl Cell {
+    /// Cuts the veth link on the server side until the guard is restored
+    /// or dropped. Calls then time out (after the mount's dead time).
+    pub fn cut(&self) -> LinkCut<'_> {
+        self.link(false);
+        LinkCut {
+            cell: self,
+            restored: false,
+        }
+    }
+
+    /// The AFS id (PTS) of `user`, from `pts examine USER -localauth`.
+    pub fn pts_id(&self, user: &str) -> i64 {
+        let out = self.server_exec(&["pts", "examine", user, "-localauth"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "Name: alice, id: 2, owner: system:administrators, ..."
+        text.split(',')
+            .find_map(|f| f.trim().strip_prefix("id: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no id in `pts examine {user}`: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+    }
+}
+
+impl LinkCut<'_> {
+    /// Brings the link back up now.
+    pub fn restore(mut self) {
+        self.cell.link(true);
+        self.restored = true;
+    }
+}
+
+impl Drop for LinkCut<'_> {
+    fn drop(&mut self) {
+        if !self.restored {
+            self.cell.link(true);
+        }
+    }
+}
+
+/// One volume of `afsd-rs status --json`.
+#[derive(Clone, Debug)]
+pub struct VolumeStatus {
+    pub cell: String,
+    pub volume: u64,
+    pub name: String,
+    /// connected, disconnected, reintegrating or paused
+    pub mode: String,
+    pub manual: bool,
+    pub pending_ops: u64,
+    pub pending_bytes: u64,
+    pub conflicts: u64,
+    /// (uid, principal, reason) of the users replay waits for.
+    pub waiting_for: Vec<(u32, String, String)>,
+    /// The whole object, for messages.
+    pub raw: serde_json::Value,
+}
+
+/// One entry of `afsd-rs conflicts --json`.
+#[derive(Clone, Debug)]
+pub struct Conflict {
+    /// As `afsd-rs conflict cat` takes it.
+    pub id: String,
+    /// update/update, update/remove, remove/update, name/name, refused,
+    /// dependent
+    pub kind: String,
+    pub path: String,
+    pub uid: u32,
+    pub change: String,
+    pub raw: serde_json::Value,
+}
+
+fn json_str(v: &serde_json::Value, k: &str) -> String {
+    match v.get(k) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn json_u64(v: &serde_json::Value, k: &str) -> u64 {
+    v.get(k)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("no number {k:?} in {v}"))
+}
+
+impl Mount {
+    /// `afsd-rs ARGS` as root, talking to this mount's daemon (its control
+    /// socket through `AFSD_CONTROL`, as `tokens`/`flush` find it).
+    pub fn afsd(&self, args: &[&str]) -> Output {
+        Command::new(afsd_bin())
+            .args(args)
+            .env("AFSD_CONTROL", self.control_socket())
+            .output()
+            .expect("running afsd-rs")
+    }
+
+    /// `afsd-rs ARGS` as root; panics (with the daemon's log tail) unless
+    /// it succeeds. Returns stdout.
+    pub fn afsd_ok(&self, args: &[&str]) -> String {
+        let out = self.afsd(args);
+        assert!(
+            out.status.success(),
+            "afsd-rs {} failed ({}): {}{}\ndaemon log tail:\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail(40)
+        );
+        String::from_utf8(out.stdout).expect("afsd-rs printed non-UTF-8")
+    }
+
+    /// The last `n` lines of the daemon's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// `afsd-rs offline PATH...`: the volumes of these paths send nothing.
+    pub fn offline(&self, paths: &[&Path]) {
+        let mut args = vec!["offline".to_string()];
+        args.extend(paths.iter().map(|p| p.display().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.afsd_ok(&args);
+    }
+
+    /// `afsd-rs online PATH...` (no path: every volume): replay starts.
+    pub fn online(&self, paths: &[&Path]) {
+        let mut args = vec!["online".to_string()];
+        args.extend(paths.iter().map(|p| p.display().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.afsd_ok(&args);
+    }
+
+    /// `afsd-rs status --json`, parsed.
+    pub fn status(&self) -> Vec<VolumeStatus> {
+        let text = self.afsd_ok(&["status", "--json"]);
+        parse_status(&text)
+    }
+
+    /// The status of the volume named `name` (e.g. `root.cell`), if listed.
+    pub fn volume_status(&self, name: &str) -> Option<VolumeStatus> {
+        self.status().into_iter().find(|v| v.name == name)
+    }
+
+    /// Polls `status --json` until every volume is connected with nothing
+    /// pending, for at most `limit`. Err: the last status and the log tail.
+    pub fn wait_replayed(&self, limit: Duration) -> Result<(), String> {
+        let mut last = Vec::new();
+        let done = wait_until(limit, || {
+            last = self.status();
+            last.iter()
+                .all(|v| v.mode == "connected" && v.pending_ops == 0)
+        });
+        if done {
+            Ok(())
+        } else {
+            Err(format!(
+                "not replayed within {limit:?}; last status:\n{}\ndaemon log tail:\n{}",
+                last.iter()
+                    .map(|v| v.raw.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                self.log_tail(60)
+            ))
+        }
+    }
+
+    /// `afsd-rs conflicts --json` as root (every user's), parsed.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        let text = self.afsd_ok(&["conflicts", "--json"]);
+        parse_conflicts(&text)
+    }
+
+    /// `afsd-rs conflict cat --local ID` (or `--base`): that version's bytes.
+    pub fn conflict_cat(&self, which: &str, id: &str) -> Vec<u8> {
+        let flag = format!("--{which}");
+        let out = self.afsd(&["conflict", "cat", &flag, id]);
+        assert!(
+            out.status.success(),
+            "afsd-rs conflict cat {flag} {id} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+/// Parses `afsd-rs status --json` (a JSON array of volumes).
+pub fn parse_status(text: &str) -> Vec<VolumeStatus> {
+    let v: serde_json::Value = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {text}"));
+    let arr = v
+        .as_array()
+        .unwrap_or_else(|| panic!("status --json is not an array: {text}"));
+    arr.iter()
+        .map(|o| VolumeStatus {
+            cell: json_str(o, "cell"),
+            volume: json_u64(o, "volume"),
+            name: json_str(o, "name"),
+            // `connected` (serde may spell the variant `Connected`)
+            mode: json_str(o, "mode").to_ascii_lowercase(),
+            manual: o.get("manual").and_then(|b| b.as_bool()).unwrap_or(false),
+            pending_ops: json_u64(o, "pending_ops"),
+            pending_bytes: json_u64(o, "pending_bytes"),
+            conflicts: json_u64(o, "conflicts"),
+            waiting_for: o
+                .get("waiting_for")
+                .and_then(|w| w.as_array())
+                .map(|w| {
+                    w.iter()
+                        .map(|e| {
+                            (
+                                json_u64(e, "uid") as u32,
+                                json_str(e, "principal"),
+                                json_str(e, "reason"),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            raw: o.clone(),
+        })
+        .collect()
+}
+
+/// Parses `afsd-rs conflicts --json` (a JSON array of conflicts).
+pub fn parse_conflicts(text: &str) -> Vec<Conflict> {
+    let v: serde_json::Value = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("conflicts --json is not JSON ({e}): {text}"));
+    let arr = v
+        .as_array()
+        .unwrap_or_else(|| panic!("conflicts --json is not an array: {text}"));
+    arr.iter()
+        .map(|o| Conflict {
+            id: json_str(o, "id"),
+            kind: json_str(o, "kind"),
+            path: json_str(o, "path"),
+            uid: json_u64(o, "uid") as u32,
+            change: json_str(o, "change"),
+            raw: o.clone(),
+        })
+        .collect()
+}
+
+/// close(2) of the file with its result (a drop would discard it): AFS
+/// stores at close, and offline a 0 here means the change is logged.
+pub fn close_file(f: std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = f.into_raw_fd();
+    // SAFETY: we own fd (into_raw_fd) and close it once.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -242,6 +242,85 @@ fn show(cmd: &str, note: &str, expect_fail: bool, limit: Duration) {
     }
 }
 
+/// `afsd-rs status --json`: (volumes, volumes not yet connected with
+/// nothing pending).
+fn offline_status(bin: &Path, socket: Option<&Path>) -> Res<(usize, usize)> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["status", "--json"]);
+    if let Some(s) = socket {
+        cmd.env("AFSD_CONTROL", s);
+    }
+    let out = capture(&mut cmd, Duration::from_secs(30))?;
+    if !out.ok() {
+        return Err(format!("afsd-rs status --json failed: {}", out.why()));
+    }
+    Ok(unsettled_volumes(&out.stdout))
+}
+
+/// (volumes, volumes not connected or with changes pending) of the JSON of
+/// `afsd-rs status --json`, read without a JSON crate: each volume has a
+/// `"mode"` followed by its `"pending_ops"`.
+fn unsettled_volumes(json: &str) -> (usize, usize) {
+    let text: String = json.chars().filter(|c| !c.is_whitespace()).collect();
+    let (mut total, mut unsettled) = (0, 0);
+    for part in text.split("\"mode\":\"").skip(1) {
+        total += 1;
+        let mode = part.split('"').next().unwrap_or("");
+        let pending: Option<u64> = part.split_once("\"pending_ops\":").and_then(|(_, r)| {
+            r.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .ok()
+        });
+        if !mode.eq_ignore_ascii_case("connected") || pending != Some(0) {
+            unsettled += 1;
+        }
+    }
+    (total, unsettled)
+}
+
+/// Polls `afsd-rs status --json` (`socket`, else the default control
+/// socket) until every volume is connected with nothing pending; the time
+/// it took.
+fn wait_replayed(bin: &Path, socket: Option<&Path>, limit: Duration) -> Res<Duration> {
+    let t = Instant::now();
+    loop {
+        let r = offline_status(bin, socket);
+        if let Ok((_, 0)) = r {
+            return Ok(t.elapsed());
+        }
+        if t.elapsed() > limit {
+            return Err(match r {
+                Ok((n, k)) => format!("{k} of {n} volumes not replayed after {}", secs(limit)),
+                Err(e) => e,
+            });
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Like [`show`], for the third-party tool (afscptool, as the cell's
+/// admin) in the client namespace; its output passes through.
+fn show_third_party(c: &Cell, args: &[&str], note: &str, limit: Duration) {
+    println!();
+    if !note.is_empty() {
+        println!("# {note}");
+    }
+    println!("$ afscptool -k {}", args.join(" "));
+    let _ = std::io::stdout().flush();
+    let mut cmd = third_party(c, true, args);
+    cmd.stdin(Stdio::null());
+    match cmd.spawn() {
+        Err(e) => println!("  [could not run: {e}]"),
+        Ok(mut child) => match wait_timeout(&mut child, limit) {
+            None => println!("  [timed out after {}, killed]", secs(limit)),
+            Some(st) if st.success() => {}
+            Some(st) => println!("  [FAILED: {}; continuing]", util::describe_status(&st)),
+        },
+    }
+}
+
 /// The daemon binary: $AFSD_BIN if set (no build), else build it with cargo.
 fn afsd_bin(release: bool) -> Res<PathBuf> {
     if let Some(b) = std::env::var_os("AFSD_BIN").filter(|b| !b.is_empty()) {
@@ -298,6 +377,11 @@ pub fn demo(o: &DemoOpts) -> Res<()> {
     let m = afs.display();
     let b = bin.display();
     let quick = Duration::from_secs(30);
+    // What an earlier tour made offline goes first (quietly), so that the
+    // offline part makes it again in directories this fresh cache knows.
+    let shared = afs.join(format!(".{cl}/shared"));
+    let _ = fs::remove_dir_all(shared.join("demo-dir"));
+    let _ = fs::remove_file(shared.join("demo-offline.txt"));
     println!("\n======== tour of {m} (afsd-rs pid {pid}, cell {cl}) ========");
     show(&format!("ls {m}"), "the cells", false, quick);
     show(
@@ -369,35 +453,74 @@ pub fn demo(o: &DemoOpts) -> Res<()> {
     show(
         &format!("cat {m}/{cl}/random.bin > /dev/null"),
         &format!(
-            "never read: must fail with a clear error (after the dead time, {} s)",
+            "never read, so not in the cache: a clear error (after the dead time, {} s); \
+             the fileserver's volumes are now disconnected",
             o.dead_time
         ),
         true,
         offline,
     );
     show(
-        &format!("echo offline > {m}/.{cl}/shared/demo-offline.txt"),
-        "a change needs the server until disconnected operation lands: a clear error",
-        true,
+        &format!("echo 'changed offline' >> {m}/.{cl}/shared/demo-note.txt"),
+        "changes offline succeed: made in the cache and kept in a persistent change log",
+        false,
         offline,
     );
     show(
-        &format!("ip -n {} link set {} up", c.server_netns, c.server_if),
-        "restore the link",
+        &format!(
+            "echo 'made offline' > {m}/.{cl}/shared/demo-offline.txt && \
+             mkdir -p {m}/.{cl}/shared/demo-dir && \
+             echo inside > {m}/.{cl}/shared/demo-dir/made-offline.txt"
+        ),
+        "",
+        false,
+        offline,
+    );
+    show(
+        &format!("cat {m}/.{cl}/shared/demo-note.txt"),
+        "the local view",
         false,
         quick,
     );
-    // The client holds a server that timed out as down for 5 s (misses fail
-    // at once meanwhile), so give it that long before reading again.
     show(
-        "sleep 6",
-        "the server was marked down after the timeout; it is tried again after 5 s",
+        &format!("{b} status"),
+        "per volume: mode, since when, changes pending, conflicts",
         false,
+        quick,
+    );
+    show(
+        &format!("ip -n {} link set {} up", c.server_netns, c.server_if),
+        "restore the link: no command needed, the client probes the server and replays the log",
+        false,
+        quick,
+    );
+    println!();
+    println!(
+        "# waiting until every volume is connected with nothing pending (afsd-rs status --json)"
+    );
+    match wait_replayed(&bin, None, offline * 2) {
+        Ok(d) => println!("  [replayed after {}]", secs(d)),
+        Err(e) => println!("  [{e}; continuing]"),
+    }
+    show(&format!("{b} status"), "connected again", false, quick);
+    println!("\n======== the changes on the server ========");
+    let afs = format!("/afs/.{cl}/shared");
+    show_third_party(
+        &c,
+        &["cat", &format!("{afs}/demo-note.txt")],
+        "OpenAFS's own client code (afscptool on libafscp) reads the server directly",
+        quick,
+    );
+    show_third_party(&c, &["cat", &format!("{afs}/demo-offline.txt")], "", quick);
+    show_third_party(
+        &c,
+        &["cat", &format!("{afs}/demo-dir/made-offline.txt")],
+        "",
         quick,
     );
     show(
         &format!("cat {m}/{cl}/random.bin | wc -c"),
-        "online again",
+        "and reads that need the server work again",
         false,
         offline,
     );
@@ -742,6 +865,7 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
     let (mut ls_cold, mut ls_warm, mut bf_cold, mut bf_warm) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut ls_rpcs: RpcCounts = Vec::new();
+    let mut ops: Option<OpsTimes> = None;
     let ls_afs = format!("/afs/.{}/ls10k", c.cell);
     let check = |what: &str, n: u64| -> Res<()> {
         if n == bytes {
@@ -811,6 +935,8 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
             ls_warm.push(s2);
             ls_rpcs = rpcs;
         }
+        // small operations offline then replay, against the same online
+        ops = Some(ops_run(&bin, &c, o, &dir)?);
         let src = dir.join("ls10k-local");
         make_local_ls_dir(&src)?;
         let mnt = dir.join("ls10k-bindfs");
@@ -943,6 +1069,9 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
     }
     md.pop();
     md.push_str(".\n");
+    if let Some(t) = &ops {
+        md.push_str(&t.table(&c.cell));
+    }
     println!();
     print!("{md}");
     let out = dir.join("read.md");
@@ -1218,4 +1347,186 @@ fn make_local_ls_dir(src: &Path) -> Res<()> {
         fs::File::create(&f).map_err(|e| format!("create {}: {e}", f.display()))?;
     }
     Ok(())
+}
+
+/// Small operations of the offline benchmark: `AFSD_BENCH_OFFLINE_OPS`
+/// (default 10,000), four per file.
+fn bench_ops() -> Res<usize> {
+    match std::env::var("AFSD_BENCH_OFFLINE_OPS") {
+        Err(_) => Ok(10_000),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n >= 4 => Ok(n),
+            _ => Err(format!(
+                "AFSD_BENCH_OFFLINE_OPS={v:?}: expected a number of operations, at least 4"
+            )),
+        },
+    }
+}
+
+/// Seconds of one run of the small-operations benchmark.
+struct OpsTimes {
+    files: usize,
+    online: f64,
+    offline: f64,
+    replay: f64,
+}
+
+impl OpsTimes {
+    fn table(&self, cell: &str) -> String {
+        let (n, on, off, rep) = (self.files * 4, self.online, self.offline, self.replay);
+        format!(
+            "\n# {n} small operations offline, then replay\n\n\
+             {} files, each created with 100 bytes and closed, chmodded and \
+             renamed (4 operations each: CreateFile, StoreData64, StoreStatus, \
+             Rename), anonymously in a fresh directory of `/afs/.{cell}/shared/`, \
+             on a fresh mount: online (each change at the fileserver before it \
+             returns), and offline after `afsd-rs offline DIR` (each change in \
+             the cache and the change log, durable before it returns), then \
+             `afsd-rs online DIR` until `afsd-rs status` shows the volume \
+             connected with nothing pending; one run each.\n\
+             ratio = time relative to online (1.00x = as long, <1 faster).\n\n\
+             | case | seconds | ops/s | ratio |\n|---|---:|---:|---:|\n\
+             | online | {on:.3} | {:.0} |  |\n\
+             | offline (local, logged) | {off:.3} | {:.0} | {:.2}x online |\n\
+             | replay after `online` | {rep:.3} | {:.0} | {:.2}x online |\n\
+             | offline + replay | {:.3} | {:.0} | {:.2}x online |\n",
+            self.files,
+            n as f64 / on,
+            n as f64 / off,
+            off / on,
+            n as f64 / rep,
+            rep / on,
+            off + rep,
+            n as f64 / (off + rep),
+            (off + rep) / on
+        )
+    }
+}
+
+/// The operations of the small-operations benchmark on `files` files in
+/// `d`; seconds.
+fn small_ops(d: &Path, files: usize) -> Res<f64> {
+    use std::os::unix::fs::PermissionsExt;
+    let data = [b'x'; 100];
+    let t = Instant::now();
+    for i in 0..files {
+        let f = d.join(format!("f{i:05}"));
+        fs::write(&f, data).map_err(|e| format!("write {}: {e}", f.display()))?;
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod {}: {e}", f.display()))?;
+        let g = d.join(format!("g{i:05}"));
+        fs::rename(&f, &g).map_err(|e| format!("rename {}: {e}", f.display()))?;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// One run of the small-operations benchmark: online, then offline and
+/// replay, each in a fresh directory on a fresh mount with its own control
+/// socket. The directories are removed afterwards.
+fn ops_run(bin: &Path, c: &Cell, o: &BenchOpts, dir: &Path) -> Res<OpsTimes> {
+    let files = bench_ops()? / 4;
+    let limit = Duration::from_secs(3600);
+    prepare_mountpoint(&o.mountpoint)?;
+    let cache = dir.join("cache");
+    let _ = fs::remove_dir_all(&cache);
+    fs::create_dir_all(&cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+    let socket = dir.join("ops-control.sock");
+    let extra = ["--control-socket".to_string(), socket.display().to_string()];
+    let mut d = Daemon::start(
+        bin,
+        c,
+        &o.mountpoint,
+        &cache,
+        &extra,
+        &dir.join("afsd-rs-ops.log"),
+        false,
+    )?;
+    if let Err(e) = d.wait_ready(&c.cell, Duration::from_secs(30)) {
+        d.abort();
+        return Err(e);
+    }
+    let shared = o.mountpoint.join(format!(".{}/shared", c.cell));
+    let on_dir = shared.join(format!("bench-ops-online-{}", std::process::id()));
+    let off_dir = shared.join(format!("bench-ops-offline-{}", std::process::id()));
+    let cli = |args: &[&str]| -> Res<()> {
+        let out = capture(
+            Command::new(bin).args(args).env("AFSD_CONTROL", &socket),
+            Duration::from_secs(60),
+        )?;
+        if out.ok() {
+            Ok(())
+        } else {
+            Err(format!("afsd-rs {} failed: {}", args.join(" "), out.why()))
+        }
+    };
+    let r = (|| -> Res<OpsTimes> {
+        for p in [&on_dir, &off_dir] {
+            fs::create_dir(p).map_err(|e| format!("mkdir {}: {e}", p.display()))?;
+            count_entries(p)?;
+        }
+        let online = small_ops(&on_dir, files)?;
+        println!("{} small operations online: {online:.3} s", files * 4);
+        let off = off_dir.display().to_string();
+        cli(&["offline", &off])?;
+        let offline = small_ops(&off_dir, files)?;
+        println!("{} small operations offline: {offline:.3} s", files * 4);
+        let t = Instant::now();
+        cli(&["online", &off])?;
+        wait_replayed(bin, Some(&socket), limit)?;
+        let replay = t.elapsed().as_secs_f64();
+        println!("replay: {replay:.3} s");
+        let ls = capture(
+            &mut third_party(
+                c,
+                true,
+                &[
+                    "ls",
+                    &format!(
+                        "/afs/.{}/shared/{}",
+                        c.cell,
+                        off_dir.file_name().unwrap_or_default().to_string_lossy()
+                    ),
+                ],
+            ),
+            limit,
+        )?;
+        let n = ls.stdout.lines().filter(|l| l.contains("\tg")).count();
+        if n != files {
+            return Err(format!(
+                "after the replay the server lists {n} files, expected {files}"
+            ));
+        }
+        Ok(OpsTimes {
+            files,
+            online,
+            offline,
+            replay,
+        })
+    })();
+    for p in [&on_dir, &off_dir] {
+        if let Err(e) = fs::remove_dir_all(p) {
+            println!("cannot remove {}: {e}", p.display());
+        }
+    }
+    let stopped = d.stop();
+    let r = r?;
+    stopped?;
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unsettled_volumes;
+
+    #[test]
+    fn status_json_volumes_settled_or_not() {
+        assert_eq!(unsettled_volumes("[]"), (0, 0));
+        let one = r#"[{"cell":"test.lab","volume":536870915,"name":"root.cell","mode":"connected",
+            "manual":false,"since":1,"pending_ops":0,"pending_bytes":0,"conflicts":0,
+            "waiting_for":[],"reason":""}]"#;
+        assert_eq!(unsettled_volumes(one), (1, 0));
+        let two = r#"[{"mode": "Reintegrating", "pending_ops": 10, "waiting_for": [{"uid": 1, "reason": "x"}, {"uid": 2, "reason": "\"mode\":\"connected\""}]},
+                      {"mode": "connected", "pending_ops": 0}, {"mode":"connected","pending_ops":3}]"#;
+        assert_eq!(unsettled_volumes(two), (3, 2));
+    }
 }

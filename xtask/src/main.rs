@@ -31,15 +31,19 @@ usage: cargo xtask <command> [options]
                  tests, cell down (always); exit 1 on any failure
   demo [--dead-time SECS] [--mountpoint DIR]
                  mount /afs (or DIR) with target/debug/afsd-rs and show a
-                 tour (incl. offline reads; --dead-time default 10, passed
-                 to the daemon); leaves it mounted and the cell up
+                 tour (reads, writes, then offline: a network cut, changes
+                 logged, `afsd-rs status`, the link back, replay, the
+                 changes on the server; --dead-time default 10, passed to
+                 the daemon); leaves it mounted and the cell up
   bench [--size-mib N] [--runs N] [--mountpoint DIR] [--keep-cell]
                  sequential read: afsd-rs cold/warm vs afsio vs local file,
                  then cold reads as user1 (aklog) at rxkad clear/auth/crypt,
                  a write (dd through afsd-rs vs afscptool put) and ls -l of
                  a 10,000-entry directory (afsd-rs cold/warm + RPC counts vs
-                 bindfs of a local copy) (release build; default 256 MiB,
-                 best of 3, /afs);
+                 bindfs of a local copy), and 10,000 small operations
+                 offline then replay vs the same online
+                 (AFSD_BENCH_OFFLINE_OPS=N for another count; one run)
+                 (release build; default 256 MiB, best of 3, /afs);
                  tables also in target/bench/read.md
   help           this text
 
