@@ -16,21 +16,33 @@ use crate::{Error, Result, VolType};
 impl AfsClient {
     /// Creates an empty file (without opening it).
     pub async fn create_file(&self, uid: u32, parent: u64, name: &[u8], mode: u32) -> Result<Attr> {
-        let name = name.to_vec();
-        self.create_object(uid, parent, |dir| Change::CreateFile { dir, name, mode })
-            .await
+        let n = name.to_vec();
+        self.create_object(uid, parent, name, |dir| Change::CreateFile {
+            dir,
+            name: n,
+            mode,
+        })
+        .await
     }
 
     pub async fn mkdir(&self, uid: u32, parent: u64, name: &[u8], mode: u32) -> Result<Attr> {
-        let name = name.to_vec();
-        self.create_object(uid, parent, |dir| Change::MakeDir { dir, name, mode })
-            .await
+        let n = name.to_vec();
+        self.create_object(uid, parent, name, |dir| Change::MakeDir {
+            dir,
+            name: n,
+            mode,
+        })
+        .await
     }
 
     pub async fn symlink(&self, uid: u32, parent: u64, name: &[u8], target: &[u8]) -> Result<Attr> {
-        let (name, target) = (name.to_vec(), target.to_vec());
-        self.create_object(uid, parent, |dir| Change::Symlink { dir, name, target })
-            .await
+        let (n, target) = (name.to_vec(), target.to_vec());
+        self.create_object(uid, parent, name, |dir| Change::Symlink {
+            dir,
+            name: n,
+            target,
+        })
+        .await
     }
 
     /// Runs a creating change in directory `parent` and returns the new
@@ -39,8 +51,10 @@ impl AfsClient {
         &self,
         uid: u32,
         parent: u64,
+        name: &[u8],
         make: impl FnOnce(Fid) -> Change,
     ) -> Result<Attr> {
+        let name = name.to_vec();
         let inner = &self.inner;
         let (pnode, who) = inner.writable_dir(uid, parent).await?;
         inner.valid.require(&pnode, &who, PRSFS_INSERT)?;
@@ -51,6 +65,7 @@ impl AfsClient {
             .created
             .ok_or_else(|| Error::Protocol("the change created nothing".into()))?;
         let ino = inner.nodes.intern_ref(node.clone());
+        inner.nodes.named(ino, parent, &name);
         Ok(inner.attr(ino, &node, uid, &st))
     }
 
@@ -163,11 +178,21 @@ impl AfsClient {
             to_dir: to.fid,
             to_name: newname.to_vec(),
         };
+        let moved = inner.dirs.cached_entry(&from, name);
         let mut m = inner.record(&from, &who, change);
         if from.fid != to.fid {
             m.base.push(inner.dir_base(&to, &[newname]));
         }
-        inner.run(&who, &m).await.map(|_| ())
+        inner.run(&who, &m).await?;
+        if let Some(e) = moved {
+            let key = from
+                .with_fid(Fid::new(from.fid.volume, e.vnode, e.unique))
+                .key();
+            if let Some((ino, _)) = inner.nodes.matching(|k| *k == key).into_iter().next() {
+                inner.nodes.named(ino, newparent, newname);
+            }
+        }
+        Ok(())
     }
 
     /// chmod, chown, utimes and truncate.

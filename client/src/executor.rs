@@ -324,6 +324,29 @@ impl Executor {
         }
     }
 
+    /// The bytes one StoreData64 of a store sends: its dirty chunks from
+    /// the cache, each zero-padded to its length.
+    pub(crate) fn piece_bytes(
+        &self,
+        key: &FidKey,
+        change: &DataChange,
+        piece: &crate::openfile::StorePiece,
+    ) -> Result<Vec<u8>> {
+        let mut data = Vec::with_capacity(piece.len() as usize);
+        for &(idx, len) in &piece.chunks {
+            let chunk = self
+                .store
+                .get_chunk_range(key, change.local_dv, idx, 0, len as usize)?
+                .ok_or_else(|| {
+                    Error::Protocol(format!("unstored chunk {idx} of {key:?} left the cache"))
+                })?;
+            let at = data.len();
+            data.extend_from_slice(&chunk);
+            data.resize(at + len as usize, 0);
+        }
+        Ok(data)
+    }
+
     /// The StoreData64 calls a logged store takes, in order.
     pub(crate) fn plan(&self, change: &DataChange) -> Vec<crate::openfile::StorePiece> {
         OpenFile::from_change(change).store_plan(self.chunk_size, STORE_PIECE)
@@ -363,18 +386,7 @@ impl Executor {
         let plan = f.store_plan(cs, STORE_PIECE);
         let mut last = None;
         for piece in plan.iter().skip(from_piece) {
-            let mut data = Vec::with_capacity(piece.len() as usize);
-            for &(idx, len) in &piece.chunks {
-                let chunk = self
-                    .store
-                    .get_chunk_range(&key, change.local_dv, idx, 0, len as usize)?
-                    .ok_or_else(|| {
-                        Error::Protocol(format!("unstored chunk {idx} of {key:?} left the cache"))
-                    })?;
-                let at = data.len();
-                data.extend_from_slice(&chunk);
-                data.resize(at + len as usize, 0);
-            }
+            let data = self.piece_bytes(&key, change, piece)?;
             let status = afs_proto::types::StoreStatus {
                 mask: afs_proto::types::store_mask::SET_MODTIME,
                 client_modtime: now_secs() as u32,
@@ -447,8 +459,9 @@ impl Executor {
             .apply_own(node, who, &st, old.as_ref(), start, epoch, batch)
     }
 
-    /// Where an object is, as far as the cached listings tell:
-    /// `VOLUME:/a/b`.
+    /// Where an object is, for messages and conflicts: its path below the
+    /// mount as the kernel last looked it up (`/.CELL/dir/file`), else
+    /// `VOLUME:/dir/file` as far as the cached listings tell.
     pub(crate) fn path_of(&self, m: &Mutation, fid: Fid) -> String {
         let vol = self.valid.volume_name(&m.cell, fid.volume);
         let mut parts: Vec<String> = Vec::new();
@@ -465,6 +478,13 @@ impl Executor {
             } => (*to_dir, Some(to_name.clone())),
             _ => (fid, None),
         };
+        // Where the kernel last named it, when it did: the path users see.
+        if let Some(p) = self.valid.path_in_mount(&node_of(m, cur).key()) {
+            return match leaf {
+                Some(l) => format!("/{p}/{}", String::from_utf8_lossy(&l)),
+                None => format!("/{p}"),
+            };
+        }
         if let Some(l) = leaf {
             parts.push(String::from_utf8_lossy(&l).into_owned());
         }

@@ -46,6 +46,8 @@ pub(crate) struct Inodes {
 struct Entry {
     node: NodeRef,
     refs: u64,
+    /// The parent inode and name the kernel last looked it up by.
+    name: Option<(u64, Vec<u8>)>,
 }
 
 impl Inodes {
@@ -66,7 +68,14 @@ impl Inodes {
         let ino = self.next;
         self.next += 1;
         self.by_key.insert(key, ino);
-        self.by_ino.insert(ino, Entry { node, refs: 0 });
+        self.by_ino.insert(
+            ino,
+            Entry {
+                node,
+                refs: 0,
+                name: None,
+            },
+        );
         ino
     }
 
@@ -116,6 +125,30 @@ impl Inodes {
         if let Some(e) = self.by_ino.get_mut(&ino) {
             e.node = node;
         }
+    }
+
+    /// Notes the name an inode was looked up (or made) by.
+    pub(crate) fn named(&mut self, ino: u64, parent: u64, name: &[u8]) {
+        if let Some(e) = self.by_ino.get_mut(&ino) {
+            e.name = Some((parent, name.to_vec()));
+        }
+    }
+
+    /// The path of an inode below the mount, as its names were last
+    /// looked up (None when a link of the chain is unknown).
+    pub(crate) fn path(&self, ino: u64) -> Option<String> {
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        for _ in 0..256 {
+            if cur == crate::attr::ROOT_INO {
+                parts.reverse();
+                return Some(parts.join("/"));
+            }
+            let (parent, name) = self.by_ino.get(&cur)?.name.clone()?;
+            parts.push(String::from_utf8_lossy(&name).into_owned());
+            cur = parent;
+        }
+        None
     }
 
     pub(crate) fn get(&self, ino: u64) -> Option<NodeRef> {

@@ -35,6 +35,15 @@ impl AfsClient {
     }
 
     pub async fn lookup(&self, uid: u32, parent: u64, name: &[u8]) -> Result<Attr> {
+        let attr = self.lookup_node(uid, parent, name).await?;
+        if name != b"." && name != b".." {
+            // Where the kernel names it: for paths in messages.
+            self.inner.nodes.named(attr.ino, parent, name);
+        }
+        Ok(attr)
+    }
+
+    async fn lookup_node(&self, uid: u32, parent: u64, name: &[u8]) -> Result<Attr> {
         if name.is_empty() || name.len() > 255 || name.contains(&b'/') {
             return Err(Error::NotFound);
         }

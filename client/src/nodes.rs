@@ -58,6 +58,18 @@ impl Nodes {
         self.lock().rekey(old, node)
     }
 
+    /// See [`Inodes::named`].
+    pub(crate) fn named(&self, ino: u64, parent: u64, name: &[u8]) {
+        self.lock().named(ino, parent, name)
+    }
+
+    /// The path below the mount of the object `key`, if the kernel
+    /// looked all of it up.
+    pub(crate) fn path_of(&self, key: &FidKey) -> Option<String> {
+        let t = self.lock();
+        t.path(t.ino_of(key)?)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }

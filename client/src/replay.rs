@@ -63,8 +63,10 @@ enum Settled {
     Applied(Option<Fid>),
     /// It was not: send it.
     Resend,
-    /// A store whose first pieces are on the server: send from this one.
-    ResumeAt(usize),
+    /// A store whose first pieces are on the server: send from this one;
+    /// the version the file had before our first piece, as the pieces
+    /// on it count (a piece cut short, sent again, does not count).
+    ResumeAt(usize, u64),
     Conflict(ConflictKind, String, Option<u64>),
 }
 
@@ -278,7 +280,7 @@ impl AfsClient {
     /// Replays one record (see the module comment).
     async fn replay_one(&self, rec: &LogRecord, who: &Identity) -> Result<()> {
         let inner = &self.inner;
-        let mut from_piece = 0;
+        let mut resume: Option<(usize, Vec<(Fid, u64)>)> = None;
         if let RecState::InFlight { pre } = &rec.state {
             match self.settle(rec, who, pre).await? {
                 Settled::Applied(created) => {
@@ -296,29 +298,30 @@ impl AfsClient {
                         "in-flight change not on the server: sending it"
                     );
                 }
-                Settled::ResumeAt(k) => {
-                    if let Change::StoreData { fid, .. } = &rec.m.change {
-                        if self.superseded(rec, *fid, who).await? {
-                            return self.finish(rec, None, who).await;
-                        }
+                Settled::ResumeAt(k, pre_dv) => {
+                    let Change::StoreData { fid, .. } = &rec.m.change else {
+                        return Err(Error::Protocol("a resumed change that is no store".into()));
+                    };
+                    if self.superseded(rec, *fid, who).await? {
+                        return self.finish(rec, None, who).await;
                     }
                     tracing::info!(
                         seq = rec.seq,
                         piece = k,
                         "in-flight store partly on the server: resuming"
                     );
-                    from_piece = k;
+                    resume = Some((k, vec![(*fid, pre_dv)]));
                 }
                 Settled::Conflict(kind, why, server) => {
                     return self.conflict(rec, kind, &why, server);
                 }
             }
         }
-        let pre = if from_piece > 0 {
-            match &rec.state {
-                RecState::InFlight { pre } => pre.clone(),
-                _ => Vec::new(),
-            }
+        let from_piece = resume.as_ref().map_or(0, |r| r.0);
+        let pre = if let Some((_, pre)) = resume {
+            // Settled by looking: no check against the base again (our
+            // own pieces moved the version).
+            pre
         } else {
             match self.check(rec, who).await? {
                 Checked::Go { pre } => pre,
@@ -728,26 +731,67 @@ impl AfsClient {
                 None,
             ));
         };
-        let moved = st.data_version.wrapping_sub(pre_dv);
-        // Ours if the length is what our first `moved` pieces make it
-        // (another writer's store moves the version too).
-        let length_ok = match moved {
-            0 => true,
-            k => plan
-                .get(k as usize - 1)
-                .is_some_and(|p| p.file_length == st.length),
-        };
-        if st.data_version >= pre_dv && moved <= pieces as u64 && length_ok {
-            // Pieces go in order, one version each: the first `moved`
-            // are there (all of them: only the status is left to record).
-            Ok(Settled::ResumeAt(moved as usize))
-        } else {
-            Ok(Settled::Conflict(
+        if st.data_version < pre_dv || st.data_version - pre_dv > pieces as u64 {
+            return Ok(Settled::Conflict(
                 ConflictKind::UpdateUpdate,
                 "the file changed on the server while our store was in flight".into(),
                 Some(st.data_version),
-            ))
+            ));
         }
+        let moved = (st.data_version - pre_dv) as usize;
+        if moved == 0 {
+            return Ok(Settled::ResumeAt(0, pre_dv));
+        }
+        // Pieces go in order, one version each; but a piece cut short (the
+        // daemon killed, the link cut mid-transfer) still moves the version
+        // on an OpenAFS fileserver (the vnode changed), with only part of
+        // its bytes. The last piece counted is on the server only if its
+        // bytes and the length are ours; else it is sent again (its bytes
+        // are the same: the content ends right, the version moves once
+        // more).
+        let last = &plan[moved - 1];
+        let key = self.node(rec, fid).key();
+        let ours = match self.inner.exec.piece_bytes(&key, data, last) {
+            Ok(b) => b,
+            // Our chunks already became the new version's: the store
+            // finished and only its answer was not recorded.
+            Err(_) if moved == pieces && st.length == last.file_length => {
+                return Ok(Settled::ResumeAt(moved, pre_dv));
+            }
+            Err(e) => return Err(e),
+        };
+        let reply = self
+            .inner
+            .valid
+            .call(
+                &self.node(rec, fid),
+                who,
+                &rpcs::FetchData64 {
+                    fid,
+                    pos: last.pos,
+                    length: ours.len() as u64,
+                },
+            )
+            .await?;
+        if reply.data == ours && st.length == last.file_length {
+            return Ok(Settled::ResumeAt(moved, pre_dv));
+        }
+        // A piece cut short wrote a prefix of ours (a fileserver writes a
+        // piece from its start); anything else is another writer's.
+        let head = ours.len().min(1024);
+        if head > 0 && reply.data.len() >= head && reply.data[..head] == ours[..head] {
+            tracing::info!(
+                seq = rec.seq,
+                piece = moved - 1,
+                "a store piece cut short on the server: sending it again"
+            );
+            return Ok(Settled::ResumeAt(moved - 1, pre_dv + 1));
+        }
+        Ok(Settled::Conflict(
+            ConflictKind::UpdateUpdate,
+            "the file changed on the server while our store was in flight".into(),
+            Some(st.data_version),
+        ))
     }
 
     /// Our own replayed store moved a file from version `old` to `new`:
@@ -807,12 +851,14 @@ impl AfsClient {
         if let Some((local, server)) = remap {
             let lk = self.node(rec, local).key();
             let sk = self.node(rec, server).key();
-            let server_dv = inner
-                .valid
-                .statuses
-                .known(&sk)
-                .map(|s| s.data_version)
-                .unwrap_or(1);
+            let server_dv = match inner.valid.statuses.known(&sk) {
+                Some(s) => s.data_version,
+                // Settled after a restart: the create's reply was lost.
+                None => self
+                    .server_status(rec, who, server)
+                    .await?
+                    .map_or(0, |s| s.data_version),
+            };
             for mut r in journal
                 .records_of(&rec.m.cell, local)
                 .into_iter()

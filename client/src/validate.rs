@@ -298,6 +298,11 @@ impl Validator {
         }
     }
 
+    /// The path of an object below the mount, as the kernel named it.
+    pub(crate) fn path_in_mount(&self, key: &FidKey) -> Option<String> {
+        self.nodes.path_of(key)
+    }
+
     /// A volume's name, when the client located it (its id otherwise).
     pub(crate) fn volume_name(&self, cell: &str, volume: u32) -> String {
         self.fs
