@@ -324,10 +324,12 @@ fn offline_tree_then_reconnect() {
     let online = mount_tree(&root);
     assert_eq!(online.len(), 5, "{online:?}");
     // A short dead time can take the fileserver's pause for a cut (see
-    // DEAD): then these changes were logged; let them reach the server.
+    // DEAD): then these changes were logged; let them reach the server,
+    // and read everything again.
     if let Err(e) = m.wait_replayed(REPLAY_LIMIT) {
         panic!("before the cut: {e}");
     }
+    assert_eq!(mount_tree(&root), online);
     let s0 = m.stats();
 
     let cut = cell.cut();
@@ -529,6 +531,40 @@ fn offline_tree_then_reconnect() {
         wrong.is_empty(),
         "after the replay (want: the offline view):\n{wrong}"
     );
+}
+
+/// A directory made online and never listed is known to be empty: offline,
+/// files can be made in it, and they reach the server.
+#[test]
+fn offline_in_a_directory_made_online() {
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, DEAD_CUT);
+    let (root, rel) = workdir(&cell, &m, "offline-fresh");
+    if let Err(e) = m.wait_replayed(REPLAY_LIMIT) {
+        panic!("before the cut: {e}");
+    }
+    fs::create_dir(root.join("fresh")).unwrap();
+    if let Err(e) = m.wait_replayed(REPLAY_LIMIT) {
+        panic!("before the cut: {e}");
+    }
+    let cut = cell.cut();
+    fs::write(root.join("fresh/new.txt"), b"made offline\n").unwrap_or_else(|e| {
+        panic!("a file made offline in a directory made online and never listed: {e}")
+    });
+    let names: Vec<String> = fs::read_dir(root.join("fresh"))
+        .unwrap_or_else(|e| panic!("listing fresh/ offline: {e}"))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["new.txt"]);
+    cut.restore();
+    if let Err(e) = m.wait_replayed(REPLAY_LIMIT) {
+        panic!("after the link came back: {e}");
+    }
+    assert_eq!(
+        server_cat(&cell, &format!("{rel}/fresh/new.txt")),
+        b"made offline\n"
+    );
+    assert!(m.conflicts().is_empty(), "conflicts: {:?}", m.conflicts());
 }
 
 // ---------------------------------------------------------------- T2
