@@ -37,6 +37,11 @@ pub(crate) enum FileAction {
     Truncate { key: Vec<u8>, len: u64 },
     /// Give the file another key (a chunk stored as a new data version).
     Rename { from: Vec<u8>, to: Vec<u8> },
+    /// Give the file a second key (a hard link); the old one goes with a
+    /// [`FileAction::Delete`] after the records: a crash in between leaves
+    /// the file under the key the records name. For data that exists
+    /// nowhere else (unstored changes moving to another fid).
+    Link { from: Vec<u8>, to: Vec<u8> },
     /// Remove the file; done after the records are written.
     Delete { key: Vec<u8> },
     /// Make the file's contents durable (written earlier without a sync).
@@ -70,7 +75,7 @@ fn remade_after(actions: &[FileAction]) -> Vec<Option<Remade>> {
             FileAction::Put { key, .. } => {
                 next.insert(key, Remade::Whole);
             }
-            FileAction::Rename { to, .. } => {
+            FileAction::Rename { to, .. } | FileAction::Link { to, .. } => {
                 next.insert(to, Remade::Whole);
             }
             FileAction::Write { key, .. } | FileAction::Truncate { key, .. } => {
@@ -299,6 +304,20 @@ impl ChunkFiles {
                                 }
                             }
                         }
+                        Err(e) => return Err(io_err(&src, e)),
+                    }
+                }
+                FileAction::Link { from, to } => {
+                    let (src, dst) = (self.path(from), self.path(to));
+                    self.create_parent(&dst)?;
+                    if let Err(e) = fs::remove_file(&dst) {
+                        if e.kind() != ErrorKind::NotFound {
+                            return Err(io_err(&dst, e));
+                        }
+                    }
+                    match fs::hard_link(&src, &dst) {
+                        Ok(()) => touched.push(dst),
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
                         Err(e) => return Err(io_err(&src, e)),
                     }
                 }

@@ -78,6 +78,11 @@ fn apply_files(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, actions: Vec<FileAction>) {
                     map.insert(to, v);
                 }
             }
+            FileAction::Link { from, to } => {
+                if let Some(v) = map.get(&from).cloned() {
+                    map.insert(to, v);
+                }
+            }
             FileAction::Delete { key } => {
                 map.remove(&key);
             }

@@ -591,7 +591,13 @@ pub(crate) fn translate(
                         }
                         let meta = acc.put(to.clone(), old.size, dirty);
                         sink.put(usage_key_of(&to), encode(&meta));
-                        files.file(FileAction::Rename { from, to });
+                        // Linked, then unlinked after the records: the
+                        // data is never without a file the records name.
+                        files.file(FileAction::Link {
+                            from: from.clone(),
+                            to,
+                        });
+                        files.file(FileAction::Delete { key: from });
                     }
                 }
             }

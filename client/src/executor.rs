@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use afs_proto::fs as rpcs;
 use afs_proto::types::{CallBack, FetchStatus, Fid};
-use cache::{Batch, DirEntryRecord, FidKey, Op, StatusRecord, Store};
+use cache::{Batch, DirEntryRecord, DirRecord, FidKey, Op, StatusRecord, Store};
 
 use crate::dirs::Dirs;
 use crate::fileserver::FsReply;
@@ -242,9 +242,32 @@ impl Executor {
         let created = |fid: Fid, st: &FetchStatus, dir_st: &FetchStatus, cb: &CallBack| {
             let dir = p.target.clone();
             let node = dir.with_fid(fid);
-            let rec =
-                self.valid
-                    .record_reply(&node.key(), who, st, cb, start, epoch, Batch::clean())?;
+            let mut batch = Batch::clean();
+            if matches!(m.change, Change::MakeDir { .. }) {
+                // A directory just made holds `.` and `..`: known without
+                // fetching it (and so usable offline at once).
+                batch.push(Op::PutDir(
+                    node.key(),
+                    DirRecord {
+                        data_version: st.data_version,
+                        entries: vec![
+                            DirEntryRecord {
+                                name: b".".to_vec(),
+                                vnode: fid.vnode,
+                                unique: fid.unique,
+                            },
+                            DirEntryRecord {
+                                name: b"..".to_vec(),
+                                vnode: dir.fid.vnode,
+                                unique: dir.fid.unique,
+                            },
+                        ],
+                    },
+                ));
+            }
+            let rec = self
+                .valid
+                .record_reply(&node.key(), who, st, cb, start, epoch, batch)?;
             self.dirs
                 .apply_change(&dir, who, dir_st, p.old(dir.fid), start, epoch, |entries| {
                     m.change.edit_dir(dir.fid, entries, Some(fid), None)
