@@ -755,7 +755,7 @@ impl AfsClient {
             Ok(b) => b,
             // Our chunks already became the new version's: the store
             // finished and only its answer was not recorded.
-            Err(_) if moved == pieces && st.length == last.file_length => {
+            Err(_) if moved == pieces && st.length == data.length => {
                 return Ok(Settled::ResumeAt(moved, pre_dv));
             }
             Err(e) => return Err(e),
@@ -773,7 +773,10 @@ impl AfsClient {
                 },
             )
             .await?;
-        if reply.data == ours && st.length == last.file_length {
+        // The piece's bytes are there (a fileserver leaves a file written
+        // in several pieces at the end of the data so far, not at the
+        // final length each piece names).
+        if reply.data == ours && st.length >= last.pos + ours.len() as u64 {
             return Ok(Settled::ResumeAt(moved, pre_dv));
         }
         // A piece cut short wrote a prefix of ours (a fileserver writes a
