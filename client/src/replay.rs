@@ -776,7 +776,13 @@ impl AfsClient {
         // The piece's bytes are there (a fileserver leaves a file written
         // in several pieces at the end of the data so far, not at the
         // final length each piece names).
-        if reply.data == ours && st.length >= last.pos + ours.len() as u64 {
+        let there = if ours.is_empty() {
+            // A piece that only sets the length (a cut).
+            st.length == last.file_length
+        } else {
+            reply.data == ours && st.length >= last.pos + ours.len() as u64
+        };
+        if there {
             return Ok(Settled::ResumeAt(moved, pre_dv));
         }
         // A piece cut short wrote a prefix of ours (a fileserver writes a
