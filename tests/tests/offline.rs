@@ -11,7 +11,7 @@
 //!
 //! The random tests print their seed; `AFSD_OFFLINE_SEED=N` repeats a run,
 //! `AFSD_OFFLINE_TRIALS=N` changes the number of kills during offline writes
-//! (default 20), `AFSD_REPLAY_KILLS=N` the number during replay (default 10:
+//! (default 20), `AFSD_REPLAY_KILLS=N` the number during replay (default 20:
 //! each costs some 15 s, the fileserver holding the file for the dead call).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -929,12 +929,12 @@ fn kill9_during_replay() {
     let other = Mount::new(&cell, DEAD);
     let (_, base) = workdir(&cell, &m, "kill-replay");
     // Two kills a round. Each restart waits for the fileserver to give up
-    // the dead client's call (it holds the file meanwhile), some 15 s: 10
-    // kills by default, AFSD_REPLAY_KILLS=20 for more.
+    // the dead client's call (it holds the file meanwhile), some 15 s: 20
+    // kills by default (AFSD_REPLAY_KILLS).
     let kills_wanted: usize = std::env::var("AFSD_REPLAY_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(20);
     let rounds = kills_wanted.div_ceil(2);
     let (mut kills, mut effective) = (0, 0);
     for round in 0..rounds {
