@@ -17,6 +17,19 @@ use crate::{Error, Result, Stats};
 /// How many times a listing is fetched again when it keeps changing.
 const MAX_RETRIES: usize = 5;
 
+/// The listing of a directory just made: `.` and `..` only.
+pub(crate) fn empty_listing(dir: Fid, parent: Fid, data_version: u64) -> DirRecord {
+    let entry = |name: &[u8], f: Fid| DirEntryRecord {
+        name: name.to_vec(),
+        vnode: f.vnode,
+        unique: f.unique,
+    };
+    DirRecord {
+        data_version,
+        entries: vec![entry(b".", dir), entry(b"..", parent)],
+    }
+}
+
 /// A parsed directory with a name index, for one data version.
 pub(crate) struct ParsedDir {
     pub data_version: u64,

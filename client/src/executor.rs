@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use afs_proto::fs as rpcs;
 use afs_proto::types::{CallBack, FetchStatus, Fid};
-use cache::{Batch, DirEntryRecord, DirRecord, FidKey, Op, StatusRecord, Store};
+use cache::{Batch, DirEntryRecord, FidKey, Op, StatusRecord, Store};
 
 use crate::dirs::Dirs;
 use crate::fileserver::FsReply;
@@ -248,21 +248,7 @@ impl Executor {
                 // fetching it (and so usable offline at once).
                 batch.push(Op::PutDir(
                     node.key(),
-                    DirRecord {
-                        data_version: st.data_version,
-                        entries: vec![
-                            DirEntryRecord {
-                                name: b".".to_vec(),
-                                vnode: fid.vnode,
-                                unique: fid.unique,
-                            },
-                            DirEntryRecord {
-                                name: b"..".to_vec(),
-                                vnode: dir.fid.vnode,
-                                unique: dir.fid.unique,
-                            },
-                        ],
-                    },
+                    crate::dirs::empty_listing(fid, dir.fid, st.data_version),
                 ));
             }
             let rec = self

@@ -273,22 +273,7 @@ impl Executor {
                 let st = new_status(ft, *mode, owner, *dir, if is_dir { 2048 } else { 0 });
                 e.set_status(fid, st.clone())?;
                 if is_dir {
-                    let listing = DirRecord {
-                        data_version: 0,
-                        entries: vec![
-                            DirEntryRecord {
-                                name: b".".to_vec(),
-                                vnode: fid.vnode,
-                                unique: fid.unique,
-                            },
-                            DirEntryRecord {
-                                name: b"..".to_vec(),
-                                vnode: dir.vnode,
-                                unique: dir.unique,
-                            },
-                        ],
-                    };
-                    e.set_listing(fid, listing)?;
+                    e.set_listing(fid, crate::dirs::empty_listing(fid, *dir, 0))?;
                     e.link_count(*dir, 1)?;
                 }
                 e.edit_dir(&m.change, *dir, Some(fid), None)?;
