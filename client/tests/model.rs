@@ -478,16 +478,26 @@ async fn synced(c: &Client, what: &str) -> Result<(), TestCaseError> {
 }
 
 /// `MODEL_CASES` raises the number of cases for long runs by hand.
+///
+/// The cases come from a fixed seed, so that every run (CI's included)
+/// checks the same sequences and a failure repeats; `MODEL_RANDOM=1` draws
+/// new ones, for exploring by hand.
 fn runner(cases: u32) -> TestRunner {
     let cases = std::env::var("MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(cases);
-    TestRunner::new(Config {
+    let config = Config {
         cases,
         failure_persistence: None,
         ..Config::default()
-    })
+    };
+    if std::env::var_os("MODEL_RANDOM").is_some() {
+        TestRunner::new(config)
+    } else {
+        let rng = proptest::test_runner::TestRng::deterministic_rng(config.rng_algorithm);
+        TestRunner::new_with_rng(config, rng)
+    }
 }
 
 fn run_cases(kind: StoreKind, sabotage: bool, cases: u32) -> Result<(), String> {
