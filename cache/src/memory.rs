@@ -157,6 +157,12 @@ impl Store for MemoryStore {
             .map(|(k, v)| decode(k, v))
             .collect()
     }
+    fn cached_bytes(&self, fid: &FidKey, data_version: u64) -> u64 {
+        self.lock().acc.cached_bytes(fid, data_version)
+    }
+    fn set_pinned(&self, fid: &FidKey, pinned: bool) {
+        self.lock().acc.set_pinned(fid, pinned);
+    }
     fn dirty_chunks(&self, fid: &FidKey) -> Vec<(u64, u64, u64)> {
         self.lock().acc.dirty_of(fid)
     }

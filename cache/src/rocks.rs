@@ -176,8 +176,10 @@ impl RocksStore {
         if let Err(e) = res {
             let limits = st.acc.limits();
             if let Ok(acc) = load_accounting(&self.db, &self.files) {
+                let pinned = st.acc.take_pinned();
                 st.acc = acc;
                 st.acc.set_limits(limits);
+                st.acc.restore_pinned(pinned);
             }
             return Err(e);
         }
@@ -359,6 +361,12 @@ impl Store for RocksStore {
             return Ok(None);
         }
         self.files.read_range(&key, offset, len)
+    }
+    fn cached_bytes(&self, fid: &FidKey, data_version: u64) -> u64 {
+        self.state().acc.cached_bytes(fid, data_version)
+    }
+    fn set_pinned(&self, fid: &FidKey, pinned: bool) {
+        self.state().acc.set_pinned(fid, pinned);
     }
     fn dirty_chunks(&self, fid: &FidKey) -> Vec<(u64, u64, u64)> {
         self.state().acc.dirty_of(fid)

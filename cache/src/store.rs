@@ -242,6 +242,13 @@ pub trait Store: Send + Sync {
     }
     /// The dirty chunks of a fid: (data version, index, size).
     fn dirty_chunks(&self, fid: &FidKey) -> Vec<(u64, u64, u64)>;
+    /// Bytes cached of one data version of a fid (its chunks' sizes).
+    fn cached_bytes(&self, fid: &FidKey, data_version: u64) -> u64;
+    /// Pins (or unpins) a fid: its chunks, of every data version, are then
+    /// never evicted ([`Usage::pinned_bytes`] counts them). Pins live in
+    /// memory: the client, which keeps the pin records, sets them again
+    /// when it starts, before anything can be evicted.
+    fn set_pinned(&self, fid: &FidKey, pinned: bool);
     fn get_dir(&self, fid: &FidKey) -> Result<Option<DirRecord>>;
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Every stored token, of every user.

@@ -1,7 +1,7 @@
 //! Tests of the bounded cache: accounting, eviction, flushes, and the
 //! equivalence of the two stores.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
@@ -73,6 +73,7 @@ fn usage(bytes: u64, entries: u64, dirty_bytes: u64, dirty_entries: u64) -> Usag
         entries,
         dirty_bytes,
         dirty_entries,
+        pinned_bytes: 0,
     }
 }
 
@@ -616,6 +617,8 @@ enum TOp {
     Limits(u64, u64),
     Evict,
     Reopen,
+    /// [`Store::set_pinned`] (not batchable: pins are in memory).
+    Pin(u32, bool),
 }
 
 const FIDS: u32 = 4;
@@ -654,6 +657,7 @@ fn top() -> impl Strategy<Value = TOp> {
         1 => (0u64..150, 0u64..8).prop_map(|(b, e)| TOp::Limits(b, e)),
         1 => Just(TOp::Evict),
         1 => Just(TOp::Reopen),
+        2 => (0..FIDS, any::<bool>()).prop_map(|(f, on)| TOp::Pin(f, on)),
     ]
 }
 
@@ -761,7 +765,7 @@ fn ops_of(op: &TOp) -> (Vec<Op>, bool) {
             }
             (all, durable)
         }
-        TOp::Limits(..) | TOp::Evict | TOp::Reopen => (Vec::new(), false),
+        TOp::Limits(..) | TOp::Evict | TOp::Reopen | TOp::Pin(..) => (Vec::new(), false),
     }
 }
 
@@ -777,6 +781,7 @@ fn run(store: &dyn Store, op: &TOp) -> Option<crate::EvictReport> {
         }),
         TOp::Evict => return Some(store.evict().unwrap()),
         TOp::Reopen => {}
+        TOp::Pin(f, on) => store.set_pinned(&tfid(f), on),
         _ => {
             let (ops, durable) = ops_of(op);
             store.apply(Batch::of(ops, durable)).unwrap();
@@ -793,6 +798,7 @@ struct Model {
     chunks: BTreeMap<ChunkId, (Vec<u8>, bool, u64)>,
     clock: u64,
     limits: Limits,
+    pinned: BTreeSet<u32>,
 }
 
 impl Model {
@@ -806,9 +812,12 @@ impl Model {
         self.chunks.insert(k, (data, dirty, t));
     }
 
-    /// Drops the clean chunks `doomed` says so of.
+    /// Drops the clean chunks `doomed` says so of, but pinned ones (a
+    /// flush keeps them).
     fn drop_clean(&mut self, doomed: impl Fn(&ChunkId) -> bool) {
-        self.chunks.retain(|k, c| c.1 || !doomed(k));
+        let pinned = self.pinned.clone();
+        self.chunks
+            .retain(|k, c| c.1 || pinned.contains(&k.0) || !doomed(k));
     }
 
     /// Applies one op; returns whether it added file data (may evict).
@@ -832,7 +841,8 @@ impl Model {
                 return false;
             }
             TOp::DeleteClean(f) => {
-                self.drop_clean(|k| k.0 == f && k.1 != 1);
+                // Pinned or not: the version moved.
+                self.chunks.retain(|k, c| c.1 || !(k.0 == f && k.1 != 1));
                 return false;
             }
             TOp::Write {
@@ -876,6 +886,14 @@ impl Model {
                 self.drop_clean(|k| k.0 == f);
                 return false;
             }
+            TOp::Pin(f, on) => {
+                if on {
+                    self.pinned.insert(f);
+                } else {
+                    self.pinned.remove(&f);
+                }
+                return false;
+            }
             TOp::FlushVolume(v) => {
                 self.drop_clean(|k| tfid(k.0).volume == v);
                 return false;
@@ -902,9 +920,12 @@ impl Model {
 
     fn usage(&self) -> Usage {
         let mut u = Usage::default();
-        for (d, dirty, _) in self.chunks.values() {
+        for (k, (d, dirty, _)) in &self.chunks {
             u.bytes += d.len() as u64;
             u.entries += 1;
+            if self.pinned.contains(&k.0) {
+                u.pinned_bytes += d.len() as u64;
+            }
             if *dirty {
                 u.dirty_bytes += d.len() as u64;
                 u.dirty_entries += 1;
@@ -926,7 +947,7 @@ impl Model {
             let lru = self
                 .chunks
                 .iter()
-                .filter(|(_, c)| !c.1)
+                .filter(|(k, c)| !c.1 && !self.pinned.contains(&k.0))
                 .min_by_key(|(_, c)| c.2)
                 .map(|(k, _)| *k);
             let Some(k) = lru else { break };
@@ -974,6 +995,10 @@ proptest! {
                 drop(rocks.take());
                 rocks = Some(RocksStore::open(tmp.path()).unwrap());
                 rocks.as_ref().unwrap().set_limits(model.limits);
+                // Pins are the client's to set again at start.
+                for f in &model.pinned {
+                    rocks.as_ref().unwrap().set_pinned(&tfid(*f), true);
+                }
             }
             let r = rocks.as_ref().unwrap();
             let rm = run(&mem, op);
@@ -1012,6 +1037,9 @@ proptest! {
         // A final restart keeps everything, and the order of last uses.
         drop(rocks.take());
         let r = RocksStore::open(tmp.path()).unwrap();
+        for f in &model.pinned {
+            r.set_pinned(&tfid(*f), true);
+        }
         prop_assert_eq!(r.usage(), model.usage());
         prop_assert_eq!(contents(&r), model.contents());
         model.limits = Limits { max_entries: 1, ..Limits::default() };

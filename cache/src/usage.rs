@@ -36,6 +36,8 @@ pub struct Usage {
     pub entries: u64,
     pub dirty_bytes: u64,
     pub dirty_entries: u64,
+    /// Bytes of chunks of pinned fids (dirty or not): never evicted either.
+    pub pinned_bytes: u64,
 }
 
 /// Bounds of the file-data cache; 0 means unlimited.
@@ -97,6 +99,10 @@ pub(crate) struct Accounting {
     limits: Limits,
     /// Chunks whose last use changed since their usage record was written.
     pending_touch: BTreeSet<Vec<u8>>,
+    /// Chunk key prefixes (one per fid) of pinned fids: their chunks, of
+    /// every data version, are never evicted. Kept in memory only; the
+    /// client, which owns the pins, sets them at start.
+    pinned: BTreeSet<Vec<u8>>,
 }
 
 impl Accounting {
@@ -127,6 +133,72 @@ impl Accounting {
         self.blocks + self.overhead
     }
 
+    /// The prefix of a chunk key naming its fid (without version and index).
+    fn fid_prefix(key: &[u8]) -> &[u8] {
+        &key[..key.len().saturating_sub(16)]
+    }
+
+    fn is_pinned(&self, key: &[u8]) -> bool {
+        !self.pinned.is_empty() && self.pinned.contains(Self::fid_prefix(key))
+    }
+
+    /// Whether eviction may take this chunk: clean and not pinned.
+    fn evictable(&self, key: &[u8], meta: &ChunkMeta) -> bool {
+        !meta.dirty && !self.is_pinned(key)
+    }
+
+    /// Pins or unpins every chunk of a fid, of any data version, present or
+    /// to come.
+    pub fn set_pinned(&mut self, fid: &FidKey, pinned: bool) {
+        let start = chunk_prefix(fid);
+        let end = prefix_end(&start);
+        if pinned == self.pinned.contains(&start) {
+            return;
+        }
+        let chunks = self.keys_in(&start, &end);
+        if pinned {
+            for (k, m) in &chunks {
+                self.lru.remove(&(m.last_use, k.clone()));
+                self.usage.pinned_bytes += m.size;
+            }
+            self.pinned.insert(start);
+        } else {
+            self.pinned.remove(&start);
+            for (k, m) in chunks {
+                self.usage.pinned_bytes -= m.size;
+                if !m.dirty {
+                    self.lru.insert((m.last_use, k));
+                }
+            }
+        }
+    }
+
+    /// The pinned fids' prefixes (carried over a reload of the accounting).
+    pub(crate) fn take_pinned(&mut self) -> BTreeSet<Vec<u8>> {
+        std::mem::take(&mut self.pinned)
+    }
+
+    /// Restores pins taken by [`Accounting::take_pinned`] into a fresh
+    /// accounting.
+    pub(crate) fn restore_pinned(&mut self, pinned: BTreeSet<Vec<u8>>) {
+        for prefix in pinned {
+            let end = prefix_end(&prefix);
+            for (k, m) in self.keys_in(&prefix, &end) {
+                self.lru.remove(&(m.last_use, k));
+                self.usage.pinned_bytes += m.size;
+            }
+            self.pinned.insert(prefix);
+        }
+    }
+
+    /// Bytes cached of one data version of a fid.
+    pub fn cached_bytes(&self, fid: &FidKey, data_version: u64) -> u64 {
+        let mut start = chunk_prefix(fid);
+        start.extend_from_slice(&data_version.to_be_bytes());
+        let end = prefix_end(&start);
+        self.chunks.range(start..end).map(|(_, m)| m.size).sum()
+    }
+
     fn tick(&mut self) -> u64 {
         let t = self.clock;
         self.clock += 1;
@@ -141,7 +213,10 @@ impl Accounting {
         if meta.dirty {
             self.usage.dirty_bytes += meta.size;
             self.usage.dirty_entries += 1;
-        } else {
+        }
+        if self.is_pinned(&key) {
+            self.usage.pinned_bytes += meta.size;
+        } else if !meta.dirty {
             self.lru.insert((meta.last_use, key.clone()));
         }
         self.chunks.insert(key, meta);
@@ -178,7 +253,10 @@ impl Accounting {
         if meta.dirty {
             self.usage.dirty_bytes -= meta.size;
             self.usage.dirty_entries -= 1;
-        } else {
+        }
+        if self.is_pinned(key) {
+            self.usage.pinned_bytes -= meta.size;
+        } else if !meta.dirty {
             self.lru.remove(&(meta.last_use, key.to_vec()));
         }
         self.pending_touch.remove(key);
@@ -214,7 +292,7 @@ impl Accounting {
             return false;
         };
         let now = self.tick();
-        if !meta.dirty {
+        if self.evictable(key, &meta) {
             self.lru.remove(&(meta.last_use, key.to_vec()));
             self.lru.insert((now, key.to_vec()));
         }
@@ -326,7 +404,7 @@ impl Accounting {
         files: &mut impl FileSink,
     ) {
         for (key, meta) in self.keys_in(start, end) {
-            if dirty_too || !meta.dirty {
+            if dirty_too || self.evictable(&key, &meta) {
                 self.drop_chunk(&key, sink, files);
             }
         }
@@ -387,10 +465,14 @@ impl Accounting {
         for (k, m) in &self.chunks {
             u.bytes += m.size;
             u.entries += 1;
+            if self.is_pinned(k) {
+                u.pinned_bytes += m.size;
+            }
             if m.dirty {
                 u.dirty_bytes += m.size;
                 u.dirty_entries += 1;
-            } else {
+            }
+            if self.evictable(k, m) {
                 clean += 1;
                 assert!(self.lru.contains(&(m.last_use, k.clone())));
             }
