@@ -8,6 +8,8 @@
 //! | `afsd.volstatus` | any node | the node's fid and its volume's status (GetVolumeStatus), `key value` lines |
 //! | `afsd.whereis` | any node | the addresses of the fileservers of the node's volume instance |
 //! | `afsd.state` | any node | `clean` or `logged(N)` (N changes not yet on the server), `stale-since=T` while its volume is offline, and `dv=` the data version shown |
+//! | `afsd.base`, `afsd.local`, `afsd.server` | any node | `dv= len= mtime= mode= owner=` of the object before its first offline change, as shown here, and on the server (asked when connected); `afsd.base` only for an object with changes pending or in a conflict |
+//! | `afsd.conflict` | a node in a conflict of the caller | `kind= id= base= local= server=` (data versions) |
 //! | `afsd.mountpoint.NAME` | a directory | the contents (`#vol.`) of its entry NAME when that is a mount point; EINVAL when not |
 //!
 //! Lookup crosses mount points, so a mount point is asked about through
@@ -19,12 +21,21 @@ use afs_proto::fs as rpcs;
 
 use crate::attr::{is_mount_point, ROOT_INO};
 use crate::client::AfsClient;
+use crate::states::Which;
 use crate::{Error, Result};
 
 /// Disconnected operation's view of a node: `clean`, `logged(N)` (N
 /// changes not yet on the server), `stale-since=T` (served from the cache
 /// while its volume is offline).
 pub const XATTR_STATE: &str = "afsd.state";
+
+/// The three states of an object changed offline or in conflict (see
+/// `states.rs`): `dv= len= mtime= mode= owner=`.
+pub const XATTR_BASE: &str = "afsd.base";
+pub const XATTR_LOCAL: &str = "afsd.local";
+pub const XATTR_SERVER: &str = "afsd.server";
+/// `kind= id= base= local= server=` of an object in conflict.
+pub const XATTR_CONFLICT: &str = "afsd.conflict";
 
 /// The ACL xattr (the name Linux kAFS uses).
 pub const XATTR_ACL: &str = "afs.acl";
@@ -140,11 +151,18 @@ impl AfsClient {
     /// getxattr as `uid`: the administration names above, then the
     /// read-only `afs.fid`, `afs.cell`, `afs.volume` and `afsd.stats`.
     pub async fn getxattr_as(&self, uid: u32, ino: u64, name: &str) -> Result<Option<Vec<u8>>> {
+        if crate::conflict_tree::is_tree_ino(ino) {
+            return Ok(None);
+        }
         match name {
             XATTR_ACL if ino != ROOT_INO => self.get_acl(uid, ino).await.map(Some),
             XATTR_VOLSTATUS if ino != ROOT_INO => self.volume_status_text(uid, ino).await.map(Some),
             XATTR_WHEREIS if ino != ROOT_INO => self.whereis_text(ino).map(Some),
             XATTR_STATE if ino != ROOT_INO => self.state_text(uid, ino).await.map(Some),
+            XATTR_BASE if ino != ROOT_INO => self.state_xattr(uid, ino, Which::Base).await,
+            XATTR_LOCAL if ino != ROOT_INO => self.state_xattr(uid, ino, Which::Local).await,
+            XATTR_SERVER if ino != ROOT_INO => self.state_xattr(uid, ino, Which::Server).await,
+            XATTR_CONFLICT if ino != ROOT_INO => self.conflict_xattr(uid, ino).await,
             _ => match name.strip_prefix(XATTR_MOUNTPOINT_PREFIX) {
                 Some(entry) => self.mount_point_of(uid, ino, entry).await.map(Some),
                 None => self.getxattr(uid, ino, name).await,
@@ -154,6 +172,9 @@ impl AfsClient {
 
     /// listxattr: `afs.acl` besides the read-only names.
     pub async fn listxattr_all(&self, uid: u32, ino: u64) -> Result<Vec<&'static str>> {
+        if crate::conflict_tree::is_tree_ino(ino) {
+            return Ok(Vec::new());
+        }
         let mut v = self.listxattr(uid, ino).await?;
         if ino != ROOT_INO {
             v.insert(0, XATTR_ACL);

@@ -54,8 +54,12 @@ pub(crate) struct Inner {
     pub(crate) data: Arc<FileData>,
     pub(crate) exec: Arc<Executor>,
     pub(crate) open: OpenFiles,
+    /// Opened files of `/afs/.afsd/conflicts`.
+    pub(crate) tree: crate::conflict_tree::TreeHandles,
     pub(crate) locks: Locks,
     pub(crate) conflicts: Conflicts,
+    /// The miss policy: waits and misses (miss/).
+    pub(crate) miss: crate::miss::Miss,
     /// One replay at a time (the background task, `sync`).
     pub(crate) replay_lock: tokio::sync::Mutex<()>,
     /// The cache size limit in force (`setcachesize` changes it).
@@ -189,6 +193,8 @@ impl AfsClient {
             );
             journal.commit(Vec::new(), unclosed, Vec::new(), true)?;
         }
+        // Pins first: what they hold must not be evicted below.
+        let pins = Arc::new(crate::pins::PinSet::load(store.clone())?);
         // A smaller limit than last time takes effect now, not at the next fetch.
         store.evict()?;
         let queue = Arc::new(Queue::default());
@@ -213,6 +219,7 @@ impl AfsClient {
             Tokens::new(config.rxkad_level, stored_tokens),
             conn,
             journal.pending.clone(),
+            pins.clone(),
         ));
         let dirs = Arc::new(Dirs::new(store.clone(), stats.clone(), valid.clone()));
         let data = Arc::new(FileData::new(
@@ -245,6 +252,7 @@ impl AfsClient {
         let locks = Locks::new(valid.clone());
         let sink: Arc<dyn CallbackSink> = valid.clone();
         fs.attach(Arc::downgrade(&sink), uuid);
+        let miss = crate::miss::Miss::new(config.miss.clone(), store.as_ref());
         let inner = Arc::new(Inner {
             config,
             cells,
@@ -258,15 +266,27 @@ impl AfsClient {
             data,
             exec,
             open,
+            tree: Default::default(),
             locks,
             conflicts,
+            miss,
             replay_lock: tokio::sync::Mutex::new(()),
             cache_bytes: AtomicU64::new(cache_bytes),
             inval: Closer(queue),
         });
         tokio::spawn(crate::replay::reconnect_loop(Arc::downgrade(&inner)));
+        tokio::spawn(crate::pinning::refresh_loop(Arc::downgrade(&inner)));
+        tokio::spawn(crate::miss::keep_misses(Arc::downgrade(&inner)));
+        tokio::spawn(crate::tokenwatch::watch_loop(Arc::downgrade(&inner)));
         tracing::info!(uuid = %uuid, "cache manager started");
-        Ok((AfsClient { inner }, inval_rx))
+        let client = AfsClient { inner };
+        // Local versions discarded by keep-remote past their retention go.
+        match client.purge_resolved(0, None, client.inner.config.conflict_retention) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(conflicts = n, "purged local versions past their retention"),
+            Err(e) => tracing::warn!("purging resolved conflicts: {e}"),
+        }
+        Ok((client, inval_rx))
     }
 
     /// The configured cells, local cell first.
@@ -373,6 +393,11 @@ impl AfsClient {
     pub fn render_stats(&self) -> String {
         let mut s = self.inner.stats.render();
         s.push_str(&format!("inodes {}\n", self.inner.nodes.len()));
+        let u = self.inner.store.usage();
+        s.push_str(&format!(
+            "store.bytes {}\nstore.dirty_bytes {}\nstore.pinned_bytes {}\n",
+            u.bytes, u.dirty_bytes, u.pinned_bytes
+        ));
         s.push_str(&format!(
             "invalidations_pending {}\n",
             self.inner.inval.0.len()
@@ -391,6 +416,7 @@ impl AfsClient {
             }
         }
         self.inner.fs.give_up_callbacks().await;
+        self.inner.miss.keep(self.inner.store.as_ref());
     }
 
     /// Probes every fileserver this client knows of (those it used, and
@@ -432,6 +458,14 @@ impl AfsClient {
 
     /// Changes the cache size limit (bytes; 0: unlimited) and evicts to it.
     pub fn set_cache_size(&self, bytes: u64) -> Result<cache::EvictReport> {
+        let u = self.inner.store.usage();
+        let held = u.dirty_bytes + u.pinned_bytes;
+        if bytes != 0 && bytes < held {
+            return Err(Error::NoSpace(format!(
+                "the cache holds {held} bytes it may not evict ({} pinned, {} not yet stored); nothing was changed",
+                u.pinned_bytes, u.dirty_bytes
+            )));
+        }
         self.inner.cache_bytes.store(bytes, Ordering::SeqCst);
         self.inner.store.set_limits(cache::Limits {
             max_entries: self.inner.config.cache_entries,
@@ -451,6 +485,11 @@ impl AfsClient {
                     .into(),
             ));
         }
+        if self.inner.valid.pins.contains(&key) {
+            return Err(Error::Busy(
+                "it is pinned (see afsd-rs pins; afsd-rs unpin first); nothing was flushed".into(),
+            ));
+        }
         self.inner.store.flush_fid(&key)?;
         self.inner.forget_cached(|k| *k == key);
         Ok(())
@@ -461,6 +500,12 @@ impl AfsClient {
         if self.inner.exec.journal.has_log(cell, volume) {
             return Err(Error::Busy(
                 "the volume has changes not yet on the server (see afsd-rs status); nothing was flushed"
+                    .into(),
+            ));
+        }
+        if self.inner.valid.pins.in_volume(cell, volume) {
+            return Err(Error::Busy(
+                "the volume holds pinned objects (see afsd-rs pins; afsd-rs unpin first); nothing was flushed"
                     .into(),
             ));
         }

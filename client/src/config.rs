@@ -27,6 +27,18 @@ pub struct ClientConfig {
     pub cache_bytes: u64,
     /// Chunks the cache may hold (0: unlimited).
     pub cache_entries: u64,
+    /// Bytes of file data pins may hold (`--pin-reserve`); None: half the
+    /// cache size.
+    pub pin_reserve: Option<u64>,
+    /// What a read of data not cached gets while its volume is
+    /// disconnected (see `miss/`).
+    pub miss: crate::miss::MissConfig,
+    /// Seconds a local version discarded by keep-remote stays in the
+    /// conflict store (`conflict-retention`).
+    pub conflict_retention: u64,
+    /// External resolvers by name (`resolver.NAME = COMMAND`; see
+    /// `resolver.rs`).
+    pub resolvers: std::collections::BTreeMap<String, String>,
 }
 
 impl ClientConfig {
@@ -41,6 +53,10 @@ impl ClientConfig {
             rxkad_level: rx::RxkadLevel::Crypt,
             cache_bytes: 1 << 30,
             cache_entries: 0,
+            pin_reserve: None,
+            miss: crate::miss::MissConfig::default(),
+            conflict_retention: crate::resolve::DEFAULT_RETENTION_SECS,
+            resolvers: Default::default(),
         }
     }
 }

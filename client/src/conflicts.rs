@@ -118,6 +118,8 @@ pub struct ConflictInfo {
 pub enum ConflictSide {
     Local,
     Base,
+    /// What the path shows now (read through the client, as its user).
+    Server,
 }
 
 impl ConflictRecord {
@@ -156,6 +158,10 @@ impl ConflictRecord {
 pub(crate) struct Conflicts {
     store: Arc<dyn Store>,
     next_id: AtomicU64,
+    /// Objects of conflicts just made whose server status replay fetches
+    /// before it ends: the path shows the server's version, and a
+    /// resolution made offline later must be decided against it.
+    pub(crate) to_fetch: std::sync::Mutex<Vec<(String, Fid, u32)>>,
 }
 
 impl Conflicts {
@@ -169,6 +175,7 @@ impl Conflicts {
         Ok(Conflicts {
             store,
             next_id: AtomicU64::new(max + 1),
+            to_fetch: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -187,14 +194,6 @@ impl Conflicts {
             .ok()
             .flatten()
             .and_then(|v| bincode::deserialize(&v).ok())
-    }
-
-    /// Conflicts per (cell, volume).
-    pub(crate) fn count(&self, cell: &str, volume: u32) -> u64 {
-        self.all()
-            .iter()
-            .filter(|c| c.cell() == cell && c.records[0].m.volume == volume)
-            .count() as u64
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -260,6 +259,11 @@ impl Conflicts {
         let (dv, len) = match side {
             ConflictSide::Local => (KEPT_LOCAL, c.local_len),
             ConflictSide::Base => (KEPT_BASE, c.base_len),
+            ConflictSide::Server => {
+                return Err(Error::Invalid(
+                    "the server's version is read through the client".into(),
+                ))
+            }
         };
         let Some(len) = len else {
             return Err(Error::Offline(format!(
@@ -267,7 +271,7 @@ impl Conflicts {
                 c.id,
                 match side {
                     ConflictSide::Local => "local",
-                    ConflictSide::Base => "base",
+                    _ => "base",
                 }
             )));
         };

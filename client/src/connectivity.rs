@@ -86,9 +86,18 @@ pub(crate) struct Connectivity {
     /// Wakes the reconnect/replay task: a mode changed, a token arrived,
     /// a change was logged.
     pub(crate) wake: tokio::sync::Notify,
+    /// Where mode changes are told.
+    pub(crate) events: std::sync::Arc<crate::events::EventBus>,
+    /// Counts mode changes: requests waiting for a volume (the miss
+    /// policy) try again at each.
+    pub(crate) changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Connectivity {
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<VolKey, VolMode>> {
         self.vols.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -148,7 +157,16 @@ impl Connectivity {
             }
         };
         if changed {
+            self.changed();
             tracing::warn!(cell, volume, reason, "volume disconnected");
+            self.events.emit(
+                None,
+                crate::events::EventKind::VolumeOffline {
+                    cell: cell.to_string(),
+                    volume,
+                    reason: reason.to_string(),
+                },
+            );
             self.wake.notify_one();
         }
         changed
@@ -160,14 +178,41 @@ impl Connectivity {
             (cell.to_string(), volume),
             VolMode::new(Mode::Disconnected, true, "put offline by hand".into()),
         );
+        self.changed();
         tracing::info!(cell, volume, "volume put offline by hand");
+        self.events.emit(
+            None,
+            crate::events::EventKind::VolumeOffline {
+                cell: cell.to_string(),
+                volume,
+                reason: "put offline by hand".into(),
+            },
+        );
         self.wake.notify_one();
     }
 
     /// The users replay waits for.
     pub(crate) fn set_waiting(&self, cell: &str, volume: u32, waiting: Vec<crate::Waiting>) {
-        if let Some(e) = self.lock().get_mut(&(cell.to_string(), volume)) {
-            e.waiting = waiting;
+        let mut vols = self.lock();
+        let Some(e) = vols.get_mut(&(cell.to_string(), volume)) else {
+            return;
+        };
+        let new: Vec<crate::Waiting> = waiting
+            .iter()
+            .filter(|w| !e.waiting.iter().any(|o| o.uid == w.uid))
+            .cloned()
+            .collect();
+        e.waiting = waiting;
+        drop(vols);
+        for w in new {
+            self.events.emit(
+                Some(w.uid),
+                crate::events::EventKind::ReplayPaused {
+                    cell: cell.to_string(),
+                    volume,
+                    reason: w.reason.clone(),
+                },
+            );
         }
     }
 
@@ -178,12 +223,23 @@ impl Connectivity {
             .entry((cell.to_string(), volume))
             .or_insert_with(|| VolMode::new(mode, false, String::new()));
         if e.mode != mode || e.reason != reason {
+            let was = e.mode;
             let manual = e.manual && mode == Mode::Disconnected;
             let waiting = std::mem::take(&mut e.waiting);
             *e = VolMode::new(mode, manual, reason.to_string());
             e.waiting = waiting;
             drop(vols);
+            self.changed();
             tracing::info!(cell, volume, mode = %mode, reason, "volume mode");
+            if mode == Mode::Connected && was != Mode::Connected {
+                self.events.emit(
+                    None,
+                    crate::events::EventKind::VolumeOnline {
+                        cell: cell.to_string(),
+                        volume,
+                    },
+                );
+            }
             self.wake.notify_one();
         }
     }

@@ -59,6 +59,10 @@ pub enum Error {
     BadHandle,
     #[error("interrupted")]
     Interrupted,
+    /// A wait for a disconnected volume (the miss policy's `wait`) ended
+    /// without it: the bound passed, or `afsd-rs waiting --release`.
+    #[error("waited for a disconnected volume: {0}")]
+    MissWait(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     /// The outcome of a fetch shared by several waiters.
@@ -85,7 +89,7 @@ impl Error {
             Error::Interrupted => libc::EINTR,
             Error::Access => libc::EACCES,
             Error::ReadOnly => libc::EROFS,
-            Error::TimedOut(_) => libc::ETIMEDOUT,
+            Error::TimedOut(_) | Error::MissWait(_) => libc::ETIMEDOUT,
             Error::Unreachable(_) => libc::EHOSTUNREACH,
             Error::Offline(_) => libc::ENETDOWN,
             Error::Exists => libc::EEXIST,

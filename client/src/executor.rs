@@ -119,7 +119,7 @@ impl Executor {
         if self.must_log(&m.cell, m.volume) {
             return self.log_change(who, m, RecState::Pending, Vec::new(), true);
         }
-        match self.send(who, m, 0).await {
+        match self.send(who, m, 0, None).await {
             Err(e)
                 if crate::connectivity::is_network(&e)
                     && !matches!(m.change, Change::StoreAcl { .. }) =>
@@ -140,12 +140,15 @@ impl Executor {
 
     /// Sends `m` as `who` now and applies the reply (the online path, and
     /// replay's). A StoreData starts at piece `from_piece` (pieces already
-    /// on the server are not sent twice).
+    /// on the server are not sent twice). `moved` is the object a rename
+    /// moves when the caller knows it (replay does: the log says, where the
+    /// cached listing may bind the name to a later object).
     pub(crate) async fn send(
         &self,
         who: &Identity,
         m: &Mutation,
         from_piece: usize,
+        moved: Option<Fid>,
     ) -> Result<Outcome> {
         tracing::debug!(change = m.change.kind(), cell = %m.cell, uid = m.uid, "executing");
         if let Change::StoreData { fid, data } = &m.change {
@@ -158,7 +161,7 @@ impl Executor {
             });
         }
         let call = m.change.request()?;
-        let prep = self.prepare(m);
+        let prep = self.prepare(m, moved);
         let reply = self.valid.send(&prep.target, who, call).await;
         if let Change::StoreAcl { fid, .. } = &m.change {
             // Whatever happened, rights learned in this volume may be
@@ -181,7 +184,7 @@ impl Executor {
     /// the statuses of the objects the reply will update, and the entries a
     /// change relies on. Statuses of objects whose link count the change
     /// alters are dropped (fetched again at next use).
-    fn prepare(&self, m: &Mutation) -> Prepared {
+    fn prepare(&self, m: &Mutation, known_moved: Option<Fid>) -> Prepared {
         let target_fid = match &m.change {
             Change::StoreStatus { fid, .. } | Change::StoreAcl { fid, .. } => *fid,
             Change::StoreData { fid, .. } => *fid,
@@ -205,7 +208,14 @@ impl Executor {
                 to_name,
                 ..
             } => {
-                moved = self.dirs.cached_entry(&target, from_name);
+                moved = match known_moved {
+                    Some(f) => Some(DirEntryRecord {
+                        name: from_name.clone(),
+                        vnode: f.vnode,
+                        unique: f.unique,
+                    }),
+                    None => self.dirs.cached_entry(&target, from_name),
+                };
                 victims.extend(self.dirs.cached_entry(&node_of(m, *to_dir), to_name));
             }
             Change::Link { existing, .. } => {

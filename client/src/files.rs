@@ -8,6 +8,7 @@ use afs_proto::types::FileType;
 
 use crate::attr::{Attr, NodeKind, ROOT_INO};
 use crate::client::AfsClient;
+use crate::conflict_tree::{is_tree_fh, is_tree_ino};
 use crate::validate::{PRSFS_LOCK, PRSFS_LOOKUP, PRSFS_READ, PRSFS_WRITE};
 use crate::writes::Handle;
 use crate::{Error, Result, VolType};
@@ -21,6 +22,9 @@ impl AfsClient {
     pub async fn open(&self, uid: u32, ino: u64, flags: i32) -> Result<u64> {
         if ino == ROOT_INO {
             return Err(Error::IsDir);
+        }
+        if is_tree_ino(ino) {
+            return self.tree_open(uid, ino, flags).await;
         }
         let inner = &self.inner;
         let node = inner.nodes.node(ino)?;
@@ -53,11 +57,35 @@ impl AfsClient {
         }))
     }
 
+    /// Whether the kernel may keep the pages it cached of `ino` across
+    /// this open (FOPEN_KEEP_CACHE). They hold the server's data of the
+    /// version shown: every change of data version, callback break and
+    /// flush drops them (the client's invalidations), so they stay true
+    /// while nobody writes the file here. Never for an open that writes,
+    /// nor while anyone holds unstored or unreplayed changes to the file:
+    /// those are their writer's alone, and the page cache is every user's.
+    /// The open itself checked this caller's rights.
+    pub fn keep_page_cache(&self, ino: u64, flags: i32) -> bool {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return false;
+        }
+        let Ok(node) = self.inner.nodes.node(ino) else {
+            return false;
+        };
+        let key = node.key();
+        !self.inner.open.changing(&key)
+            && !self.inner.exec.journal.pending.contains(&key)
+            && !self.inner.nodes.invalidation_pending(ino)
+    }
+
     /// opendir(3): listing needs the lookup right; checked here so that a
     /// directory cached for one user is not listed to another.
     pub async fn opendir(&self, uid: u32, ino: u64) -> Result<()> {
         if ino == ROOT_INO {
             return Ok(());
+        }
+        if is_tree_ino(ino) {
+            return self.tree_access(uid, ino, libc::R_OK | libc::X_OK).await;
         }
         let inner = &self.inner;
         let node = inner.nodes.node(ino)?;
@@ -100,6 +128,9 @@ impl AfsClient {
     /// Reads through handle `fh`: the opener's unstored changes if any,
     /// else the server's data.
     pub async fn read(&self, uid: u32, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        if is_tree_fh(fh) {
+            return self.tree_read(fh, offset, size);
+        }
         let inner = &self.inner;
         let h = inner.open.handle(fh)?;
         let who = inner.valid.who(h.uid, &h.node);
@@ -134,6 +165,9 @@ impl AfsClient {
     /// close(2) of a descriptor (FUSE flush) and fsync: stores the opener's
     /// changes; when this returns Ok the fileserver has the data.
     pub async fn flush(&self, fh: u64) -> Result<()> {
+        if is_tree_fh(fh) {
+            return Ok(());
+        }
         let h = self.inner.open.handle(fh)?;
         self.inner.open.flush(&h.node, h.uid).await
     }
@@ -141,6 +175,10 @@ impl AfsClient {
     /// The last close of a file description: its lock owner's lock ends,
     /// changes still unstored are stored, and the handle goes.
     pub async fn release(&self, fh: u64, lock_owner: Option<u64>) -> Result<()> {
+        if is_tree_fh(fh) {
+            self.tree_release(fh);
+            return Ok(());
+        }
         let inner = &self.inner;
         let h = inner.open.handle(fh)?;
         if let Some(owner) = lock_owner {
@@ -210,6 +248,9 @@ impl AfsClient {
     /// access(2), as OpenAFS's afs_access answers it: EACCES, or EROFS for
     /// W_OK in a read-only volume.
     pub async fn access(&self, uid: u32, ino: u64, mask: i32) -> Result<()> {
+        if is_tree_ino(ino) {
+            return self.tree_access(uid, ino, mask).await;
+        }
         if ino == ROOT_INO {
             return if mask & libc::W_OK != 0 {
                 Err(Error::ReadOnly)

@@ -128,6 +128,23 @@ impl Tokens {
         v
     }
 
+    /// Every token's owner, cell, end and generation (for the expiry
+    /// warnings of `tokenwatch.rs`).
+    pub(crate) fn ends(&self) -> Vec<crate::tokenwatch::TokenEnd> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map
+            .values()
+            .map(|(r, generation)| crate::tokenwatch::TokenEnd {
+                uid: r.uid,
+                cell: r.cell.clone(),
+                end: r.end,
+                generation: *generation,
+            })
+            .collect();
+        v.sort_by(|a, b| (a.uid, &a.cell).cmp(&(b.uid, &b.cell)));
+        v
+    }
+
     /// The identity `uid` acts as in `cell`. An expired token is never
     /// used: the caller is anonymous, and the identity remembers why.
     pub(crate) fn identity(&self, uid: u32, cell: &str) -> Identity {
@@ -271,6 +288,10 @@ mod tests {
         assert_eq!(old.id, ANONYMOUS);
         assert_eq!(old.security, ClientSecurity::Null);
         assert_eq!(old.expired.as_deref(), Some("alice@TEST.LAB"));
+        // Anonymous to servers, yet still anchored to its AFS id for the
+        // rights kept for offline use.
+        assert_eq!(old.vice_id, None);
+        assert_eq!(old.anchor, Some(2));
         assert_eq!(t.identity(1002, "test.lab").id, ANONYMOUS);
         assert_eq!(t.identity(1000, "other.cell").id, ANONYMOUS);
         let l = t.list(1001);

@@ -42,6 +42,11 @@ impl Queue {
         }
     }
 
+    /// Whether `ino` waits to be invalidated.
+    pub(crate) fn contains(&self, ino: u64) -> bool {
+        self.lock().set.contains(&ino)
+    }
+
     /// How many are waiting.
     pub(crate) fn len(&self) -> usize {
         self.lock().order.len()

@@ -365,6 +365,22 @@ impl Executor {
                 };
                 let mst = e.status(moved_fid)?;
                 let moved_is_dir = mst.file_type == FileType::Directory.as_u32();
+                if moved_is_dir && to_dir != from_dir {
+                    // Not into its own subtree; checked first, as the kernel
+                    // and the fileserver do (EINVAL before ENOTDIR).
+                    let mut cur = *to_dir;
+                    for _ in 0..256 {
+                        if cur == moved_fid {
+                            return Err(Error::Invalid(
+                                "a directory cannot move into itself".into(),
+                            ));
+                        }
+                        match e.entry(cur, b"..") {
+                            Ok(Some(up)) if up != cur => cur = up,
+                            _ => break,
+                        }
+                    }
+                }
                 if let Some(over) = e.entry(*to_dir, to_name)? {
                     if over == moved_fid {
                         return Ok(out); // a rename onto itself changes nothing
@@ -382,21 +398,6 @@ impl Executor {
                     }
                     rec.victim = Some((over, self.base_dv(&e.key(over), &ost)));
                     e.link_count(over, -1)?;
-                }
-                if moved_is_dir && to_dir != from_dir {
-                    // Not into its own subtree.
-                    let mut cur = *to_dir;
-                    for _ in 0..256 {
-                        if cur == moved_fid {
-                            return Err(Error::Invalid(
-                                "a directory cannot move into itself".into(),
-                            ));
-                        }
-                        match e.entry(cur, b"..") {
-                            Ok(Some(up)) if up != cur => cur = up,
-                            _ => break,
-                        }
-                    }
                 }
                 rec.moved = Some(moved_fid);
                 e.edit_dir(&m.change, *from_dir, None, Some(&moved))?;

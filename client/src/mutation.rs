@@ -241,7 +241,12 @@ impl Change {
             } => {
                 let Some(m) = moved else { return false };
                 if dir == *from_dir {
-                    entries.retain(|e| &e.name != from_name);
+                    // Only while the name still binds the object moved: a
+                    // later change (replayed after this one) may have
+                    // bound it to another.
+                    entries.retain(|e| {
+                        !(&e.name == from_name && e.vnode == m.vnode && e.unique == m.unique)
+                    });
                 }
                 if dir == *to_dir {
                     add(entries, to_name, Fid::new(dir.volume, m.vnode, m.unique));

@@ -17,6 +17,7 @@ use crate::attr::{
     ROOT_INO,
 };
 use crate::client::{AfsClient, Inner};
+use crate::conflict_tree::{is_tree_ino, AFSD_DIR};
 use crate::identity::Identity;
 use crate::inode::NodeRef;
 use crate::volume::split_volume_suffix;
@@ -26,6 +27,9 @@ impl AfsClient {
     pub async fn getattr(&self, uid: u32, ino: u64) -> Result<Attr> {
         if ino == ROOT_INO {
             return Ok(root_attr());
+        }
+        if is_tree_ino(ino) {
+            return self.tree_getattr(uid, ino).await;
         }
         let inner = &self.inner;
         let node = inner.nodes.node(ino)?;
@@ -48,6 +52,9 @@ impl AfsClient {
             return Err(Error::NotFound);
         }
         let inner = &self.inner;
+        if is_tree_ino(parent) || (parent == ROOT_INO && name == AFSD_DIR) {
+            return self.tree_lookup(uid, parent, name).await;
+        }
         if parent == ROOT_INO {
             let node = inner.cell_root(name).await?;
             let who = inner.valid.who(uid, &node);
@@ -84,6 +91,9 @@ impl AfsClient {
         let inner = &self.inner;
         if ino == ROOT_INO {
             return Ok(self.root_entries());
+        }
+        if is_tree_ino(ino) {
+            return self.tree_readdir(uid, ino).await;
         }
         let node = inner.nodes.node(ino)?;
         let who = inner.valid.who(uid, &node);
@@ -123,6 +133,10 @@ impl AfsClient {
             cookie: dir_cookie(name),
         };
         let mut out = vec![dot(b"."), dot(b"..")];
+        out.push(DirEntryOut {
+            ino: crate::conflict_tree::tree_root_ino(),
+            ..dot(AFSD_DIR)
+        });
         for (i, c) in self.cells().into_iter().enumerate() {
             let base = u64::MAX - 2 * i as u64;
             out.push(DirEntryOut {

@@ -70,6 +70,12 @@ impl Nodes {
         t.path(t.ino_of(key)?)
     }
 
+    /// The path below the mount of inode `ino`, if the kernel looked all
+    /// of it up ("" for the mount's root).
+    pub(crate) fn path_of_ino(&self, ino: u64) -> Option<String> {
+        self.lock().path(ino)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
@@ -80,6 +86,11 @@ impl Nodes {
         if let Some(ino) = ino {
             self.inval.push(ino);
         }
+    }
+
+    /// Whether the kernel's caches of `ino` wait to be dropped.
+    pub(crate) fn invalidation_pending(&self, ino: u64) -> bool {
+        self.inval.contains(ino)
     }
 
     /// As [`Nodes::invalidate`] for every known fid of a volume (any cell

@@ -203,12 +203,16 @@ impl AfsClient {
                 }
             }
         }
+        let open_conflicts = self.conflicts(None);
         vols.into_iter()
             .map(|((cell, volume), m)| {
                 let (pending_ops, pending_bytes) = inner.exec.journal.totals(&cell, volume);
                 VolumeStatus {
                     name: self.volume_name(&cell, volume),
-                    conflicts: inner.conflicts.count(&cell, volume),
+                    conflicts: open_conflicts
+                        .iter()
+                        .filter(|c| c.volume == volume && c.cell == cell)
+                        .count() as u64,
                     cell,
                     volume,
                     mode: m.mode,
@@ -223,6 +227,11 @@ impl AfsClient {
             .collect()
     }
 
+    /// The daemon's event stream (`afsd-rs events`, the agent).
+    pub fn events(&self) -> &crate::events::EventBus {
+        &self.inner.valid.conn.events
+    }
+
     /// The conflicts of `uid` (None: everyone's, for root).
     pub fn conflicts(&self, uid: Option<u32>) -> Vec<ConflictInfo> {
         let mut v: Vec<ConflictInfo> = self
@@ -230,6 +239,7 @@ impl AfsClient {
             .conflicts
             .all()
             .iter()
+            .filter(|c| !self.is_resolved(c.id))
             .map(|c| c.info())
             .filter(|c| uid.is_none_or(|u| c.uid == u))
             .collect();
@@ -239,14 +249,7 @@ impl AfsClient {
 
     /// The bytes of a conflict's kept version, for its owner (or root).
     pub fn conflict_data(&self, uid: u32, id: u64, side: ConflictSide) -> Result<Vec<u8>> {
-        let c = self
-            .inner
-            .conflicts
-            .get(id)
-            .ok_or_else(|| Error::Invalid(format!("no conflict {id}")))?;
-        if uid != 0 && c.records[0].m.uid != uid {
-            return Err(Error::Access);
-        }
+        let c = self.conflict_of(uid, id)?;
         self.inner
             .conflicts
             .data(&c, side, self.inner.config.chunk_size)

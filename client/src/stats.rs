@@ -66,6 +66,9 @@ pub struct Stats {
     pub replayed: AtomicU64,
     /// Logged changes that became conflicts.
     pub conflicts: AtomicU64,
+    /// Reads of data not cached while its volume was disconnected (the
+    /// miss policy's misses).
+    pub misses: AtomicU64,
 }
 
 impl Stats {
@@ -136,6 +139,7 @@ impl Stats {
             ("offline.compacted", c(&self.compacted)),
             ("offline.replayed", c(&self.replayed)),
             ("offline.conflicts", c(&self.conflicts)),
+            ("offline.misses", c(&self.misses)),
         ] {
             out.push_str(&format!("{k} {v}\n"));
         }

@@ -49,6 +49,9 @@ pub(crate) struct Validator {
     pub(crate) pending: Arc<Pending>,
     /// Last known rights per AFS identity, as persisted for offline use.
     last_rights: Mutex<HashMap<(Option<i32>, FidKey), u32>>,
+    /// Pinned objects: a break queues them to be fetched again, and their
+    /// older data stays until the newer is complete.
+    pub(crate) pins: Arc<crate::pins::PinSet>,
 }
 
 /// The key of a persisted right: the identity's anchor, then the fid.
@@ -65,7 +68,7 @@ fn rights_key(anchor: Option<i32>, key: &FidKey) -> Vec<u8> {
     k
 }
 
-fn record_of(st: &FetchStatus, cb: &CallBack, request_start: u64) -> StatusRecord {
+pub(crate) fn record_of(st: &FetchStatus, cb: &CallBack, request_start: u64) -> StatusRecord {
     // ExpirationTime in FS replies is relative to the time of the call
     // (afs_fetchstore.c adds the request start time).
     let callback_expires = if cb.expiration_time == 0 {
@@ -111,6 +114,7 @@ impl Validator {
         tokens: Tokens,
         conn: Arc<Connectivity>,
         pending: Arc<Pending>,
+        pins: Arc<crate::pins::PinSet>,
     ) -> Self {
         Validator {
             fs,
@@ -124,6 +128,7 @@ impl Validator {
             conn,
             pending,
             last_rights: Mutex::new(HashMap::new()),
+            pins,
         }
     }
 
@@ -593,7 +598,9 @@ impl Validator {
             ops.push(Op::DeleteDir(key.clone()));
         }
         ops.append(&mut batch.ops);
-        if moved {
+        // A pinned file keeps its older version until the refresher has
+        // the newer one complete (it drops the older then).
+        if moved && !self.pins.contains(key) {
             ops.push(Op::DeleteCleanChunks {
                 fid: key.clone(),
                 keep: Some(rec.data_version),
@@ -727,11 +734,13 @@ impl CallbackSink for Validator {
                 self.statuses.break_volume(None, fid.volume);
                 self.rights.break_volume(fid.volume);
                 self.nodes.invalidate_volume(None, fid.volume);
+                self.pins.queue_volume(None, fid.volume);
             } else {
                 for cell in &self.cells {
                     let key = FidKey::new(cell, fid.volume, fid.vnode, fid.unique);
                     self.statuses.break_fid(&key);
                     self.nodes.invalidate(&key);
+                    self.pins.queue(&key);
                 }
             }
         }
@@ -747,6 +756,7 @@ impl CallbackSink for Validator {
             self.statuses.break_volume(Some(&cell), volume);
             self.rights.break_volume(volume);
             self.nodes.invalidate_volume(Some(&cell), volume);
+            self.pins.queue_volume(Some(&cell), volume);
         }
     }
 }

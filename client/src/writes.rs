@@ -186,6 +186,16 @@ impl OpenFiles {
             .copied()
     }
 
+    /// Whether anyone writes the file or holds changes to it not yet
+    /// stored: its kernel page cache may hold bytes some users must not see.
+    pub(crate) fn changing(&self, key: &FidKey) -> bool {
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .any(|(k, _)| k == key)
+    }
+
     /// Whether `uid` holds the file open for writing.
     pub(crate) fn is_writing(&self, key: &FidKey, uid: u32) -> bool {
         self.state(key, uid)
@@ -645,7 +655,7 @@ impl OpenFiles {
             0
         };
         let m = self.store_record(node, who, &f);
-        let out = self.exec.send(who, &m, from_piece).await?;
+        let out = self.exec.send(who, &m, from_piece, None).await?;
         let st = out.status;
         let dv = st.as_ref().map_or(f.base_dv, |s| s.data_version);
         f.stored(dv);

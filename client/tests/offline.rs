@@ -10,45 +10,10 @@ use std::sync::Arc;
 
 use cache::{MemoryStore, Store};
 use client::memserver::{rights, Entry, Faults, MemCell, ANYUSER};
-use client::{AfsClient, CellDb, ClientConfig, ConflictSide, Mode, SetAttrs, Stats, Targets};
-use common::{errno, setup, token, Client, StoreKind, CELL};
-
-fn rt() -> tokio::runtime::Runtime {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn down(cell: &MemCell, c: &Client, down: bool) {
-    cell.set_faults(
-        c.fs.client(),
-        Faults {
-            down,
-            ..Faults::default()
-        },
-    );
-}
-
-/// Replays until every volume is connected with an empty log.
-async fn until_synced(c: &Client) {
-    for _ in 0..100 {
-        c.afs.sync(&Targets::All).await.unwrap();
-        if c.afs
-            .volume_status()
-            .iter()
-            .all(|v| v.mode == Mode::Connected && v.pending_ops == 0)
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("not synced: {:?}", c.afs.volume_status());
-}
+use client::{ClientConfig, ConflictSide, Mode, SetAttrs, Stats, Targets};
+use common::{
+    assert_no_conflicts, down, errno, rt, setup, token, until_synced, Client, StoreKind, CELL,
+};
 
 fn pending(c: &Client) -> u64 {
     c.afs.volume_status().iter().map(|v| v.pending_ops).sum()
@@ -162,11 +127,7 @@ fn offline_work_reaches_the_server_and_what_cancels_out_is_never_sent() {
 
         down(&cell, c, false);
         until_synced(c).await;
-        assert!(
-            c.afs.conflicts(None).is_empty(),
-            "{:?}",
-            c.afs.conflicts(None)
-        );
+        assert_no_conflicts(c);
         let server = cell.third_party(|tp| tp.tree("w"));
         let want: Vec<(String, Entry)> = vec![
             ("d".into(), Entry::Dir),
@@ -258,15 +219,7 @@ fn cached_data_is_served_offline_and_what_was_never_cached_is_enetdown() {
 fn client_on(cell: &Arc<MemCell>, store: Arc<dyn Store>) -> Client {
     let mut config = ClientConfig::new("/nonexistent".into(), "/nonexistent".into());
     config.chunk_size = 64;
-    let cells = CellDb {
-        this_cell: Some(CELL.into()),
-        cells: vec![cell.cell()],
-    };
-    let fs = cell.connect();
-    let (afs, inval) =
-        AfsClient::start_with(config, cells, store, fs.clone(), Arc::new(Stats::default()))
-            .unwrap();
-    Client::from_parts(afs, fs, inval)
+    common::client_with(cell, store, config, Arc::new(Stats::default()))
 }
 
 #[test]
@@ -341,11 +294,7 @@ fn changes_whose_answer_was_lost_are_settled_not_sent_twice() {
         let creates = cell.calls("RXAFS_CreateFile");
         cell.set_faults(c.fs.client(), Faults::default());
         until_synced(c).await;
-        assert!(
-            c.afs.conflicts(None).is_empty(),
-            "{:?}",
-            c.afs.conflicts(None)
-        );
+        assert_no_conflicts(c);
         // The store is two pieces (the cut to 0, then the data): the first
         // made it before its answer was lost, the second is sent at
         // replay; each moved the version once.
@@ -390,11 +339,7 @@ fn a_create_whose_answer_was_lost_is_adopted_not_made_twice() {
         errno(c.afs.mkdir(0, q, b"made", 0o755).await).unwrap();
         cell.set_faults(c.fs.client(), Faults::default());
         until_synced(c).await;
-        assert!(
-            c.afs.conflicts(None).is_empty(),
-            "{:?}",
-            c.afs.conflicts(None)
-        );
+        assert_no_conflicts(c);
         assert_eq!(cell.calls("RXAFS_MakeDir"), 2, "q, then made once");
         assert_eq!(cell.third_party(|tp| tp.tree("q")).len(), 1);
     });
@@ -664,11 +609,7 @@ fn an_expired_token_anchors_rights_offline_and_is_never_sent() {
             cell.third_party(|tp| tp.read("home/notes.txt")),
             Some(b"alice's notes".to_vec())
         );
-        assert!(
-            c.afs.conflicts(None).is_empty(),
-            "{:?}",
-            c.afs.conflicts(None)
-        );
+        assert_no_conflicts(&c);
         let st = c.afs.volume_status();
         assert!(
             st.iter().any(|v| v.mode == Mode::Paused
@@ -709,14 +650,142 @@ fn a_second_offline_stretch_builds_on_what_the_first_replayed() {
         assert_eq!(c.read_file(0, "p/f").await.unwrap(), b"threeON TWO\n");
         c.afs.go_online(&Targets::All, false).await.unwrap();
         until_synced(c).await;
-        assert!(
-            c.afs.conflicts(None).is_empty(),
-            "{:?}",
-            c.afs.conflicts(None)
-        );
+        assert_no_conflicts(c);
         assert_eq!(
             cell.third_party(|tp| tp.read("p/f")),
             Some(b"threeON TWO\n".to_vec())
+        );
+    });
+}
+
+#[test]
+fn a_name_freed_by_an_offline_rename_takes_a_new_file() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Memory, 64);
+        let c = &cs[0];
+        c.mkdir(0, "a").await.unwrap();
+        c.afs.go_offline(&Targets::All).unwrap();
+        c.mkdir(0, "d1").await.unwrap();
+        c.rename(0, "a", "d1/x").await.unwrap();
+        c.write_file(0, "a", b"").await.unwrap();
+        c.afs.go_online(&Targets::All, false).await.unwrap();
+        until_synced(c).await;
+        assert_no_conflicts(c);
+        let want = vec![
+            ("a".to_string(), Some(Vec::new())),
+            ("d1".to_string(), None),
+            ("d1/x".to_string(), None),
+        ];
+        let server: Vec<(String, bool)> = cell
+            .third_party(|tp| tp.tree(""))
+            .into_iter()
+            .map(|(p, e)| (p, matches!(e, Entry::Dir)))
+            .collect();
+        assert_eq!(
+            server,
+            vec![
+                ("a".into(), false),
+                ("d1".into(), true),
+                ("d1/x".into(), true)
+            ]
+        );
+        assert_eq!(c.tree(0, "").await, Ok(want));
+    });
+}
+
+#[test]
+fn a_name_removed_and_made_again_offline_shows_throughout_replay() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Memory, 64);
+        let c = &cs[0];
+        c.write_file(0, "a", b"old").await.unwrap();
+        c.afs.go_offline(&Targets::All).unwrap();
+        c.unlink(0, "a").await.unwrap();
+        c.write_file(0, "a", b"new").await.unwrap();
+        c.afs.go_online(&Targets::All, false).await.unwrap();
+        until_synced(c).await;
+        assert_no_conflicts(c);
+        assert_eq!(cell.third_party(|tp| tp.read("a")), Some(b"new".to_vec()));
+        assert_eq!(c.read_file(0, "a").await.unwrap(), b"new");
+    });
+}
+
+async fn xattr(c: &Client, path: &str, name: &str) -> Option<String> {
+    let ino = c.resolve(0, path).await.unwrap();
+    c.afs
+        .getxattr_as(0, ino, name)
+        .await
+        .unwrap()
+        .map(|v| String::from_utf8(v).unwrap())
+}
+
+#[test]
+fn the_three_states_show_on_a_pending_object_and_a_conflict() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Memory, 64);
+        let c = &cs[0];
+        c.write_file(0, "s.txt", b"base text").await.unwrap();
+        assert_eq!(
+            xattr(c, "s.txt", "afsd.base").await,
+            None,
+            "nothing pending"
+        );
+        let clean = xattr(c, "s.txt", "afsd.local").await.unwrap();
+        let dv0: u64 = clean
+            .strip_prefix("dv=")
+            .and_then(|r| r.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        assert!(clean.starts_with(&format!("dv={dv0} len=9 ")), "{clean}");
+        c.afs.go_offline(&Targets::All).unwrap();
+        c.write_file(0, "s.txt", b"my longer text").await.unwrap();
+        let base = xattr(c, "s.txt", "afsd.base").await.unwrap();
+        let local = xattr(c, "s.txt", "afsd.local").await.unwrap();
+        let server = xattr(c, "s.txt", "afsd.server").await.unwrap();
+        assert!(base.starts_with(&format!("dv={dv0} len=9 ")), "{base}");
+        assert!(local.contains(" len=14 "), "{local}");
+        assert_eq!(server, "unknown: its volume is offline\n");
+        cell.third_party(|tp| tp.write("s.txt", b"their text!"));
+        c.afs.go_online(&Targets::All, false).await.unwrap();
+        until_synced(c).await;
+        let conflict = xattr(c, "s.txt", "afsd.conflict").await.unwrap();
+        let id: u64 = conflict
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("id=")?.parse().ok())
+            .unwrap();
+        assert!(
+            conflict.starts_with("kind=update/update")
+                && conflict.contains(&format!(" base={dv0} ")),
+            "{conflict}"
+        );
+        let st = c.afs.conflict_states(0, id).await.unwrap();
+        assert_eq!(st.base.as_ref().unwrap().length, 9);
+        assert_eq!(st.local.as_ref().unwrap().length, 14);
+        assert_eq!(st.server.as_ref().unwrap().length, 11);
+        assert_eq!(st.server.as_ref().unwrap().data_version, dv0 + 1);
+        assert!(xattr(c, "s.txt", "afsd.base")
+            .await
+            .unwrap()
+            .contains(" len=9 "));
+        assert!(xattr(c, "s.txt", "afsd.local")
+            .await
+            .unwrap()
+            .contains(" len=14 "));
+        let server = xattr(c, "s.txt", "afsd.server").await.unwrap();
+        assert!(
+            server.starts_with(&format!("dv={} len=11 ", dv0 + 1)),
+            "{server}"
+        );
+        assert_eq!(
+            c.afs.conflict_server_data(0, id).await.unwrap(),
+            b"their text!"
+        );
+        assert_eq!(
+            c.afs.conflict_data(0, id, ConflictSide::Base).unwrap(),
+            b"base text"
+        );
+        assert!(
+            c.afs.conflict_states(1000, id).await.is_err(),
+            "not another user's"
         );
     });
 }

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use client::memserver::{rights, MemCell, ANYUSER};
-use common::{client, errno, token, Client, StoreKind, CELL};
+use common::{client, errno, rt, token, Client, StoreKind, CELL};
 
 const ALICE: u32 = 1000;
 const ALICE_ID: i32 = 2;
@@ -33,13 +33,6 @@ fn cell_with_alice() -> (Arc<MemCell>, Client) {
     let c = client(&cell, StoreKind::Memory, 64);
     c.afs.set_token(token(ALICE, ALICE_ID)).unwrap();
     (cell, c)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -79,6 +79,18 @@ impl AfsClient {
             .collect();
         let base_dv = if others.is_empty() { c.base_dv } else { None };
         let mut ops = inner.conflicts.keep_ops(&mut c, base_dv);
+        // The base and local states, for `conflict show` and the xattrs.
+        let local_st = inner
+            .valid
+            .statuses
+            .known(&key)
+            .or_else(|| inner.store.get_status(&key).ok().flatten());
+        ops.push(crate::states::capture(
+            c.id,
+            base.as_ref().map(|b| &b.status),
+            local_st.as_ref(),
+            c.local_len,
+        ));
         // The path shows the server's version: local views of objects no
         // other record needs go; an entry made here leaves its listing.
         let mut views: Vec<FidKey> = Vec::new();
@@ -122,6 +134,14 @@ impl AfsClient {
                 inner.open.forget_uid(&self.node(r, *fid).key(), r.m.uid);
             }
         }
+        if !is_local(fid) {
+            inner
+                .conflicts
+                .to_fetch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((rec.m.cell.clone(), fid, rec.m.uid));
+        }
         Stats::add(&inner.stats.conflicts, 1);
         tracing::warn!(
             id = c.id,
@@ -129,6 +149,15 @@ impl AfsClient {
             path = %path,
             uid = rec.m.uid,
             "conflict: {why}; the local version is kept (afsd-rs conflicts)"
+        );
+        inner.valid.conn.events.emit(
+            Some(rec.m.uid),
+            crate::events::EventKind::Conflict {
+                id: c.id,
+                kind: kind.as_str().to_string(),
+                path: path.to_string(),
+                reason: why.to_string(),
+            },
         );
         Ok(())
     }

@@ -167,6 +167,8 @@ impl AfsClient {
         inner.valid.statuses.break_volume(Some(cell), vol);
         inner.valid.rights.break_volume(vol);
         inner.nodes.invalidate_volume(Some(cell), vol);
+        // What changed while away is fetched again for the pins.
+        inner.valid.pins.queue_volume(Some(cell), vol);
         let mode = if inner.exec.journal.has_log(cell, vol) {
             Mode::Reintegrating
         } else {
@@ -186,6 +188,7 @@ impl AfsClient {
         let mut blocked: HashSet<Fid> = HashSet::new();
         let mut waiting: Vec<(u32, Option<String>, String)> = Vec::new();
         let mut open = false;
+        let mut replayed: std::collections::BTreeMap<u32, u64> = Default::default();
         for listed in inner.exec.journal.records(cell, vol) {
             // Earlier records may have rewritten this one (fids remapped).
             let Some(rec) = inner.exec.journal.get(cell, vol, listed.seq) else {
@@ -211,7 +214,7 @@ impl AfsClient {
                 continue;
             }
             match self.replay_one(&rec, &who).await {
-                Ok(()) => {}
+                Ok(()) => *replayed.entry(rec.m.uid).or_default() += 1,
                 Err(e) if is_network(&e) => {
                     conn.went_down(cell, vol, &e.to_string());
                     return;
@@ -233,6 +236,35 @@ impl AfsClient {
                     }
                 }
             }
+        }
+        // The server's state of what became a conflict, cached now.
+        let fetch = std::mem::take(
+            &mut *inner
+                .conflicts
+                .to_fetch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for (c, fid, uid) in fetch {
+            let node = NodeRef {
+                cell: c,
+                fid,
+                vol_type: crate::VolType::Rw,
+            };
+            let who = inner.valid.who(uid, &node);
+            if let Err(e) = inner.valid.valid_status(&node, &who).await {
+                tracing::debug!(?fid, "status of a conflict's object: {e}");
+            }
+        }
+        for (uid, n) in replayed {
+            conn.events.emit(
+                Some(uid),
+                crate::events::EventKind::Reintegrated {
+                    cell: cell.to_string(),
+                    volume: vol,
+                    replayed: n,
+                },
+            );
         }
         conn.set_waiting(
             cell,
@@ -353,7 +385,7 @@ impl AfsClient {
                 }),
             _ => inner
                 .exec
-                .send(who, &rec.m, 0)
+                .send(who, &rec.m, 0, rec.moved)
                 .await
                 .map(|out| out.created.map(|(n, _)| n.fid)),
         };

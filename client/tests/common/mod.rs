@@ -22,11 +22,61 @@ pub enum StoreKind {
 pub struct Client {
     pub afs: AfsClient,
     pub fs: Arc<MemFileServer>,
-    _inval: InvalidationReceiver,
+    inval: tokio::sync::Mutex<InvalidationReceiver>,
     _dir: Option<tempfile::TempDir>,
 }
 
 /// A cell whose root.cell grants everyone everything, and `n` clients.
+/// A single-threaded runtime, with logs to the test's output
+/// (`RUST_LOG=client=debug`).
+#[allow(dead_code)]
+pub fn rt() -> tokio::runtime::Runtime {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Makes the in-memory fileserver unreachable for `c` (or reachable).
+#[allow(dead_code)]
+pub fn down(cell: &MemCell, c: &Client, down: bool) {
+    cell.set_faults(
+        c.fs.client(),
+        client::memserver::Faults {
+            down,
+            ..client::memserver::Faults::default()
+        },
+    );
+}
+
+/// Replays until every volume is connected with an empty log.
+#[allow(dead_code)]
+pub async fn until_synced(c: &Client) {
+    for _ in 0..100 {
+        c.afs.sync(&client::Targets::All).await.unwrap();
+        if c.afs
+            .volume_status()
+            .iter()
+            .all(|v| v.mode == client::Mode::Connected && v.pending_ops == 0)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("not synced: {:?}", c.afs.volume_status());
+}
+
+/// Asserts that replay left no conflict.
+#[allow(dead_code)]
+pub fn assert_no_conflicts(c: &Client) {
+    let v = c.afs.conflicts(None);
+    assert!(v.is_empty(), "{v:?}");
+}
+
 pub fn setup(n: usize, kind: StoreKind, chunk_size: u64) -> (Arc<MemCell>, Vec<Client>) {
     let cell = MemCell::new(CELL);
     cell.third_party(|tp| tp.set_acl("", &[(ANYUSER, rights::ALL)], &[]));
@@ -48,20 +98,27 @@ pub fn client(cell: &Arc<MemCell>, kind: StoreKind, chunk_size: u64) -> Client {
     let mut config = ClientConfig::new("/nonexistent".into(), "/nonexistent".into());
     config.chunk_size = chunk_size;
     config.readahead_chunks = 2;
+    let mut c = client_with(cell, store, config, Arc::new(Stats::default()));
+    c._dir = dir;
+    c
+}
+
+/// A client with a given store, settings and counters (a daemon restarted
+/// on its cache, a small cache).
+pub fn client_with(
+    cell: &Arc<MemCell>,
+    store: Arc<dyn Store>,
+    config: ClientConfig,
+    stats: Arc<Stats>,
+) -> Client {
     let cells = CellDb {
         this_cell: Some(CELL.into()),
         cells: vec![cell.cell()],
     };
     let fs = cell.connect();
     let (afs, inval) =
-        AfsClient::start_with(config, cells, store, fs.clone(), Arc::new(Stats::default()))
-            .expect("client starts");
-    Client {
-        afs,
-        fs,
-        _inval: inval,
-        _dir: dir,
-    }
+        AfsClient::start_with(config, cells, store, fs.clone(), stats).expect("client starts");
+    Client::from_parts(afs, fs, inval)
 }
 
 impl Client {
@@ -70,7 +127,7 @@ impl Client {
         Client {
             afs,
             fs,
-            _inval: inval,
+            inval: tokio::sync::Mutex::new(inval),
             _dir: None,
         }
     }
@@ -105,6 +162,16 @@ fn parts(path: &str) -> Vec<&str> {
 }
 
 impl Client {
+    /// Takes the kernel invalidations waiting (as the FUSE side would).
+    #[allow(dead_code)]
+    pub async fn drain_invalidations(&self) {
+        let mut rx = self.inval.lock().await;
+        while let Ok(Some(_)) =
+            tokio::time::timeout(std::time::Duration::from_millis(5), rx.next_batch()).await
+        {
+        }
+    }
+
     /// The inode of `/afs/.CELL/path`.
     pub async fn resolve(&self, uid: u32, path: &str) -> Result<u64, i32> {
         let mut ino = errno(
