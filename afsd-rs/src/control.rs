@@ -101,6 +101,17 @@ pub enum Request {
     CheckServers,
     /// offline, online, status, sync, conflicts, conflict cat.
     Disconnected(crate::offline_ctl::DisconnectedRequest),
+    /// pin, unpin, pins, pin --check.
+    Pins(crate::pin_ctl::PinCtl),
+    /// waiting, waiting --release, misses.
+    Miss(crate::miss_ctl::MissRequest),
+    /// The caller's events; following, a stream of them (events_ctl.rs).
+    Events(crate::events_ctl::EventsRequest),
+    /// Copy a conflict's local version beside the original, resolving it
+    /// (the agent's "Keep both"; keep_both.rs).
+    KeepBoth {
+        id: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -127,6 +138,9 @@ pub enum Response {
         max_entries: u64,
         /// The cache directory on disk, records included.
         disk_bytes: u64,
+        /// Data pins hold (never evicted).
+        #[serde(default)]
+        pinned_bytes: u64,
     },
     /// Addresses of the fileservers that did not answer a probe.
     Servers {
@@ -135,9 +149,25 @@ pub enum Response {
     /// Volumes and their modes (`status`, `offline`).
     Volumes(Vec<client::VolumeStatus>),
     Conflicts(Vec<client::ConflictInfo>),
+    /// A conflict's base, local and server states.
+    States(client::ConflictStates),
     /// A conflict's kept bytes, as hex on the wire.
     Data(#[serde(with = "crate::offline_ctl::hex_bytes")] Vec<u8>),
+    /// Processes waiting for a disconnected volume.
+    Waiting(Vec<client::WaitingInfo>),
+    Misses(Vec<client::MissInfo>),
     Error(String),
+    /// The caller's recent events, oldest first.
+    Events(Vec<client::events::Event>),
+    /// The first line of a followed stream: which daemon run this is (a
+    /// restarted daemon numbers its events from 1 again) and the caller's
+    /// recent events.
+    Following {
+        daemon: String,
+        events: Vec<client::events::Event>,
+    },
+    /// One new event of a followed stream.
+    Event(client::events::Event),
 }
 
 /// Serves the control socket at `path` until the runtime stops.
@@ -253,6 +283,14 @@ async fn handle(
         .map_err(|_| timed_out("no request within the read timeout"))??;
     let req = serde_json::from_str::<Request>(&line);
     drop(line);
+    let req = match req {
+        // Answered in several lines (progress, then the outcome).
+        Ok(Request::Pins(p)) => return crate::pin_ctl::serve(uid, p, &client, wr, timeout).await,
+        other => other,
+    };
+    if let Ok(Request::Events(req)) = req {
+        return crate::events_ctl::serve(uid, req, &client, rd, wr, timeout).await;
+    }
     let resp = match req {
         // The requests that may wait on the network.
         Ok(Request::CheckServers) => Response::Servers {
@@ -278,6 +316,7 @@ async fn handle(
             }
         }
         Ok(Request::Disconnected(req)) => crate::offline_ctl::execute(uid, req, &client).await,
+        Ok(Request::KeepBoth { id }) => crate::keep_both::execute(uid, id, &client).await,
         Ok(req) => execute(uid, req, &client),
         Err(e) => Response::Error(format!("bad request: {e}")),
     };
@@ -347,6 +386,7 @@ fn execute(uid: u32, req: Request, client: &AfsClient) -> Response {
                 max_bytes: s.limits.max_bytes,
                 max_entries: s.limits.max_entries,
                 disk_bytes: s.disk_bytes,
+                pinned_bytes: s.usage.pinned_bytes,
             }
         }
         Request::SetCacheSize { .. } if uid != 0 => {
@@ -362,7 +402,11 @@ fn execute(uid: u32, req: Request, client: &AfsClient) -> Response {
         Request::CheckServers
         | Request::Flush { .. }
         | Request::FlushVolume { .. }
-        | Request::Disconnected(_) => Response::Error("answered by handle".into()),
+        | Request::Disconnected(_)
+        | Request::Pins(_)
+        | Request::Events(_)
+        | Request::KeepBoth { .. } => Response::Error("answered by handle".into()),
+        Request::Miss(req) => crate::miss_ctl::execute(uid, req, client),
         Request::Unlog { cell } => match client.unlog(uid, cell.as_deref()) {
             Ok(cells) if cells.is_empty() => Response::Ok("no tokens to discard".into()),
             Ok(cells) => Response::Ok(format!("discarded tokens for {}", cells.join(", "))),

@@ -12,10 +12,21 @@ use clap::{Parser, Subcommand, ValueEnum};
 use client::{AfsClient, ClientConfig};
 
 mod admin_cli;
+mod agent;
+mod agent_notice;
 mod aklog;
+mod conflict_cli;
 mod control;
+mod events_cli;
+mod events_ctl;
+mod keep_both;
+mod miss_cli;
+mod miss_ctl;
 mod offline_cli;
 mod offline_ctl;
+mod pin_cli;
+mod pin_ctl;
+mod rules;
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +68,10 @@ enum Command {
         /// Most data chunks the cache holds (0: unlimited).
         #[arg(long)]
         cache_entries: Option<u64>,
+        /// Most file data pins may hold (e.g. 400M). Default: `pin-reserve`
+        /// in the config file, else half the cache size.
+        #[arg(long, value_parser = parse_size)]
+        pin_reserve: Option<u64>,
         /// Config file of `key = value` lines (cache-size, cache-entries).
         #[arg(long, default_value = "/etc/afsd-rs.conf")]
         config: PathBuf,
@@ -135,6 +150,15 @@ enum Command {
     /// Disconnected operation (offline, online, status, sync, conflicts).
     #[command(flatten)]
     Offline(offline_cli::OfflineCommand),
+    /// Working sets (pin, unpin, pins).
+    #[command(flatten)]
+    Pin(pin_cli::PinCommand),
+    /// The miss policy (waiting, misses).
+    #[command(flatten)]
+    Miss(miss_cli::MissCommand),
+    /// Events and desktop notifications (events, agent).
+    #[command(flatten)]
+    Events(events_cli::EventsCommand),
 }
 
 #[derive(Subcommand)]
@@ -166,6 +190,23 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// `90`, `90s`, `15m`, `12h`, `14d`: seconds.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86400),
+        _ => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?}: expected a duration such as 90s, 15m, 12h or 14d"))?
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
 /// Reads `key = value` lines; `#` starts a comment. A missing file is empty.
 fn read_config(path: &Path) -> Result<std::collections::HashMap<String, String>, String> {
     let text = match std::fs::read_to_string(path) {
@@ -182,7 +223,14 @@ fn read_config(path: &Path) -> Result<std::collections::HashMap<String, String>,
         let (k, v) = line
             .split_once('=')
             .ok_or_else(|| format!("{}:{}: expected key = value", path.display(), n + 1))?;
-        map.insert(k.trim().to_string(), v.trim().to_string());
+        let (k, v) = (k.trim().to_string(), v.trim().to_string());
+        // Rules come one a line, in order.
+        match map.get_mut(&k) {
+            Some(rules) if k == "miss-rule" => *rules = format!("{rules}\n{v}"),
+            _ => {
+                map.insert(k, v);
+            }
+        }
     }
     Ok(map)
 }
@@ -257,6 +305,7 @@ fn main() -> ExitCode {
             rxkad_level,
             cache_size,
             cache_entries,
+            pin_reserve,
             config: config_file,
             mountpoint,
         } => {
@@ -290,7 +339,36 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            match pin_reserve.map(Ok).or_else(|| from_file("pin-reserve")) {
+                Some(Err(e)) => {
+                    eprintln!("afsd-rs: {e}");
+                    return ExitCode::FAILURE;
+                }
+                Some(Ok(b)) => config.pin_reserve = Some(b),
+                None => {}
+            }
+            for (k, v) in &file {
+                if let Some(name) = k.strip_prefix("resolver.") {
+                    config.resolvers.insert(name.to_string(), v.clone());
+                }
+            }
+            if let Some(v) = file.get("conflict-retention") {
+                match parse_duration(v) {
+                    Ok(secs) => config.conflict_retention = secs,
+                    Err(e) => {
+                        eprintln!(
+                            "afsd-rs: {}: conflict-retention: {e}",
+                            config_file.display()
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             config.dead_time = Duration::from_secs(dead_time);
+            if let Err(e) = miss_cli::configure(&file, &config_file, &mountpoint, &mut config) {
+                eprintln!("afsd-rs: {e}");
+                return ExitCode::FAILURE;
+            }
             config.rxkad_level = match rxkad_level {
                 Level::Clear => rx::RxkadLevel::Clear,
                 Level::Auth => rx::RxkadLevel::Auth,
@@ -333,6 +411,7 @@ fn main() -> ExitCode {
                 max_bytes,
                 max_entries,
                 disk_bytes,
+                pinned_bytes,
             }) => {
                 let limit = |v: u64| {
                     if v == 0 {
@@ -344,6 +423,7 @@ fn main() -> ExitCode {
                 println!("bytes {bytes}");
                 println!("entries {entries}");
                 println!("dirty_bytes {dirty_bytes}");
+                println!("pinned_bytes {pinned_bytes}");
                 println!("max_bytes {}", limit(max_bytes));
                 println!("max_entries {}", limit(max_entries));
                 println!("disk_bytes {disk_bytes}");
@@ -418,6 +498,9 @@ fn main() -> ExitCode {
         }
         Command::Admin(cmd) => admin_cli::run(cmd),
         Command::Offline(cmd) => offline_cli::run(cmd),
+        Command::Pin(cmd) => pin_cli::run(cmd),
+        Command::Miss(cmd) => miss_cli::run(cmd),
+        Command::Events(cmd) => events_cli::run(cmd),
         Command::Stats { mountpoint } => match read_xattr(&mountpoint, "afsd.stats") {
             Ok(text) => {
                 print!("{}", String::from_utf8_lossy(&text));
@@ -455,6 +538,12 @@ fn tokens(socket: &Path) -> ExitCode {
                     "User's (AFS ID {}) rxkad tokens for {}@{} [{}]",
                     t.vice_id, user, t.cell, when
                 );
+                if t.expired {
+                    println!(
+                        "   {}",
+                        events_cli::expired_note(&format_time(t.end), t.vice_id)
+                    );
+                }
             }
             println!("   --End of list--");
             ExitCode::SUCCESS
@@ -668,10 +757,26 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AFSD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    // Where journald runs, events also reach the journal with their fields
+    // (AFSD_EVENT, AFSD_UID, AFSD_DETAIL); elsewhere the log has them.
+    let journald = Path::new("/run/systemd/journal/socket")
+        .exists()
+        .then(|| {
+            tracing_journald::layer().ok().map(|l| {
+                l.with_syslog_identifier("afsd-rs".into())
+                    .with_field_prefix(None)
+            })
+        })
+        .flatten();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(journald)
         .init();
 }
 
@@ -748,5 +853,19 @@ fn offline_start(client: &AfsClient, cell: &str, why: &str) -> Result<(), String
         Ok(())
     } else {
         Err(format!("cell {cell}: {why}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("14d"), Ok(14 * 86400));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("d").is_err());
     }
 }

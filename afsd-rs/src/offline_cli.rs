@@ -3,12 +3,13 @@
 //! control socket (see [`crate::offline_ctl`] for its side); a PATH names
 //! its volume through the `afs.cell` and `afs.fid` xattrs, as `flush` does.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use client::{ConflictInfo, ConflictSide, Targets, VolumeStatus};
+#[cfg(test)]
+use client::ConflictSide;
+use client::{human_bytes, ConflictInfo, Targets, VolumeStatus};
 
 use crate::control::{self, Request, Response};
 use crate::offline_ctl::DisconnectedRequest;
@@ -58,6 +59,9 @@ pub enum OfflineCommand {
         #[arg(long, env = "AFSD_CONTROL", default_value = control::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Resolve conflicts (IDs, paths, or with -r every one of yours under
+    /// a directory).
+    Resolve(crate::conflict_cli::ResolveArgs),
     /// Your conflicts (root: everyone's): offline changes the server's
     /// state did not allow, kept.
     Conflicts {
@@ -70,25 +74,9 @@ pub enum OfflineCommand {
     /// One conflict: `afsd-rs conflict cat --local ID`.
     Conflict {
         #[command(subcommand)]
-        what: ConflictCommand,
+        what: crate::conflict_cli::ConflictCommand,
         #[arg(long, env = "AFSD_CONTROL", default_value = control::DEFAULT_SOCKET, global = true)]
         socket: PathBuf,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ConflictCommand {
-    /// Write a kept version to stdout: --local (yours) or --base (the
-    /// server's before your change).
-    Cat {
-        /// Your version, as it was when replay met the conflict.
-        #[arg(long, conflicts_with = "base", required_unless_present = "base")]
-        local: bool,
-        /// The version your change was made against (when it was cached).
-        #[arg(long)]
-        base: bool,
-        /// The conflict's id (`afsd-rs conflicts`).
-        id: u64,
     },
 }
 
@@ -109,17 +97,8 @@ pub fn run(cmd: OfflineCommand) -> ExitCode {
         OfflineCommand::Status { json, socket } => ("status", status(&socket, json)),
         OfflineCommand::Sync { paths, socket } => ("sync", sync(&socket, &paths)),
         OfflineCommand::Conflicts { json, socket } => ("conflicts", conflicts(&socket, json)),
-        OfflineCommand::Conflict {
-            what: ConflictCommand::Cat { local, id, .. },
-            socket,
-        } => {
-            let side = if local {
-                ConflictSide::Local
-            } else {
-                ConflictSide::Base
-            };
-            ("conflict cat", cat(&socket, id, side))
-        }
+        OfflineCommand::Resolve(args) => ("resolve", crate::conflict_cli::resolve(args)),
+        OfflineCommand::Conflict { what, socket } => crate::conflict_cli::run(what, &socket),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -148,7 +127,7 @@ fn targets(paths: &[PathBuf], cell: Option<String>) -> Result<Targets, String> {
     Ok(Targets::Volumes(vols))
 }
 
-fn ask(socket: &Path, req: DisconnectedRequest) -> Result<Response, String> {
+pub(crate) fn ask(socket: &Path, req: DisconnectedRequest) -> Result<Response, String> {
     match control::call(socket, &Request::Disconnected(req))? {
         Response::Error(e) => Err(e),
         r => Ok(r),
@@ -226,19 +205,7 @@ fn conflicts(socket: &Path, json: bool) -> Result<(), String> {
     }
 }
 
-fn cat(socket: &Path, id: u64, side: ConflictSide) -> Result<(), String> {
-    match ask(socket, DisconnectedRequest::ConflictData { id, side })? {
-        Response::Data(d) => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&d)
-                .and_then(|()| out.flush())
-                .map_err(|e| format!("writing to stdout: {e}"))
-        }
-        r => Err(unexpected(r)),
-    }
-}
-
-fn print_json<T: serde::Serialize>(v: &T) -> Result<(), String> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<(), String> {
     let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
     println!("{text}");
     Ok(())
@@ -248,21 +215,6 @@ fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// `512 B`, `1.5 KiB`, `3.0 MiB`.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// `42 s ago` within the hour, else the local time; `-` when unknown.
@@ -416,15 +368,21 @@ mod tests {
         ));
         match parse(&["conflict", "cat", "--base", "7"]).unwrap() {
             OfflineCommand::Conflict {
-                what: ConflictCommand::Cat { local, base, id },
+                what:
+                    crate::conflict_cli::ConflictCommand::Cat {
+                        local,
+                        base,
+                        server,
+                        conflict,
+                    },
                 ..
-            } => assert!(!local && base && id == 7),
+            } => assert!(!local && base && !server && conflict == "7"),
             other => panic!("{other:?}"),
         }
         for bad in [
             &["conflict", "cat", "7"][..],
             &["conflict", "cat", "--local", "--base", "7"],
-            &["conflict", "cat", "--local", "seven"],
+            &["conflict", "cat", "--local", "--server", "7"],
             &["conflict", "cat", "--local"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");

@@ -30,8 +30,14 @@ pub enum DisconnectedRequest {
     Sync { targets: Targets },
     /// The caller's conflicts (root: everyone's).
     Conflicts,
-    /// The bytes of a conflict's kept version.
+    /// The bytes of a conflict's kept version, or the server's.
     ConflictData { id: u64, side: ConflictSide },
+    /// A conflict's three states (base, local, server).
+    ConflictStates { id: u64 },
+    /// Resolve a conflict.
+    Resolve { id: u64, how: client::Resolution },
+    /// Drop local versions kept by keep-remote (one, or all of yours).
+    Purge { id: Option<u64> },
 }
 
 /// Answers one request of `uid`.
@@ -57,7 +63,19 @@ pub async fn execute(uid: u32, req: DisconnectedRequest, client: &AfsClient) -> 
             Err(e) => err(e),
         },
         R::Conflicts => Response::Conflicts(client.conflicts((uid != 0).then_some(uid))),
-        R::ConflictData { id, side } => conflict_data(uid, id, side, client),
+        R::ConflictData { id, side } => conflict_data(uid, id, side, client).await,
+        R::Resolve { id, how } => match client.resolve(uid, id, &how).await {
+            Ok(r) => Response::Ok(format!("conflict {id}: {}", r.outcome)),
+            Err(e) => Response::Error(format!("conflict {id}: {e}")),
+        },
+        R::Purge { id } => match client.purge_resolved(uid, id, 0) {
+            Ok(n) => Response::Ok(format!("{n} kept local versions dropped")),
+            Err(e) => Response::Error(e.to_string()),
+        },
+        R::ConflictStates { id } => match client.conflict_states(uid, id).await {
+            Ok(st) => Response::States(st),
+            Err(e) => Response::Error(format!("conflict {id}: {e}")),
+        },
     }
 }
 
@@ -69,7 +87,14 @@ fn too_large(id: u64, len: u64) -> Response {
     ))
 }
 
-fn conflict_data(uid: u32, id: u64, side: ConflictSide, client: &AfsClient) -> Response {
+async fn conflict_data(uid: u32, id: u64, side: ConflictSide, client: &AfsClient) -> Response {
+    if side == ConflictSide::Server {
+        return match client.conflict_server_data(uid, id).await {
+            Ok(d) if d.len() as u64 > MAX_DATA => too_large(id, d.len() as u64),
+            Ok(d) => Response::Data(d),
+            Err(e) => Response::Error(format!("conflict {id}: {e}")),
+        };
+    }
     // Refuse a large local version before reading it (the caller's own
     // conflicts only: nobody learns the size of another user's).
     if side == ConflictSide::Local {

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use client::{AfsClient, Attr, InvalidationReceiver, NodeKind};
+use client::{AfsClient, Attr, Caller, InvalidationReceiver, MissAt, NodeKind};
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
@@ -105,9 +105,11 @@ impl Filesystem for AfsFs {
     fn lookup(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         let c = self.client.clone();
         let uid = req.uid();
+        let caller = caller(req);
         let name = name.as_bytes().to_vec();
         self.rt.spawn(async move {
-            match c.lookup(uid, parent, &name).await {
+            let at = MissAt::Child(parent, &name);
+            match c.guarded(caller, at, || c.lookup(uid, parent, &name)).await {
                 Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
                 Err(e) => {
                     tracing::debug!(parent, name = %String::from_utf8_lossy(&name), "lookup: {e}");
@@ -126,8 +128,12 @@ impl Filesystem for AfsFs {
     fn getattr(&mut self, req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
         let c = self.client.clone();
         let uid = req.uid();
+        let caller = caller(req);
         self.rt.spawn(async move {
-            match c.getattr(uid, ino).await {
+            match c
+                .guarded(caller, MissAt::Node(ino), || c.getattr(uid, ino))
+                .await
+            {
                 Ok(a) => reply.attr(&TTL, &file_attr(&a)),
                 Err(e) => {
                     tracing::debug!(ino, "getattr: {e}");
@@ -140,9 +146,13 @@ impl Filesystem for AfsFs {
     fn readlink(&mut self, req: &Request<'_>, ino: u64, reply: ReplyData) {
         let c = self.client.clone();
         let uid = req.uid();
+        let caller = caller(req);
         self.answer(
             reply,
-            async move { c.readlink(uid, ino).await },
+            async move {
+                c.guarded(caller, MissAt::Node(ino), || c.readlink(uid, ino))
+                    .await
+            },
             |reply, d| reply.data(&d),
         );
     }
@@ -150,9 +160,18 @@ impl Filesystem for AfsFs {
     fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let uid = req.uid();
         let c = self.client.clone();
+        let caller = caller(req);
         self.rt.spawn(async move {
-            match c.open(uid, ino, flags).await {
-                Ok(fh) => reply.opened(fh, 0),
+            let open = || c.open(uid, ino, flags);
+            match c.guarded(caller, MissAt::Node(ino), open).await {
+                Ok(fh) => {
+                    let keep = if c.keep_page_cache(ino, flags) {
+                        fuser::consts::FOPEN_KEEP_CACHE
+                    } else {
+                        0
+                    };
+                    reply.opened(fh, keep)
+                }
                 Err(e) => {
                     tracing::info!(ino, "open: {e}");
                     reply.error(e.errno())
@@ -178,8 +197,10 @@ impl Filesystem for AfsFs {
         }
         let c = self.client.clone();
         let uid = req.uid();
+        let caller = caller(req);
         self.rt.spawn(async move {
-            match c.read(uid, fh, offset as u64, size).await {
+            let read = || c.read(uid, fh, offset as u64, size);
+            match c.guarded(caller, MissAt::Handle(fh), read).await {
                 Ok(d) => reply.data(&d),
                 Err(e) => {
                     tracing::info!(ino, offset, "read: {e}");
@@ -251,9 +272,13 @@ impl Filesystem for AfsFs {
         // cached for one user is not listed to another.
         let c = self.client.clone();
         let uid = req.uid();
+        let caller = caller(req);
         self.answer(
             reply,
-            async move { c.opendir(uid, ino).await },
+            async move {
+                c.guarded(caller, MissAt::Node(ino), || c.opendir(uid, ino))
+                    .await
+            },
             |reply, ()| reply.opened(0, 0),
         );
     }
@@ -268,8 +293,12 @@ impl Filesystem for AfsFs {
     ) {
         let c = self.client.clone();
         let uid = req.uid();
+        let caller = caller(req);
         self.rt.spawn(async move {
-            match c.readdir(uid, ino).await {
+            match c
+                .guarded(caller, MissAt::Node(ino), || c.readdir(uid, ino))
+                .await
+            {
                 Ok(entries) => {
                     let after = offset.max(0) as u64;
                     for e in entries.iter().filter(|e| e.cookie > after) {
@@ -302,10 +331,12 @@ impl Filesystem for AfsFs {
     ) {
         let c = self.client.clone();
         let uid = req.uid();
+        let caller = caller(req);
         self.rt.spawn(async move {
             let after = offset.max(0) as u64;
             // A reply buffer holds a few dozen entries; look up no more than that.
-            match c.readdirplus(uid, ino, after, 128).await {
+            let list = || c.readdirplus(uid, ino, after, 128);
+            match c.guarded(caller, MissAt::Node(ino), list).await {
                 Ok(entries) => {
                     let mut taken = entries.len();
                     for (i, (e, attr)) in entries.iter().enumerate() {
@@ -694,6 +725,14 @@ impl Filesystem for AfsFs {
 
     fn removexattr(&mut self, _req: &Request<'_>, _i: u64, _n: &OsStr, reply: ReplyEmpty) {
         reply.error(libc::ENOTSUP);
+    }
+}
+
+/// Who made a request, for the miss policy (which reads `/proc/PID`).
+fn caller(req: &Request<'_>) -> Caller {
+    Caller {
+        uid: req.uid(),
+        pid: req.pid(),
     }
 }
 
