@@ -2,6 +2,7 @@
 //! See `cargo xtask help`.
 
 mod afsd;
+mod bench;
 mod cell;
 mod test;
 mod util;
@@ -230,7 +231,7 @@ fn real_main() -> Result<ExitCode, String> {
                 &["--size-mib", "--runs", "--mountpoint"],
                 false,
             )?;
-            afsd::bench(&afsd::BenchOpts {
+            bench::bench(&bench::BenchOpts {
                 size_mib: p.num("--size-mib", 256)?,
                 runs: p.num("--runs", 3)?,
                 mountpoint: util::absolute(&PathBuf::from(
