@@ -694,6 +694,70 @@ fn a_name_freed_by_an_offline_rename_takes_a_new_file() {
 }
 
 #[test]
+fn a_directory_made_on_both_sides_takes_what_each_made_in_it() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Memory, 64);
+        let c = &cs[0];
+        c.mkdir(0, "objects").await.unwrap();
+        c.tree(0, "objects").await.unwrap();
+        down(&cell, c, true);
+        // As two git clients writing loose objects into the same fan-out
+        // directory: the directory is one, its names are checked one by one.
+        c.mkdir(0, "objects/ab").await.unwrap();
+        c.write_file(0, "objects/ab/mine", b"ours").await.unwrap();
+        c.write_file(0, "objects/ab/both", b"ours both")
+            .await
+            .unwrap();
+        c.mkdir(0, "objects/ab/sub").await.unwrap();
+        c.write_file(0, "objects/ab/sub/deep", b"deep")
+            .await
+            .unwrap();
+        c.write_file(0, "objects/cd", b"a file here").await.unwrap();
+        cell.third_party(|tp| {
+            tp.mkdir("objects/ab");
+            tp.write("objects/ab/theirs", b"theirs");
+            tp.write("objects/ab/both", b"theirs both");
+            tp.mkdir("objects/cd");
+        });
+        down(&cell, c, false);
+        until_synced(c).await;
+        let conflicts = c.afs.conflicts(None);
+        // The file made in both, and the file whose name is a directory on
+        // the server: nothing else.
+        let mut got: Vec<(String, String)> = conflicts
+            .iter()
+            .map(|x| {
+                let leaf = x.path.rsplit('/').next().unwrap().to_string();
+                (leaf, x.kind.clone())
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("both".to_string(), "name/name".to_string()),
+                ("cd".to_string(), "name/name".to_string())
+            ],
+            "{conflicts:?}"
+        );
+        let read = |p: &'static str| cell.third_party(move |tp| tp.read(p));
+        assert_eq!(read("objects/ab/mine"), Some(b"ours".to_vec()));
+        assert_eq!(read("objects/ab/theirs"), Some(b"theirs".to_vec()));
+        assert_eq!(read("objects/ab/both"), Some(b"theirs both".to_vec()));
+        assert_eq!(read("objects/ab/sub/deep"), Some(b"deep".to_vec()));
+        assert_eq!(
+            c.read_file(0, "objects/ab/theirs").await.unwrap(),
+            b"theirs"
+        );
+        assert_eq!(c.read_file(0, "objects/ab/mine").await.unwrap(), b"ours");
+        assert_eq!(
+            c.read_file(0, "objects/ab/sub/deep").await.unwrap(),
+            b"deep"
+        );
+    });
+}
+
+#[test]
 fn a_name_removed_and_made_again_offline_shows_throughout_replay() {
     rt().block_on(async {
         let (cell, cs) = setup(1, StoreKind::Memory, 64);

@@ -33,7 +33,7 @@ impl AfsClient {
     }
 
     /// What a name is bound to on the server now.
-    async fn server_entry(
+    pub(super) async fn server_entry(
         &self,
         rec: &LogRecord,
         who: &Identity,
@@ -246,6 +246,14 @@ impl AfsClient {
                     None => Ok(Settled::Resend),
                     Some(f) => match self.server_status(rec, who, f).await? {
                         Some(st) if ours(&st) => Ok(Settled::Applied(Some(f))),
+                        // Made by someone else, but a directory is one
+                        // whoever made it (see Replay::adoptable).
+                        Some(st)
+                            if matches!(rec.m.change, Change::MakeDir { .. })
+                                && st.file_type == FileType::Directory =>
+                        {
+                            Ok(Settled::Applied(Some(f)))
+                        }
                         _ => Ok(Settled::Conflict(
                             ConflictKind::NameName,
                             "the name exists on the server, made by someone else".into(),

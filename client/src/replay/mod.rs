@@ -393,6 +393,25 @@ impl AfsClient {
             Ok(created) => self.finish(rec, created, who).await,
             Err(e) if is_network(&e) => Err(e),
             Err(e)
+                if e.errno() == libc::EEXIST && matches!(rec.m.change, Change::MakeDir { .. }) =>
+            {
+                match self.adoptable(rec, who).await? {
+                    Some(server) => {
+                        tracing::info!(
+                            fid = ?server,
+                            "a directory made offline exists on the server: what was made in it goes there"
+                        );
+                        self.finish(rec, Some(server), who).await
+                    }
+                    None => self.conflict(
+                        rec,
+                        ConflictKind::NameName,
+                        "the name exists on the server",
+                        None,
+                    ),
+                }
+            }
+            Err(e)
                 if e.errno() == libc::EEXIST
                     && matches!(
                         rec.m.change,
@@ -417,6 +436,26 @@ impl AfsClient {
             ),
             Err(e) => Err(e),
         }
+    }
+
+    /// A directory made offline whose name the server holds as a
+    /// directory too: the two makes meant the same thing (think of
+    /// `.git/objects/ab/` made by two clients, or `build/`), so the server's
+    /// directory is adopted and what was made in ours goes into it, each
+    /// name checked as usual (a name made on both sides is still a
+    /// conflict). Anything else under the name is a name/name conflict.
+    async fn adoptable(&self, rec: &LogRecord, who: &Identity) -> Result<Option<Fid>> {
+        let Change::MakeDir { dir, name, .. } = &rec.m.change else {
+            return Ok(None);
+        };
+        let Some(there) = self.server_entry(rec, who, *dir, name).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .server_status(rec, who, there)
+            .await?
+            .filter(|st| st.file_type == afs_proto::types::FileType::Directory)
+            .map(|_| there))
     }
 
     /// A store settled by looking whose writer logged a newer store of the
