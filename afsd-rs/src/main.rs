@@ -20,6 +20,7 @@ mod control;
 mod events_cli;
 mod events_ctl;
 mod keep_both;
+mod merge_git;
 mod miss_cli;
 mod miss_ctl;
 mod offline_cli;
