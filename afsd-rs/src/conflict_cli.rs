@@ -67,8 +67,10 @@ pub struct ResolveArgs {
     /// Both versions become copies beside the original name, which goes.
     #[arg(long)]
     pub stash_both: bool,
-    /// Merge with a resolver (built in: text): a clean merge is kept, an
-    /// overlapping one is stashed with both versions, markers in yours.
+    /// Merge with a resolver (built in: text, git, sqlite): a clean merge
+    /// is kept, an overlapping one is stashed with both versions, markers
+    /// in yours. `--merge=git REPO` decides every conflict of a git
+    /// repository at once (refs, index, working tree).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "text")]
     pub merge: Option<String>,
     /// Drop the local versions kept by --keep-remote (of these IDs, or all
@@ -82,11 +84,13 @@ pub struct ResolveArgs {
     /// all) by the first matching rule of FILE (TOML; see README).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
-    /// With --rules: print every decision and its reason, change nothing.
-    #[arg(long, requires = "rules", conflicts_with = "apply")]
+    /// Print every decision of the rules (--rules FILE, else the
+    /// `.afsd-resolve.toml` files of the directories given and above, then
+    /// ~/.config/afsd-rs/resolve.toml) and its reason; change nothing.
+    #[arg(long, conflicts_with_all = ["apply", "keep_local", "keep_remote", "stash_local", "stash_both", "merge", "purge"])]
     pub dry_run: bool,
-    /// With --rules: carry the decisions out.
-    #[arg(long, requires = "rules")]
+    /// Carry the rules' decisions out (rules as for --dry-run).
+    #[arg(long, conflicts_with_all = ["keep_local", "keep_remote", "stash_local", "stash_both", "merge", "purge"])]
     pub apply: bool,
     /// Conflict ids, or paths (in conflict; with -r, directories).
     pub conflicts: Vec<String>,
@@ -97,7 +101,7 @@ pub struct ResolveArgs {
 /// Whether a conflict's path (as the kernel named it, `/.cell/dir/f`)
 /// lies under `dir` (an absolute path in the mount, `/afs/.cell/dir`),
 /// counting `cell` and `.cell` as the same.
-fn under(path: &str, dir: &str) -> bool {
+pub(crate) fn under(path: &str, dir: &str) -> bool {
     let norm = |p: &str| -> Vec<String> {
         p.split('/')
             .filter(|c| !c.is_empty())
@@ -121,7 +125,16 @@ pub fn resolve(a: ResolveArgs) -> Result<(), String> {
         if !a.dry_run && !a.apply {
             return Err("with --rules, say --dry-run or --apply".into());
         }
-        return by_rules(socket, file, &a.conflicts, a.apply);
+        return by_rules(socket, Some(file), &a.conflicts, a.apply);
+    }
+    if a.dry_run || a.apply {
+        // The rules of the directories' own files and the user's.
+        let dirs = if a.conflicts.is_empty() {
+            vec![".".to_string()]
+        } else {
+            a.conflicts.clone()
+        };
+        return by_rules(socket, None, &dirs, a.apply);
     }
     if !(a.keep_local || a.keep_remote || a.stash_local || a.stash_both || a.purge)
         && a.merge.is_none()
@@ -130,6 +143,9 @@ pub fn resolve(a: ResolveArgs) -> Result<(), String> {
             "say how: --keep-local, --keep-remote, --stash-local, --stash-both, --merge[=NAME], --purge or --rules FILE"
                 .into(),
         );
+    }
+    if a.merge.as_deref() == Some("git") {
+        return crate::merge_git::resolve(socket, &a.conflicts);
     }
     if a.purge {
         let ids: Vec<Option<u64>> = if a.conflicts.is_empty() {
@@ -213,7 +229,7 @@ pub fn resolve(a: ResolveArgs) -> Result<(), String> {
 
 /// The absolute path of a conflict's file, from a directory the user gave
 /// that holds it (`/afs/.cell/d` and `/.cell/d/f` give `/afs/.cell/d/f`).
-fn absolute_in(path: &str, dir: &str) -> Option<PathBuf> {
+pub(crate) fn absolute_in(path: &str, dir: &str) -> Option<PathBuf> {
     if !under(path, dir) {
         return None;
     }
@@ -227,9 +243,50 @@ fn absolute_in(path: &str, dir: &str) -> Option<PathBuf> {
     Some(PathBuf::from(format!("{mount}{path}")))
 }
 
-/// `resolve --rules FILE [DIR...] --dry-run|--apply`.
-fn by_rules(socket: &Path, file: &Path, dirs: &[String], apply: bool) -> Result<(), String> {
-    let rules = crate::rules::Rules::load(file)?;
+/// The mount point of a conflict's path, from a directory the user gave
+/// that holds it (`/afs/.cell/d` and `/.cell/d/f` give `/afs`).
+fn mount_of(path: &str, dir: &str) -> Option<PathBuf> {
+    let file = absolute_in(path, dir)?;
+    let rel = path.trim_start_matches('/');
+    let depth = rel.split('/').filter(|c| !c.is_empty()).count();
+    let mut m = file.as_path();
+    for _ in 0..depth {
+        m = m.parent()?;
+    }
+    Some(m.to_path_buf())
+}
+
+fn nix_uid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// `resolve [--rules FILE] [DIR...] --dry-run|--apply`.
+fn by_rules(
+    socket: &Path,
+    file: Option<&Path>,
+    dirs: &[String],
+    apply: bool,
+) -> Result<(), String> {
+    use crate::rules::{decide_in, user_rules_path, Layer, DIR_RULES};
+    let caller = nix_uid();
+    let given = match file {
+        Some(f) => Some(Layer {
+            origin: f.to_path_buf(),
+            rules: crate::rules::Rules::load(f)?,
+            may_run: true,
+        }),
+        None => None,
+    };
+    let user = match (&given, user_rules_path()) {
+        (None, Some(p)) => Layer::read(&p, caller)?.map(|mut l| {
+            l.may_run = true;
+            l
+        }),
+        _ => None,
+    };
+    // Directory files, read once each.
+    let mut dir_layers: std::collections::HashMap<PathBuf, Option<Layer>> = Default::default();
     let mine = match ask(socket, DisconnectedRequest::Conflicts)? {
         Response::Conflicts(v) => v,
         r => return Err(format!("unexpected answer: {r:?}")),
@@ -249,7 +306,31 @@ fn by_rules(socket: &Path, file: &Path, dirs: &[String], apply: bool) -> Result<
         if !dirs.is_empty() && home.is_none() {
             continue;
         }
-        let (decision, why) = rules.decide(c, || {
+        // The directories from the conflict's up to the mount's root.
+        let mut chain = Vec::new();
+        if given.is_none() {
+            let mut at = home
+                .and_then(|d| absolute_in(&c.path, d))
+                .and_then(|t| t.parent().map(Path::to_path_buf));
+            let top = home.and_then(|d| mount_of(&c.path, d));
+            while let Some(d) = at {
+                if top.as_ref().is_some_and(|t| !d.starts_with(t) || d == *t) {
+                    break;
+                }
+                if !dir_layers.contains_key(&d) {
+                    let layer = Layer::read(&d.join(DIR_RULES), caller)?;
+                    dir_layers.insert(d.clone(), layer);
+                }
+                chain.push(d.clone());
+                at = d.parent().map(Path::to_path_buf);
+            }
+        }
+        let layers: Vec<&Layer> = given
+            .iter()
+            .chain(chain.iter().filter_map(|d| dir_layers[d].as_ref()))
+            .chain(user.iter())
+            .collect();
+        let (decision, why) = decide_in(&layers, c, || {
             match ask(socket, DisconnectedRequest::ConflictStates { id: c.id })? {
                 Response::States(s) => Ok(s),
                 r => Err(format!("unexpected answer: {r:?}")),
@@ -307,7 +388,7 @@ fn by_rules(socket: &Path, file: &Path, dirs: &[String], apply: bool) -> Result<
     Ok(())
 }
 
-fn resolve_one(socket: &Path, id: u64, how: client::Resolution) -> Result<(), String> {
+pub(crate) fn resolve_one(socket: &Path, id: u64, how: client::Resolution) -> Result<(), String> {
     match ask(socket, DisconnectedRequest::Resolve { id, how })? {
         Response::Ok(_) => Ok(()),
         r => Err(format!("unexpected answer: {r:?}")),
@@ -370,7 +451,7 @@ fn info(socket: &Path, id: u64) -> Result<ConflictInfo, String> {
     }
 }
 
-fn data(socket: &Path, id: u64, side: ConflictSide) -> Result<Vec<u8>, String> {
+pub(crate) fn data(socket: &Path, id: u64, side: ConflictSide) -> Result<Vec<u8>, String> {
     match ask(socket, DisconnectedRequest::ConflictData { id, side })? {
         Response::Data(d) => Ok(d),
         r => Err(format!("unexpected answer: {r:?}")),

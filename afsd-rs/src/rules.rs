@@ -23,7 +23,7 @@
 //! its reason and changes nothing; `--apply` carries them out through the
 //! same resolutions as `afsd-rs resolve`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use client::{ConflictInfo, ConflictStates, Resolution};
@@ -120,6 +120,25 @@ impl Rules {
         Ok(rules)
     }
 
+    /// The first rule matching a conflict, and its number (from 0).
+    fn matching(&self, c: &ConflictInfo) -> Option<(usize, &Rule)> {
+        let name = c.path.rsplit('/').next().unwrap_or(&c.path);
+        self.rule.iter().enumerate().find(|(_, r)| {
+            let subject = if r.glob.contains('/') {
+                c.path.as_str()
+            } else {
+                name
+            };
+            glob::Pattern::new(&r.glob).is_ok_and(|g| g.matches(subject))
+                && r.kind.as_ref().is_none_or(|k| *k == c.kind)
+        })
+    }
+
+    /// Whether a rule matches the conflict.
+    pub fn matches(&self, c: &ConflictInfo) -> bool {
+        self.matching(c).is_some()
+    }
+
     /// The decision for one conflict and why. `states` is asked for only
     /// when a rule compares versions.
     pub fn decide(
@@ -128,15 +147,7 @@ impl Rules {
         states: impl FnOnce() -> Result<ConflictStates, String>,
     ) -> (Decision, String) {
         let name = c.path.rsplit('/').next().unwrap_or(&c.path);
-        let Some((i, r)) = self.rule.iter().enumerate().find(|(_, r)| {
-            let subject = if r.glob.contains('/') {
-                c.path.as_str()
-            } else {
-                name
-            };
-            glob::Pattern::new(&r.glob).is_ok_and(|g| g.matches(subject))
-                && r.kind.as_ref().is_none_or(|k| *k == c.kind)
-        }) else {
+        let Some((i, r)) = self.matching(c) else {
             return (Decision::None, "no rule matches".into());
         };
         let why = format!("rule {} (glob {:?})", i + 1, r.glob);
@@ -184,6 +195,72 @@ impl Rules {
             Err(e) => (Decision::None, format!("{why}: {e}")),
         }
     }
+}
+
+/// The name of a per-directory rules file: its rules apply to conflicts
+/// in its directory and below, before those of directories above.
+pub const DIR_RULES: &str = ".afsd-resolve.toml";
+
+/// One rules file in the order rules are tried.
+pub struct Layer {
+    /// Where it was read, for the reasons printed.
+    pub origin: PathBuf,
+    pub rules: Rules,
+    /// Whether its `run` rules may run: a directory's file is shared with
+    /// whoever can write the directory, so its commands run only when the
+    /// file is the caller's own.
+    pub may_run: bool,
+}
+
+impl Layer {
+    /// Reads `path` if it exists (Ok(None) when it does not).
+    pub fn read(path: &Path, caller: u32) -> Result<Option<Layer>, String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        Ok(Some(Layer {
+            origin: path.to_path_buf(),
+            rules: Rules::load(path)?,
+            may_run: meta.uid() == caller,
+        }))
+    }
+}
+
+/// The decision for a conflict by the first layer with a matching rule
+/// (nearest directory first, the user's own file last).
+pub fn decide_in(
+    layers: &[&Layer],
+    c: &ConflictInfo,
+    mut states: impl FnMut() -> Result<ConflictStates, String>,
+) -> (Decision, String) {
+    for l in layers {
+        if !l.rules.matches(c) {
+            continue;
+        }
+        let (d, why) = l.rules.decide(c, &mut states);
+        let why = format!("{} of {}", why, l.origin.display());
+        if matches!(d, Decision::Run { .. }) && !l.may_run {
+            return (
+                Decision::None,
+                format!("{why}: its command is not run, the file is not yours"),
+            );
+        }
+        return (d, why);
+    }
+    (Decision::None, "no rule matches".into())
+}
+
+/// The user's own rules file: `$XDG_CONFIG_HOME/afsd-rs/resolve.toml`, or
+/// `~/.config/afsd-rs/resolve.toml`.
+pub fn user_rules_path() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
+    };
+    Some(base.join("afsd-rs").join("resolve.toml"))
 }
 
 /// Runs a rebuild command in `dir` (through `sh -c`, as the caller).
