@@ -275,26 +275,56 @@ fn merge_repo(socket: &Path, root: &Path, mine: &[ConflictInfo]) -> Result<(), S
     let head_before = std::fs::read_to_string(root.join(".git/HEAD")).unwrap_or_default();
     let mut ours_won: BTreeMap<String, bool> = BTreeMap::new();
     let mut our_values: BTreeMap<String, String> = BTreeMap::new();
-    for it in by(Part::Ref).chain(by(Part::PackedRefs)) {
+    // Each ref's values of ours, newest first (a file saved twice offline
+    // is two conflicts; the later holds the later value).
+    let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut ref_items: Vec<&Item> = by(Part::Ref).chain(by(Part::PackedRefs)).collect();
+    ref_items.sort_by_key(|it| std::cmp::Reverse(it.c.id));
+    let mut ref_ids: BTreeMap<String, u64> = BTreeMap::new();
+    for it in &ref_items {
         let local = data(socket, it.c.id, ConflictSide::Local)?;
-        let mut ok = true;
-        for (name, ours) in our_refs(&it.rel, &local) {
-            match merge_ref(root, it.c.id, &name, &ours, &head_before)? {
+        for (name, v) in our_refs(&it.rel, &local) {
+            ref_ids.entry(name.clone()).or_insert(it.c.id);
+            let vs = values.entry(name).or_default();
+            if !vs.contains(&v) {
+                vs.push(v);
+            }
+        }
+    }
+    let mut failed_refs = 0;
+    for (name, vs) in &values {
+        let newest = &vs[0];
+        let id = ref_ids[name];
+        for (i, ours) in vs.iter().enumerate() {
+            // An older value the newest holds needs nothing.
+            if i > 0 && is_sha(ours) && is_ancestor(root, ours, newest)? {
+                continue;
+            }
+            let tag = if i == 0 {
+                id.to_string()
+            } else {
+                format!("{id}-{i}")
+            };
+            match merge_ref(root, &tag, name, ours, &head_before)? {
                 Ok((won, line)) => {
-                    if is_sha(&ours) {
-                        our_values.insert(name.clone(), ours.clone());
+                    report.say(format!("{id} {name}: {line}"));
+                    if i == 0 {
+                        if is_sha(ours) {
+                            our_values.insert(name.clone(), ours.clone());
+                        }
+                        ours_won.insert(name.clone(), won);
                     }
-                    report.say(format!("{} {name}: {line}", it.c.id));
-                    ours_won.insert(name, won);
                 }
                 Err(e) => {
-                    ok = false;
+                    failed_refs += 1;
                     report.failed += 1;
-                    eprintln!("{} {name}: {e}", it.c.id);
+                    eprintln!("{id} {name}: {e}");
                 }
             }
         }
-        if ok {
+    }
+    if failed_refs == 0 {
+        for it in ref_items {
             report.done(socket, it, Resolution::KeepRemote, "refs merged");
         }
     }
@@ -436,7 +466,7 @@ fn tidy_work_tree(root: &Path, ours: &str, report: &mut Report) -> Result<(), St
 /// Merges one ref: Ok((ours won, what was done)), or why it was left.
 fn merge_ref(
     root: &Path,
-    id: u64,
+    id: &str,
     name: &str,
     ours: &str,
     head_before: &str,
@@ -596,13 +626,13 @@ mod tests {
         let two = commit("two");
         // Ours ahead of theirs: fast-forward.
         g(&["update-ref", "refs/heads/main", &one]);
-        let (won, _) = merge_ref(root, 5, "refs/heads/main", &two, "")
+        let (won, _) = merge_ref(root, "5", "refs/heads/main", &two, "")
             .unwrap()
             .unwrap();
         assert!(won);
         assert_eq!(g(&["rev-parse", "refs/heads/main"]), two);
         // Theirs already holds ours.
-        let (won, _) = merge_ref(root, 5, "refs/heads/main", &one, "")
+        let (won, _) = merge_ref(root, "5", "refs/heads/main", &one, "")
             .unwrap()
             .unwrap();
         assert!(!won);
@@ -611,7 +641,7 @@ mod tests {
         g(&["checkout", "-q", "-b", "side", &one]);
         let three = commit("three");
         g(&["checkout", "-q", "main"]);
-        let (won, line) = merge_ref(root, 5, "refs/heads/main", &three, "")
+        let (won, line) = merge_ref(root, "5", "refs/heads/main", &three, "")
             .unwrap()
             .unwrap();
         assert!(!won && line.contains("diverged"), "{line}");
@@ -621,7 +651,7 @@ mod tests {
             three
         );
         // A value that names no object is left alone.
-        let e = merge_ref(root, 5, "refs/heads/main", &"c".repeat(40), "")
+        let e = merge_ref(root, "5", "refs/heads/main", &"c".repeat(40), "")
             .unwrap()
             .unwrap_err();
         assert!(e.contains("missing"), "{e}");

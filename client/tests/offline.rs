@@ -758,6 +758,71 @@ fn a_directory_made_on_both_sides_takes_what_each_made_in_it() {
 }
 
 #[test]
+fn a_file_saved_by_rename_on_both_sides_is_an_update_conflict_with_nothing_left_over() {
+    rt().block_on(async {
+        let (cell, cs) = setup(1, StoreKind::Memory, 64);
+        let c = &cs[0];
+        c.mkdir(0, "s").await.unwrap();
+        c.write_file(0, "s/doc", b"base").await.unwrap();
+        c.tree(0, "s").await.unwrap();
+        assert_eq!(c.read_file(0, "s/doc").await.unwrap(), b"base");
+        down(&cell, c, true);
+        // Saved twice the careful way: a temporary file renamed over it.
+        for text in [&b"mine one"[..], b"mine two"] {
+            c.write_file(0, "s/doc.tmp", text).await.unwrap();
+            c.rename(0, "s/doc.tmp", "s/doc").await.unwrap();
+        }
+        cell.third_party(|tp| {
+            // The other side did the same: a new file under the name.
+            tp.remove("s/doc");
+            tp.write("s/doc", b"theirs");
+        });
+        down(&cell, c, false);
+        until_synced(c).await;
+        let conflicts = c.afs.conflicts(None);
+        assert_eq!(conflicts.len(), 2, "{conflicts:?}");
+        for x in &conflicts {
+            assert_eq!(x.kind, "update/update", "{x:?}");
+            assert!(x.path.ends_with("/s/doc"), "{x:?}");
+        }
+        let local: Vec<Vec<u8>> = conflicts
+            .iter()
+            .map(|x| c.afs.conflict_data(0, x.id, ConflictSide::Local).unwrap())
+            .collect();
+        assert_eq!(local, vec![b"mine one".to_vec(), b"mine two".to_vec()]);
+        assert_eq!(
+            c.afs
+                .conflict_data(0, conflicts[0].id, ConflictSide::Base)
+                .unwrap(),
+            b"base"
+        );
+        // The server keeps its file; our temporary name is not left there.
+        let names: Vec<String> = cell
+            .third_party(|tp| tp.tree("s"))
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(names, vec!["doc".to_string()]);
+        assert_eq!(
+            cell.third_party(|tp| tp.read("s/doc")),
+            Some(b"theirs".to_vec())
+        );
+        assert_eq!(c.read_file(0, "s/doc").await.unwrap(), b"theirs");
+        assert_eq!(c.read_file(0, "s/doc.tmp").await, Err(libc::ENOENT));
+        // keep-local of the newer one puts it in place.
+        let id = conflicts[1].id;
+        c.afs
+            .resolve(0, id, &client::Resolution::KeepLocal)
+            .await
+            .unwrap();
+        assert_eq!(
+            cell.third_party(|tp| tp.read("s/doc")),
+            Some(b"mine two".to_vec())
+        );
+    });
+}
+
+#[test]
 fn a_name_removed_and_made_again_offline_shows_throughout_replay() {
     rt().block_on(async {
         let (cell, cs) = setup(1, StoreKind::Memory, 64);

@@ -66,6 +66,12 @@ fn a_git_repository_changed_on_both_sides_ends_as_one() {
     let t1 = commit(&theirs, "theirs.txt", "theirs one\n", "theirs 1");
     let t2 = commit(&theirs, "notes.txt", "notes\ntheirs\n", "theirs 2");
     assert_eq!(git(&theirs, &["rev-list", "--count", "HEAD"]), "4");
+    // A directory made on both sides (as git's object fan-out directories
+    // often are) is one directory afterwards, holding what each made.
+    fs::create_dir(repo.join("build")).unwrap();
+    fs::write(repo.join("build/ours.o"), "ours\n").unwrap();
+    fs::create_dir(theirs.join("build")).unwrap();
+    fs::write(theirs.join("build/theirs.o"), "theirs\n").unwrap();
 
     m.online(&[&repo]);
     m.wait_replayed(Duration::from_secs(300))
@@ -76,6 +82,13 @@ fn a_git_repository_changed_on_both_sides_ends_as_one() {
         "the branch moved on both sides: {cs:?}"
     );
 
+    assert!(
+        !cs.iter().any(|c| c.path.contains("/build")),
+        "a directory made on both sides is no conflict: {cs:?}"
+    );
+    for f in ["ours.o", "theirs.o"] {
+        assert!(repo.join("build").join(f).exists(), "build/{f}");
+    }
     let out = m.afsd_ok(&["resolve", "--merge=git", repo.to_str().unwrap()]);
     assert!(out.contains("git fsck clean"), "{out}");
     assert!(m.conflicts().is_empty(), "{:?}\n{out}", m.conflicts());

@@ -67,6 +67,21 @@ impl AfsClient {
             .map(|e| Fid::new(dir.volume, e.vnode, e.unique)))
     }
 
+    /// Whether a rename moves a regular file (as the cache knows it).
+    pub(super) fn moves_a_file(&self, rec: &LogRecord) -> bool {
+        let Some(moved) = rec.moved else {
+            return false;
+        };
+        let key = self.node(rec, moved).key();
+        let inner = &self.inner;
+        inner
+            .valid
+            .statuses
+            .known(&key)
+            .or_else(|| inner.store.get_status(&key).ok().flatten())
+            .is_some_and(|st| st.file_type == FileType::File.as_u32())
+    }
+
     /// Compares the server with what the record was decided against.
     pub(super) async fn check(&self, rec: &LogRecord, who: &Identity) -> Result<Checked> {
         let dependent = |what: &str| {
@@ -155,6 +170,21 @@ impl AfsClient {
                                 ));
                             }
                         }
+                    }
+                    (Some(f), Some(_)) if self.moves_a_file(rec) => {
+                        if let Some(st) = self.server_status(rec, who, f).await? {
+                            if st.file_type == FileType::File {
+                                return Ok(Checked::Replaced {
+                                    server: f,
+                                    server_dv: st.data_version,
+                                });
+                            }
+                        }
+                        return Ok(Checked::Conflict(
+                            ConflictKind::NameName,
+                            "the new name is taken on the server".into(),
+                            None,
+                        ));
                     }
                     (Some(_), _) => {
                         return Ok(Checked::Conflict(

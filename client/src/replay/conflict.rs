@@ -2,16 +2,192 @@
 //! (see `conflicts.rs`): it leaves the log with what depends on it, its
 //! data kept, and the path shows the server's version.
 
+use afs_proto::types::Fid;
 use cache::{FidKey, Op};
 
 use crate::client::AfsClient;
-use crate::conflicts::{ConflictKind, ConflictRecord};
+use crate::conflicts::{ConflictKind, ConflictRecord, KEPT_BASE, KEPT_LOCAL};
 use crate::journal::{is_local, LogRecord};
 use crate::mutation::Change;
 use crate::status::now_secs;
 use crate::{Result, Stats};
 
 impl AfsClient {
+    /// A rename over a file whose name the server now gives another file:
+    /// both sides replaced the file (a save through a temporary file and a
+    /// rename, as git, editors and office programs do). It becomes an
+    /// update/update conflict on the name, as if the file had been
+    /// written in place: the server's file stays at the name, the file we
+    /// renamed there is kept as the local side (the cache holds it whole,
+    /// see `whole_file_cached`), and the name it came from, ours, leaves
+    /// the server: nothing of the conflicting change stays half-applied
+    /// there (no `index.lock` left behind). The conflict is recorded
+    /// before that remove is sent, so a crash between them loses nothing;
+    /// a remove that fails leaves the temporary name for the user.
+    pub(super) async fn replaced(
+        &self,
+        rec: &LogRecord,
+        who: &crate::identity::Identity,
+        server: Fid,
+        server_dv: u64,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let (
+            Some(moved),
+            Some((victim, _)),
+            Change::Rename {
+                from_dir,
+                from_name,
+                ..
+            },
+        ) = (rec.moved, rec.victim, &rec.m.change)
+        else {
+            return self.conflict(rec, ConflictKind::NameName, "the new name is taken", None);
+        };
+        let mnode = self.node(rec, moved);
+        let mkey = mnode.key();
+        let vkey = self.node(rec, victim).key();
+        // The file we renamed there, as the server has it (our replayed
+        // writes; the cache's view of it is the local one).
+        let read = async {
+            let Some(st) = self.server_status(rec, who, moved).await? else {
+                return Ok(None);
+            };
+            let (reply, _, _) = inner.valid.fetch_data(&mnode, who, 0, st.length).await?;
+            let mut local = inner
+                .valid
+                .statuses
+                .known(&mkey)
+                .or_else(|| inner.store.get_status(&mkey).ok().flatten())
+                .ok_or_else(|| crate::Error::Protocol("no status of the renamed file".into()))?;
+            local.data_version = st.data_version;
+            local.length = reply.data.len() as u64;
+            Ok::<_, crate::Error>(Some((local, reply.data.to_vec())))
+        };
+        let (mst, data) = match read.await {
+            Ok(Some(x)) => x,
+            Err(e) if crate::connectivity::is_network(&e) => return Err(e),
+            _ => {
+                return self.conflict(
+                    rec,
+                    ConflictKind::NameName,
+                    "the new name is taken on the server",
+                    None,
+                )
+            }
+        };
+        let journal = &inner.exec.journal;
+        {
+            let _g = inner
+                .exec
+                .log_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let base = journal.base(&vkey);
+            let mut c = ConflictRecord {
+                id: inner.conflicts.next_id(),
+                kind: ConflictKind::UpdateUpdate,
+                reason: "the file was replaced on the server too".into(),
+                path: self.path_of(rec, victim),
+                fid: server,
+                base_dv: base.as_ref().map(|b| b.status.data_version),
+                local_dv: Some(mst.data_version),
+                server_dv: Some(server_dv),
+                local_len: Some(mst.length),
+                base_len: None,
+                detected: now_secs(),
+                records: vec![rec.clone()],
+            };
+            let kept = c.kept_key();
+            let cs = inner.config.chunk_size.max(1);
+            let mut ops = Vec::new();
+            for (index, piece) in data.chunks(cs as usize).enumerate() {
+                ops.push(Op::PutDirtyChunk {
+                    fid: kept.clone(),
+                    data_version: KEPT_LOCAL,
+                    index: index as u64,
+                    data: piece.to_vec(),
+                });
+            }
+            // The base: what the name held before our first change, when
+            // the cache still has it whole.
+            if let Some(b) = &base {
+                let bdv = b.status.data_version;
+                if inner.store.cached_bytes(&vkey, bdv) == b.status.length {
+                    for index in 0..b.status.length.div_ceil(cs) {
+                        ops.push(Op::MoveChunkTo {
+                            from: vkey.clone(),
+                            from_dv: bdv,
+                            index,
+                            to: kept.clone(),
+                            to_dv: KEPT_BASE,
+                            dirty: true,
+                        });
+                    }
+                    c.base_len = Some(b.status.length);
+                }
+            }
+            ops.extend(inner.conflicts.keep_ops(&mut c, None));
+            ops.push(crate::states::capture(
+                c.id,
+                base.as_ref().map(|b| &b.status),
+                Some(&mst),
+                c.local_len,
+            ));
+            ops.push(Op::DeleteStatus(mkey.clone()));
+            journal.commit(ops, Vec::new(), vec![rec.clone()], true)?;
+            for k in [&mkey, &vkey] {
+                inner.valid.forget(k);
+                inner.data.forget(|x| x == k);
+                inner.nodes.invalidate(k);
+            }
+            for d in rec.m.change.dirs() {
+                let k = self.node(rec, d).key();
+                inner.valid.forget(&k);
+                inner.dirs.forget(|x| *x == k);
+                inner.nodes.invalidate(&k);
+            }
+            inner
+                .conflicts
+                .to_fetch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((rec.m.cell.clone(), server, rec.m.uid));
+            Stats::add(&inner.stats.conflicts, 1);
+            tracing::warn!(
+                id = c.id,
+                kind = c.kind.as_str(),
+                path = %c.path,
+                uid = rec.m.uid,
+                "conflict: the file was replaced on the server too; the local version is kept (afsd-rs conflicts)"
+            );
+            inner.valid.conn.events.emit(
+                Some(rec.m.uid),
+                crate::events::EventKind::Conflict {
+                    id: c.id,
+                    kind: c.kind.as_str().to_string(),
+                    path: c.path.clone(),
+                    reason: c.reason.clone(),
+                },
+            );
+        }
+        // Our temporary name goes from the server (it is gone here too).
+        let mut rm = rec.m.clone();
+        rm.change = Change::RemoveFile {
+            dir: *from_dir,
+            name: from_name.clone(),
+        };
+        if let Err(e) = inner.exec.send(who, &rm, 0, None).await {
+            if !super::gone(&e) {
+                tracing::warn!(
+                    name = %String::from_utf8_lossy(from_name),
+                    "removing our renamed file's old name after a conflict: {e}; it stays on the server"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Moves a record, and the later ones that depend on it, out of the
     /// log into a conflict that keeps their data (see `conflicts.rs`).
     pub(super) fn conflict(

@@ -81,6 +81,13 @@ pub(super) enum Checked {
     /// Nothing to do: the server already is as the record wants.
     AlreadyDone,
     Conflict(ConflictKind, String, Option<u64>),
+    /// A rename over a file whose name the server now gives another file
+    /// (both sides replaced it, as programs that save through a temporary
+    /// file and a rename do): an update/update conflict on the name.
+    Replaced {
+        server: Fid,
+        server_dv: u64,
+    },
 }
 
 pub(super) fn gone(e: &Error) -> bool {
@@ -363,6 +370,9 @@ impl AfsClient {
                 Checked::AlreadyDone => return self.finish(rec, None, who).await,
                 Checked::Conflict(kind, why, server) => {
                     return self.conflict(rec, kind, &why, server)
+                }
+                Checked::Replaced { server, server_dv } => {
+                    return self.replaced(rec, who, server, server_dv).await
                 }
             }
         };
