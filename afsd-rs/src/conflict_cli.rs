@@ -256,6 +256,35 @@ fn mount_of(path: &str, dir: &str) -> Option<PathBuf> {
     Some(m.to_path_buf())
 }
 
+/// `prefer = "newer-source"`: the source's own conflict when it has one,
+/// else its file's time against the two sides of the conflict's file.
+fn newer_source(
+    socket: &Path,
+    c: &ConflictInfo,
+    mine: &[ConflictInfo],
+    home: Option<&str>,
+    source: &str,
+) -> (crate::rules::Decision, String) {
+    let states = |id: u64| match ask(socket, DisconnectedRequest::ConflictStates { id }) {
+        Ok(Response::States(s)) => s.local.zip(s.server).map(|(l, s)| (l.mtime, s.mtime)),
+        _ => None,
+    };
+    let dir = c.path.rsplit_once('/').map_or("", |(d, _)| d);
+    let source_path = format!("{dir}/{source}");
+    let sides = mine
+        .iter()
+        .filter(|x| x.path == source_path)
+        .max_by_key(|x| x.id)
+        .and_then(|x| states(x.id));
+    let now = home
+        .and_then(|h| absolute_in(&source_path, h))
+        .and_then(|p| std::fs::metadata(p).ok())
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    crate::rules::by_source(source, sides, now, states(c.id))
+}
+
 fn nix_uid() -> u32 {
     // SAFETY: getuid cannot fail.
     unsafe { libc::getuid() }
@@ -336,10 +365,19 @@ fn by_rules(
                 r => Err(format!("unexpected answer: {r:?}")),
             }
         });
+        let (decision, why) = match decision {
+            crate::rules::Decision::NewerSource { source } => {
+                let (d, w) = newer_source(socket, c, &mine, home.map(String::as_str), &source);
+                (d, format!("{why}: {w}"))
+            }
+            d => (d, why),
+        };
         let label = match &decision {
             crate::rules::Decision::Resolve(r) => r.to_string(),
             crate::rules::Decision::Run { command, .. } => format!("run `{command}`"),
-            crate::rules::Decision::None => "leave".to_string(),
+            crate::rules::Decision::None | crate::rules::Decision::NewerSource { .. } => {
+                "leave".to_string()
+            }
         };
         *counts.entry(label.clone()).or_default() += 1;
         println!("{} {} {} -> {label} ({why})", c.id, c.kind, c.path);
@@ -347,7 +385,7 @@ fn by_rules(
             continue;
         }
         let outcome = match decision {
-            crate::rules::Decision::None => Ok(()),
+            crate::rules::Decision::None | crate::rules::Decision::NewerSource { .. } => Ok(()),
             crate::rules::Decision::Resolve(how) => resolve_one(socket, c.id, how),
             crate::rules::Decision::Run { command, fallback } => {
                 let target = home.and_then(|d| absolute_in(&c.path, d));

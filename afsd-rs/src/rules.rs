@@ -14,6 +14,11 @@
 //! prefer = "newer-mtime"        # keep whichever side was modified last
 //!
 //! [[rule]]
+//! glob = "*.o"
+//! prefer = "newer-source"       # the side whose source (below) is newer
+//! source = "$stem.c"            # in the same directory
+//!
+//! [[rule]]
 //! glob = "*.out"
 //! run = "make $stem.out"        # rebuild in the file's directory, then keep what it made
 //! fallback = "stash-both"       # when the command fails
@@ -47,6 +52,9 @@ pub struct Rule {
     pub prefer: Option<String>,
     pub run: Option<String>,
     pub fallback: Option<String>,
+    /// With `prefer = "newer-source"`: the file the matched one is built
+    /// from, in the same directory (`$stem`, `$name` replaced).
+    pub source: Option<String>,
 }
 
 /// What a rule decided for one conflict.
@@ -58,6 +66,12 @@ pub enum Decision {
     Run {
         command: String,
         fallback: Option<Resolution>,
+    },
+    /// Keep the side whose source file (`source`, beside the conflict's
+    /// file) is the newer: decided by the caller, which can see the
+    /// source's own conflict or its file.
+    NewerSource {
+        source: String,
     },
     /// No rule matches: left alone.
     None,
@@ -109,12 +123,32 @@ impl Rules {
                     .map_err(|e| format!("{}: rule {n}: fallback: {e}", path.display()))?;
             }
             if let Some(p) = &r.prefer {
-                if p != "newer-mtime" {
-                    return Err(format!(
-                        "{}: rule {n}: prefer {p:?}: expected newer-mtime",
-                        path.display()
-                    ));
+                match (p.as_str(), &r.source) {
+                    ("newer-mtime", None) | ("newer-source", Some(_)) => {}
+                    ("newer-source", None) => {
+                        return Err(format!(
+                            "{}: rule {n}: prefer newer-source needs source = \"$stem.c\" (say)",
+                            path.display()
+                        ))
+                    }
+                    ("newer-mtime", Some(_)) => {
+                        return Err(format!(
+                            "{}: rule {n}: source goes with prefer = \"newer-source\"",
+                            path.display()
+                        ))
+                    }
+                    _ => {
+                        return Err(format!(
+                            "{}: rule {n}: prefer {p:?}: expected newer-mtime or newer-source",
+                            path.display()
+                        ))
+                    }
                 }
+            } else if r.source.is_some() {
+                return Err(format!(
+                    "{}: rule {n}: source goes with prefer = \"newer-source\"",
+                    path.display()
+                ));
             }
         }
         Ok(rules)
@@ -157,11 +191,15 @@ impl Rules {
                 Err(e) => (Decision::None, e),
             };
         }
+        let stem = match name.rfind('.') {
+            Some(i) if i > 0 => &name[..i],
+            _ => name,
+        };
+        if let Some(src) = &r.source {
+            let source = src.replace("$stem", stem).replace("$name", name);
+            return (Decision::NewerSource { source }, why);
+        }
         if let Some(cmd) = &r.run {
-            let stem = match name.rfind('.') {
-                Some(i) if i > 0 => &name[..i],
-                _ => name,
-            };
             let command = cmd.replace("$stem", stem).replace("$name", name);
             let fallback = r.fallback.as_deref().and_then(|f| parse_action(f).ok());
             return (Decision::Run { command, fallback }, why);
@@ -261,6 +299,60 @@ pub fn user_rules_path() -> Option<PathBuf> {
         _ => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
     };
     Some(base.join("afsd-rs").join("resolve.toml"))
+}
+
+/// `prefer = "newer-source"`: which side of a built file to keep, from
+/// its source's modification times. `source_sides` is the source's own
+/// (local, server) when it is in conflict too; else `source_now` is its
+/// time at the path, and each side of the built file counts as built from
+/// it when it is at least as new.
+pub fn by_source(
+    source: &str,
+    source_sides: Option<(u64, u64)>,
+    source_now: Option<u64>,
+    built: Option<(u64, u64)>,
+) -> (Decision, String) {
+    if let Some((l, s)) = source_sides {
+        return if l > s {
+            (
+                Decision::Resolve(Resolution::KeepLocal),
+                format!("{source} is newer on your side ({l} > {s})"),
+            )
+        } else {
+            (
+                Decision::Resolve(Resolution::KeepRemote),
+                format!("{source} is as new or newer on the server ({s} >= {l})"),
+            )
+        };
+    }
+    let (Some(src), Some((l, s))) = (source_now, built) else {
+        return (
+            Decision::None,
+            format!("{source}: its time or this file's two times are unknown"),
+        );
+    };
+    match (l >= src, s >= src) {
+        (true, false) => (
+            Decision::Resolve(Resolution::KeepLocal),
+            format!("yours was built after {source} ({l} >= {src}), the server's before"),
+        ),
+        (false, true) => (
+            Decision::Resolve(Resolution::KeepRemote),
+            format!("the server's was built after {source} ({s} >= {src}), yours before"),
+        ),
+        (true, true) if l > s => (
+            Decision::Resolve(Resolution::KeepLocal),
+            format!("both were built after {source}; yours is newer"),
+        ),
+        (true, true) => (
+            Decision::Resolve(Resolution::KeepRemote),
+            format!("both were built after {source}; the server's is as new or newer"),
+        ),
+        (false, false) => (
+            Decision::None,
+            format!("neither side was built after {source}: rebuild it"),
+        ),
+    }
 }
 
 /// Runs a rebuild command in `dir` (through `sh -c`, as the caller).
@@ -377,6 +469,46 @@ mod tests {
     }
 
     #[test]
+    fn the_side_whose_source_is_newer_is_kept() {
+        let r =
+            rules("[[rule]]\nglob = \"*.o\"\nprefer = \"newer-source\"\nsource = \"$stem.c\"\n");
+        let none = || Err("not asked".to_string());
+        assert_eq!(
+            r.decide(&info("/.c/x/main.o", "update/update"), none).0,
+            Decision::NewerSource {
+                source: "main.c".into()
+            }
+        );
+        let keep = |d: (Decision, String)| d.0;
+        // The source in conflict too: its newer side decides.
+        assert_eq!(
+            keep(by_source("main.c", Some((9, 5)), None, None)),
+            Decision::Resolve(Resolution::KeepLocal)
+        );
+        assert_eq!(
+            keep(by_source("main.c", Some((5, 9)), None, None)),
+            Decision::Resolve(Resolution::KeepRemote)
+        );
+        // One source: the side built after it.
+        assert_eq!(
+            keep(by_source("main.c", None, Some(100), Some((150, 90)))),
+            Decision::Resolve(Resolution::KeepLocal)
+        );
+        assert_eq!(
+            keep(by_source("main.c", None, Some(100), Some((90, 150)))),
+            Decision::Resolve(Resolution::KeepRemote)
+        );
+        assert_eq!(
+            keep(by_source("main.c", None, Some(100), Some((90, 95)))),
+            Decision::None
+        );
+        assert_eq!(
+            keep(by_source("main.c", None, None, Some((1, 2)))),
+            Decision::None
+        );
+    }
+
+    #[test]
     fn bad_rules_are_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.toml");
@@ -390,6 +522,14 @@ mod tests {
             (
                 "[[rule]]\nglob = \"*\"\nprefer = \"older\"\n",
                 "newer-mtime",
+            ),
+            (
+                "[[rule]]\nglob = \"*.o\"\nprefer = \"newer-source\"\n",
+                "needs source",
+            ),
+            (
+                "[[rule]]\nglob = \"*.o\"\naction = \"keep-local\"\nsource = \"$stem.c\"\n",
+                "source goes with",
             ),
             (
                 "[[rule]]\nglob = \"*\"\nactoin = \"keep-local\"\n",
