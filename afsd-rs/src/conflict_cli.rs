@@ -67,8 +67,9 @@ pub struct ResolveArgs {
     /// Both versions become copies beside the original name, which goes.
     #[arg(long)]
     pub stash_both: bool,
-    /// Merge with a resolver (built in: text): a clean merge is kept, an
-    /// overlapping one is stashed with both versions, markers in yours.
+    /// Merge with a resolver (built in: text, sqlite): a clean merge is
+    /// kept; an overlapping or refused one is stashed with both versions
+    /// (text: markers in yours; sqlite: yours as it was, and the reason).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "text")]
     pub merge: Option<String>,
     /// Drop the local versions kept by --keep-remote (of these IDs, or all
