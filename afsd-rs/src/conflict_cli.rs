@@ -68,9 +68,10 @@ pub struct ResolveArgs {
     #[arg(long)]
     pub stash_both: bool,
     /// Merge with a resolver (built in: text, git, sqlite): a clean merge
-    /// is kept, an overlapping one is stashed with both versions, markers
-    /// in yours. `--merge=git REPO` decides every conflict of a git
-    /// repository at once (refs, index, working tree).
+    /// is kept; an overlapping or refused one is stashed with both versions
+    /// (text: markers in yours; sqlite: yours as it was, and the reason).
+    /// `--merge=git REPO` decides every conflict of a git repository at
+    /// once (refs, index, working tree).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "text")]
     pub merge: Option<String>,
     /// Drop the local versions kept by --keep-remote (of these IDs, or all

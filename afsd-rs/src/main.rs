@@ -21,6 +21,7 @@ mod events_cli;
 mod events_ctl;
 mod keep_both;
 mod merge_git;
+mod merge_sqlite;
 mod miss_cli;
 mod miss_ctl;
 mod offline_cli;
@@ -160,6 +161,16 @@ enum Command {
     /// Events and desktop notifications (events, agent).
     #[command(flatten)]
     Events(events_cli::EventsCommand),
+    /// The built-in `sqlite` resolver, run by the daemon as a merge driver
+    /// (`--merge=sqlite`): merges LOCAL's row changes since BASE into
+    /// SERVER's database and leaves the result in LOCAL (exit 0), or
+    /// refuses with the reason on stderr, LOCAL untouched (exit 1).
+    #[command(hide = true)]
+    MergeSqlite {
+        base: PathBuf,
+        local: PathBuf,
+        server: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -353,6 +364,20 @@ fn main() -> ExitCode {
                     config.resolvers.insert(name.to_string(), v.clone());
                 }
             }
+            // The built-in sqlite resolver is this executable, unless the
+            // config file names another command.
+            if !config.resolvers.contains_key("sqlite") {
+                match std::env::current_exe() {
+                    Ok(exe) => {
+                        config
+                            .resolvers
+                            .insert("sqlite".into(), merge_sqlite::command(&exe));
+                    }
+                    Err(e) => eprintln!(
+                        "afsd-rs: the sqlite resolver is not available (where is this program? {e})"
+                    ),
+                }
+            }
             if let Some(v) = file.get("conflict-retention") {
                 match parse_duration(v) {
                     Ok(secs) => config.conflict_retention = secs,
@@ -502,6 +527,11 @@ fn main() -> ExitCode {
         Command::Pin(cmd) => pin_cli::run(cmd),
         Command::Miss(cmd) => miss_cli::run(cmd),
         Command::Events(cmd) => events_cli::run(cmd),
+        Command::MergeSqlite {
+            base,
+            local,
+            server,
+        } => merge_sqlite::run(&base, &local, &server),
         Command::Stats { mountpoint } => match read_xattr(&mountpoint, "afsd.stats") {
             Ok(text) => {
                 print!("{}", String::from_utf8_lossy(&text));

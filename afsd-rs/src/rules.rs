@@ -10,6 +10,10 @@
 //! action = "keep-remote"        # keep-local | keep-remote | stash-local | stash-both | merge[=NAME]
 //!
 //! [[rule]]
+//! glob = "*.sqlite"
+//! action = "merge=sqlite"       # row by row; refused: both kept
+//!
+//! [[rule]]
 //! glob = "*.txt"
 //! prefer = "newer-mtime"        # keep whichever side was modified last
 //!
@@ -399,6 +403,16 @@ mod tests {
         let p = dir.path().join("r.toml");
         std::fs::write(&p, text).unwrap();
         Rules::load(&p).unwrap()
+    }
+
+    #[test]
+    fn a_rule_may_name_the_sqlite_resolver() {
+        assert_eq!(
+            parse_action("merge=sqlite"),
+            Ok(Resolution::Merge("sqlite".into()))
+        );
+        let r = rules("[[rule]]\nglob = \"*.db\"\naction = \"merge=sqlite\"\n");
+        assert_eq!(r.rule[0].action.as_deref(), Some("merge=sqlite"));
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub struct ClientConfig {
     /// conflict store (`conflict-retention`).
     pub conflict_retention: u64,
     /// External resolvers by name (`resolver.NAME = COMMAND`; see
-    /// `resolver.rs`).
+    /// `resolver.rs`). afsd-rs adds `sqlite`, its own `merge-sqlite`, unless
+    /// the config file names one.
     pub resolvers: std::collections::BTreeMap<String, String>,
 }
 

@@ -1,5 +1,5 @@
 //! Resolving a conflict: `afsd-rs resolve --keep-local | --keep-remote |
-//! --stash-local | --stash-both | --merge[=text]`.
+//! --stash-local | --stash-both | --merge[=text|sqlite|NAME]`.
 //!
 //! Every resolution is made of ordinary changes, made as the conflict's
 //! owner through the same entry points as the kernel's requests: their
@@ -53,8 +53,10 @@ pub enum Resolution {
     /// Both become copies beside the original name, which goes.
     StashBoth,
     /// A resolver merges base, local and server (`text`: three-way line
-    /// merge); a clean merge is kept as the local version, an overlapping
-    /// one is stashed with both versions, its markers in the local copy.
+    /// merge; `sqlite`: row by row, registered by afsd-rs as a resolver
+    /// command); a clean merge is kept as the local version, an overlapping
+    /// or refused one is stashed with both versions (markers, if any, in
+    /// the local copy).
     Merge(String),
 }
 
@@ -365,9 +367,22 @@ impl AfsClient {
             }
             Resolution::Merge(name) => {
                 let Some(command) = self.inner.config.resolvers.get(name).cloned() else {
-                    let known: Vec<&String> = self.inner.config.resolvers.keys().collect();
+                    if name == "sqlite" {
+                        return Err(Error::Invalid(
+                            "the sqlite resolver is not set up in this daemon \
+                             (resolver.sqlite in its config file)"
+                                .into(),
+                        ));
+                    }
+                    let known: Vec<&String> = self
+                        .inner
+                        .config
+                        .resolvers
+                        .keys()
+                        .filter(|k| *k != "sqlite")
+                        .collect();
                     return Err(Error::Invalid(format!(
-                        "no resolver {name:?} (built in: text; configured: {known:?})"
+                        "no resolver {name:?} (built in: text, sqlite; configured: {known:?})"
                     )));
                 };
                 let base = self
@@ -395,12 +410,22 @@ impl AfsClient {
                             .await?;
                         done(format!("{name} merged it into {}", place.leaf), Vec::new())
                     }
-                    crate::resolver::Outcome::Conflicted(marked) => {
-                        let (server, mine) = self.stash_both(owner, &c, &place, &marked).await?;
-                        done(
-                            format!("{name} left conflicts: {server} is the server's, {mine} yours, merged with markers"),
-                            vec![server, mine],
-                        )
+                    crate::resolver::Outcome::Conflicted { merged, said } => {
+                        // A resolver that left %A as it was refused (the
+                        // sqlite one does); one that changed it left markers.
+                        let refused = merged == mine;
+                        let (server, ours) = self.stash_both(owner, &c, &place, &merged).await?;
+                        let why = if said.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {said}")
+                        };
+                        let outcome = if refused {
+                            format!("{name} refused{why}; kept both: {server} (the server's), {ours} (yours)")
+                        } else {
+                            format!("{name} left conflicts{why}; kept both: {server} (the server's), {ours} (yours, merged with markers)")
+                        };
+                        done(outcome, vec![server, ours])
                     }
                 }
             }

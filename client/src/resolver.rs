@@ -20,8 +20,28 @@ use crate::{Error, Result};
 pub(crate) enum Outcome {
     /// `%A` holds a clean merge.
     Merged(Vec<u8>),
-    /// `%A` holds a merge with conflict markers.
-    Conflicted(Vec<u8>),
+    /// Not merged cleanly (exit 1): `%A` holds a merge with conflict
+    /// markers, or is left as it was when the resolver refused; `said` is
+    /// what it printed on stderr (trimmed and bounded), its reason, which
+    /// the resolution passes on to the user.
+    Conflicted { merged: Vec<u8>, said: String },
+}
+
+/// Most of a resolver's stderr passed on, in bytes: a reason, not a log.
+const SAID_MAX: usize = 1024;
+
+/// A resolver's stderr for a message: trimmed, cut at [`SAID_MAX`].
+fn said(stderr: &[u8]) -> String {
+    let s = String::from_utf8_lossy(stderr);
+    let s = s.trim();
+    if s.len() <= SAID_MAX {
+        return s.to_string();
+    }
+    let mut end = SAID_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
 }
 
 /// Longest a resolver may run.
@@ -121,11 +141,14 @@ pub(crate) async fn run(
     let merged = || std::fs::read(&files[1]).map_err(|e| io("reading its merge", e));
     match out.status.code() {
         Some(0) => Ok(Outcome::Merged(merged()?)),
-        Some(1) => Ok(Outcome::Conflicted(merged()?)),
+        Some(1) => Ok(Outcome::Conflicted {
+            merged: merged()?,
+            said: said(&out.stderr),
+        }),
         _ => Err(Error::Invalid(format!(
             "resolver failed ({}): {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            said(&out.stderr)
         ))),
     }
 }
@@ -158,7 +181,7 @@ mod tests {
             .unwrap();
             assert_eq!(r, Outcome::Merged(b"a\nb\n".to_vec()));
             let r = run(
-                "echo '<<<' >> %A; exit 1",
+                "echo '<<<' >> %A; echo '  row 3 changed on both sides ' >&2; exit 1",
                 me,
                 b"",
                 b"a\n",
@@ -168,7 +191,13 @@ mod tests {
             )
             .await
             .unwrap();
-            assert_eq!(r, Outcome::Conflicted(b"a\n<<<\n".to_vec()));
+            assert_eq!(
+                r,
+                Outcome::Conflicted {
+                    merged: b"a\n<<<\n".to_vec(),
+                    said: "row 3 changed on both sides".into()
+                }
+            );
             let e = run("echo broken >&2; exit 3", me, b"", b"", b"", "/f", "k")
                 .await
                 .unwrap_err();
@@ -187,5 +216,13 @@ mod tests {
             .unwrap();
             assert_eq!(r, Outcome::Merged(b"/d/f name/name".to_vec()));
         });
+    }
+
+    #[test]
+    fn what_a_resolver_says_is_trimmed_and_bounded() {
+        assert_eq!(said(b"\n  why\n"), "why");
+        let long = "\u{e9}".repeat(SAID_MAX);
+        let s = said(long.as_bytes());
+        assert!(s.len() <= SAID_MAX + 3 && s.ends_with("..."), "{}", s.len());
     }
 }

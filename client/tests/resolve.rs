@@ -230,6 +230,11 @@ fn an_external_resolver_merges_or_leaves_markers() {
         config
             .resolvers
             .insert("picky".into(), "echo '>>>>>>> %K' >> %A; exit 1".into());
+        // "refuser" leaves %A alone and says why, as the sqlite one does.
+        config.resolvers.insert(
+            "refuser".into(),
+            "echo 'row 3 changed on both sides' >&2; exit 1".into(),
+        );
         let c = common::client_with(
             &cell,
             std::sync::Arc::new(cache::MemoryStore::new()),
@@ -242,6 +247,7 @@ fn an_external_resolver_merges_or_leaves_markers() {
             &[
                 ("a.txt", b"base\n", b"mine\n", b"theirs\n"),
                 ("p.txt", b"base\n", b"mine\n", b"theirs\n"),
+                ("q.txt", b"base\n", b"mine\n", b"theirs\n"),
             ],
         )
         .await;
@@ -260,6 +266,25 @@ fn an_external_resolver_merges_or_leaves_markers() {
             server(&cell, &format!("r/p (conflict {} local).txt", ids[1])).unwrap(),
             b"mine\n>>>>>>> update/update\n"
         );
+        assert!(r.outcome.contains("picky left conflicts"), "{}", r.outcome);
+        let r = c
+            .afs
+            .resolve(0, ids[2], &Resolution::Merge("refuser".into()))
+            .await
+            .unwrap();
+        let (theirs, mine) = (
+            format!("q (conflict {} server).txt", ids[2]),
+            format!("q (conflict {} local).txt", ids[2]),
+        );
+        assert_eq!(
+            r.outcome,
+            format!(
+                "refuser refused: row 3 changed on both sides; kept both: {theirs} (the server's), {mine} (yours)"
+            )
+        );
+        assert_eq!(server(&cell, &format!("r/{mine}")).unwrap(), b"mine\n");
+        assert_eq!(server(&cell, &format!("r/{theirs}")).unwrap(), b"theirs\n");
+        assert!(server(&cell, "r/q.txt").is_none());
         let e = c
             .afs
             .resolve(0, ids[1], &Resolution::Merge("nope".into()))

@@ -328,3 +328,135 @@ fn a_thousand_build_products_resolved_by_one_rule() {
     other.stop();
     m.stop();
 }
+
+/// An SQLite database as bytes: `sql` run on a fresh file.
+fn sqlite_db(sql: &str) -> Vec<u8> {
+    let dir = afsd_tests::scratch("sqlite");
+    let p = dir.join("db");
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute_batch(sql).unwrap();
+    c.close().unwrap();
+    let bytes = fs::read(&p).unwrap();
+    let _ = fs::remove_dir_all(&dir);
+    bytes
+}
+
+/// The rows of table `notes` in database bytes `db`, by id.
+fn notes(db: &[u8]) -> Vec<(i64, String)> {
+    let dir = afsd_tests::scratch("sqlite-read");
+    let p = dir.join("db");
+    fs::write(&p, db).unwrap();
+    let c = rusqlite::Connection::open(&p).unwrap();
+    let rows = c
+        .prepare("SELECT id, body FROM notes ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    drop(c);
+    let _ = fs::remove_dir_all(&dir);
+    rows
+}
+
+#[test]
+fn sqlite_databases_merge_row_by_row_or_keep_both() {
+    const BASE: &str = "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+        INSERT INTO notes VALUES (1, 'one'), (2, 'two'), (3, 'three');";
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, DEAD);
+    let rel = format!("shared/sqlite-{}", std::process::id());
+    let root = m.path(&format!(".{}/{rel}", cell.cell()));
+    fs::create_dir(&root).unwrap();
+    let base = sqlite_db(BASE);
+    // union.db: different rows inserted and updated on each side;
+    // clash.db: row 2 updated on both.
+    let union_local = sqlite_db(&format!(
+        "{BASE} INSERT INTO notes VALUES (10, 'written offline');
+         UPDATE notes SET body = 'one, edited offline' WHERE id = 1;"
+    ));
+    let union_server = sqlite_db(&format!(
+        "{BASE} INSERT INTO notes VALUES (20, 'written by the third party');
+         UPDATE notes SET body = 'three, edited on the server' WHERE id = 3;"
+    ));
+    let clash_local = sqlite_db(&format!(
+        "{BASE} UPDATE notes SET body = 'two, mine' WHERE id = 2;"
+    ));
+    let clash_server = sqlite_db(&format!(
+        "{BASE} UPDATE notes SET body = 'two, theirs' WHERE id = 2;"
+    ));
+    for name in ["union.db", "clash.db"] {
+        fs::write(root.join(name), &base).unwrap();
+        assert_eq!(fs::read(root.join(name)).unwrap(), base);
+    }
+    m.offline(&[&root]);
+    fs::write(root.join("union.db"), &union_local).unwrap();
+    fs::write(root.join("clash.db"), &clash_local).unwrap();
+    cell.put(&cell.rw(&format!("{rel}/union.db")), &union_server);
+    cell.put(&cell.rw(&format!("{rel}/clash.db")), &clash_server);
+    m.online(&[&root]);
+    m.wait_replayed(Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cs = m.conflicts();
+    assert_eq!(cs.len(), 2, "{cs:?}");
+    // Resolved below by path (union.db) and by id (clash.db).
+    id_of(&cs, "union.db");
+    let clash = id_of(&cs, "clash.db");
+
+    // The union: both sides' inserts and updates.
+    let out = m.afsd_ok(&[
+        "resolve",
+        "--merge=sqlite",
+        root.join("union.db").to_str().unwrap(),
+    ]);
+    assert!(out.contains("sqlite merged it into union.db"), "{out}");
+    let merged = server_cat(&cell, &format!("{rel}/union.db")).expect("union.db on the server");
+    let want: Vec<(i64, String)> = [
+        (1, "one, edited offline"),
+        (2, "two"),
+        (3, "three, edited on the server"),
+        (10, "written offline"),
+        (20, "written by the third party"),
+    ]
+    .iter()
+    .map(|(i, b)| (*i, b.to_string()))
+    .collect();
+    assert_eq!(notes(&merged), want);
+
+    // Row 2 changed on both sides: refused with the reason, both kept.
+    let out = m.afsd_ok(&["resolve", "--merge=sqlite", &clash]);
+    let (theirs, mine) = (
+        format!("clash (conflict {clash} server).db"),
+        format!("clash (conflict {clash} local).db"),
+    );
+    assert!(
+        out.contains(
+            "sqlite refused: row id=2 of table notes changed on both sides \
+             (updated in yours, updated on the server)"
+        ) && out.contains(&format!(
+            "kept both: {theirs} (the server's), {mine} (yours)"
+        )),
+        "{out}"
+    );
+    assert!(m.conflicts().is_empty(), "{:?}", m.conflicts());
+    assert_eq!(server_cat(&cell, &format!("{rel}/clash.db")), None);
+    assert_eq!(
+        server_cat(&cell, &format!("{rel}/{theirs}")).as_deref(),
+        Some(clash_server.as_slice()),
+        "the server's copy"
+    );
+    assert_eq!(
+        server_cat(&cell, &format!("{rel}/{mine}")).as_deref(),
+        Some(clash_local.as_slice()),
+        "yours, untouched"
+    );
+    // And the same through the mount.
+    let here = || {
+        fs::read(root.join(&mine)).ok().as_deref() == Some(clash_local.as_slice())
+            && fs::read(root.join(&theirs)).ok().as_deref() == Some(clash_server.as_slice())
+            && !root.join("clash.db").exists()
+            && fs::read(root.join("union.db")).ok().as_deref() == Some(merged.as_slice())
+    };
+    assert!(wait_until(Duration::from_secs(5), here), "the mount's view");
+    m.stop();
+}
