@@ -43,11 +43,17 @@ fn rules_from_the_tree_decide_nearest_first_and_by_the_newer_source() {
     let files = ["a.c", "a.o", "c.c", "c.o", "n.txt", "sub/n.txt", "x.sh"];
     write_all(&root, &files, "base");
     for f in files {
-        assert!(fs::read_to_string(root.join(f)).unwrap().starts_with("base"));
+        assert!(fs::read_to_string(root.join(f))
+            .unwrap()
+            .starts_with("base"));
     }
     m.offline(&[&root]);
     // a: ours first, then theirs (their a.c is newer).
-    write_all(&root, &["a.c", "a.o", "n.txt", "sub/n.txt", "x.sh"], "local");
+    write_all(
+        &root,
+        &["a.c", "a.o", "n.txt", "sub/n.txt", "x.sh"],
+        "local",
+    );
     sleep(Duration::from_millis(1100));
     write_all(
         &theirs,
@@ -107,7 +113,11 @@ fn rules_from_the_tree_decide_nearest_first_and_by_the_newer_source() {
         assert!(sh.contains("-> leave") && sh.contains("not yours"), "{sh}");
     }
     assert!(line("a.c").contains("-> leave (no rule matches)"));
-    assert_eq!(m.conflicts().len(), files.len(), "the dry run changed nothing");
+    assert_eq!(
+        m.conflicts().len(),
+        files.len(),
+        "the dry run changed nothing"
+    );
 
     m.afsd_ok(&["resolve", "--apply", dir]);
     let left: Vec<String> = m.conflicts().into_iter().map(|c| c.path).collect();

@@ -61,6 +61,7 @@ impl AfsClient {
                 .or_else(|| inner.store.get_status(&mkey).ok().flatten())
                 .ok_or_else(|| crate::Error::Protocol("no status of the renamed file".into()))?;
             local.data_version = st.data_version;
+            local.client_modtime = st.client_modtime;
             local.length = reply.data.len() as u64;
             Ok::<_, crate::Error>(Some((local, reply.data.to_vec())))
         };
@@ -256,11 +257,28 @@ impl AfsClient {
         let base_dv = if others.is_empty() { c.base_dv } else { None };
         let mut ops = inner.conflicts.keep_ops(&mut c, base_dv);
         // The base and local states, for `conflict show` and the xattrs.
-        let local_st = inner
+        let mut local_st = inner
             .valid
             .statuses
             .known(&key)
             .or_else(|| inner.store.get_status(&key).ok().flatten());
+        // Its modification time is that of our last change to it (a store
+        // is sent with its record's time; a setattr may name one).
+        if let Some(st) = local_st.as_mut() {
+            for r in &moved {
+                match &r.m.change {
+                    Change::StoreData { fid: f, .. } if *f == fid => {
+                        st.client_modtime = r.time as u32;
+                    }
+                    Change::StoreStatus { fid: f, attrs } if *f == fid => {
+                        if let Some(t) = attrs.mtime {
+                            st.client_modtime = t;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
         ops.push(crate::states::capture(
             c.id,
             base.as_ref().map(|b| &b.status),
