@@ -1,6 +1,8 @@
 //! What the cache manager answers with: attributes, listing entries, statfs
 //! figures and kernel invalidations, and how they derive from AFS statuses.
 
+use std::time::Duration;
+
 use cache::StatusRecord;
 
 use afs_proto::types::FileType;
@@ -28,6 +30,10 @@ pub struct Attr {
     pub gid: u32,
     pub mtime: u64,
     pub data_version: u64,
+    /// How long the kernel may answer lookups of this name and reads of
+    /// these attributes itself, for any local user: long only where every
+    /// user may see them anyway (see `Inner::kernel_ttl`), else zero.
+    pub ttl: Duration,
 }
 
 /// One readdir entry.
@@ -52,11 +58,21 @@ pub struct StatFs {
     pub ffree: u64,
 }
 
-/// A node whose kernel-cached pages and attributes must be dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the kernel must drop: the pages and attributes of inode `ino`,
+/// or, with `name`, the name `name` it cached in directory `ino`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalidation {
     pub ino: u64,
+    pub name: Option<Vec<u8>>,
 }
+
+/// How long the kernel may keep what needs no rights: the mount's root
+/// (the cells), which every user lists alike.
+pub const SHORT_TTL: Duration = Duration::from_secs(1);
+
+/// The longest the kernel keeps a name or attributes that anyone may see
+/// (a callback break invalidates them sooner).
+pub const LONG_TTL: Duration = Duration::from_secs(600);
 
 /// The readdir cookie of a name: "." is 1, ".." 2, any other name an
 /// FNV-1a hash folded above them and below `i64::MAX` (FUSE offsets are
@@ -87,6 +103,7 @@ pub(crate) fn root_attr() -> Attr {
         gid: 0,
         mtime: 0,
         data_version: 0,
+        ttl: SHORT_TTL,
     }
 }
 
@@ -115,6 +132,7 @@ pub(crate) fn attr_of(ino: u64, st: &StatusRecord) -> Attr {
         gid: st.group,
         mtime: st.client_modtime as u64,
         data_version: st.data_version,
+        ttl: Duration::ZERO,
     }
 }
 

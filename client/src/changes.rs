@@ -4,6 +4,7 @@
 //! against, and hands it to the executor.
 
 use afs_proto::types::Fid;
+use cache::FidKey;
 
 use crate::attr::{Attr, ROOT_INO};
 use crate::client::{AfsClient, Inner};
@@ -286,6 +287,25 @@ impl Inner {
         let out = self.exec.execute(who, m).await?;
         for k in &out.cancelled {
             self.open.forget(k);
+        }
+        // A name that went may be kept long by the kernel: drop it there
+        // (the kernel drops its own on the calls it made; this is for
+        // changes made inside the daemon, such as resolutions).
+        let gone = match &m.change {
+            Change::RemoveFile { dir, name } | Change::RemoveDir { dir, name } => {
+                vec![(*dir, name)]
+            }
+            Change::Rename {
+                from_dir,
+                from_name,
+                to_dir,
+                to_name,
+            } => vec![(*from_dir, from_name), (*to_dir, to_name)],
+            _ => Vec::new(),
+        };
+        for (dir, name) in gone {
+            let key = FidKey::new(&m.cell, dir.volume, dir.vnode, dir.unique);
+            self.nodes.drop_long_entry(&key, name);
         }
         Ok(out)
     }

@@ -94,6 +94,8 @@ fn dir_attr(ino: u64, uid: u32) -> Attr {
         gid: 0,
         mtime: 0,
         data_version: 0,
+        // Each user sees only their own conflicts: never kept by the kernel.
+        ttl: std::time::Duration::ZERO,
     }
 }
 
@@ -160,6 +162,7 @@ impl AfsClient {
                     gid: 0,
                     mtime: c.detected,
                     data_version: 0,
+                    ttl: std::time::Duration::ZERO,
                 })
             }
         }

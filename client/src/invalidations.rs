@@ -13,10 +13,18 @@ use tokio::sync::Notify;
 
 use crate::attr::Invalidation;
 
+/// What the kernel must drop: an inode's pages and attributes, or one
+/// name it cached in a directory.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Inode(u64),
+    Entry(u64, Vec<u8>),
+}
+
 #[derive(Default)]
 struct Pending {
-    set: HashSet<u64>,
-    order: VecDeque<u64>,
+    set: HashSet<Key>,
+    order: VecDeque<Key>,
     closed: bool,
 }
 
@@ -32,19 +40,29 @@ impl Queue {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `ino` unless it is queued already.
-    pub(crate) fn push(&self, ino: u64) {
+    fn queue(&self, k: Key) {
         let mut p = self.lock();
-        if p.set.insert(ino) {
-            p.order.push_back(ino);
+        if p.set.insert(k.clone()) {
+            p.order.push_back(k);
             drop(p);
             self.ready.notify_one();
         }
     }
 
+    /// Queues `ino` unless it is queued already.
+    pub(crate) fn push(&self, ino: u64) {
+        self.queue(Key::Inode(ino));
+    }
+
+    /// Queues the name `name` in directory `parent` (a dentry the kernel
+    /// was allowed to keep long), unless it is queued already.
+    pub(crate) fn push_entry(&self, parent: u64, name: Vec<u8>) {
+        self.queue(Key::Entry(parent, name));
+    }
+
     /// Whether `ino` waits to be invalidated.
     pub(crate) fn contains(&self, ino: u64) -> bool {
-        self.lock().set.contains(&ino)
+        self.lock().set.contains(&Key::Inode(ino))
     }
 
     /// How many are waiting.
@@ -76,8 +94,17 @@ impl InvalidationReceiver {
             {
                 let mut p = self.queue.lock();
                 if !p.order.is_empty() {
-                    let batch: Vec<Invalidation> =
-                        p.order.drain(..).map(|ino| Invalidation { ino }).collect();
+                    let batch: Vec<Invalidation> = p
+                        .order
+                        .drain(..)
+                        .map(|k| match k {
+                            Key::Inode(ino) => Invalidation { ino, name: None },
+                            Key::Entry(ino, name) => Invalidation {
+                                ino,
+                                name: Some(name),
+                            },
+                        })
+                        .collect();
                     p.set.clear();
                     return Some(batch);
                 }
@@ -112,12 +139,21 @@ mod tests {
         }
         q.push(9);
         assert_eq!(q.len(), 2);
+        let ino = |ino| Invalidation { ino, name: None };
         let b = rx.next_batch().await.unwrap();
-        assert_eq!(b, vec![Invalidation { ino: 7 }, Invalidation { ino: 9 }]);
+        assert_eq!(b, vec![ino(7), ino(9)]);
         q.push(7);
+        q.push_entry(7, b"a".to_vec());
+        q.push_entry(7, b"a".to_vec());
         assert_eq!(
             rx.next_batch().await.unwrap(),
-            vec![Invalidation { ino: 7 }]
+            vec![
+                ino(7),
+                Invalidation {
+                    ino: 7,
+                    name: Some(b"a".to_vec())
+                }
+            ]
         );
         drop(Closer(q));
         assert!(rx.next_batch().await.is_none());

@@ -8,6 +8,8 @@
 //! followed at lookup, so the kernel sees a mount point as the root directory
 //! of the volume it names.
 
+use std::time::Duration;
+
 use afs_proto::fs as rpcs;
 use afs_proto::types::{Fid, FileType};
 use cache::StatusRecord;
@@ -39,12 +41,40 @@ impl AfsClient {
     }
 
     pub async fn lookup(&self, uid: u32, parent: u64, name: &[u8]) -> Result<Attr> {
-        let attr = self.lookup_node(uid, parent, name).await?;
+        let mut attr = self.lookup_node(uid, parent, name).await?;
         if name != b"." && name != b".." {
             // Where the kernel names it: for paths in messages.
             self.inner.nodes.named(attr.ino, parent, name);
+            attr.ttl = self.entry_ttl(parent, name, attr.ttl);
         }
         Ok(attr)
+    }
+
+    /// How long the kernel may keep the name `name` in `parent` (and the
+    /// attributes that came with it): as long as the attributes allow, if
+    /// anyone may look up in `parent`, and only once the name is recorded
+    /// for invalidation when `parent` changes. The cells in `/afs` are the
+    /// same for everyone: briefly.
+    fn entry_ttl(&self, parent: u64, name: &[u8], attr_ttl: Duration) -> Duration {
+        use crate::validate::PRSFS_LOOKUP;
+        let inner = &self.inner;
+        if parent == ROOT_INO {
+            return attr_ttl.min(crate::attr::SHORT_TTL);
+        }
+        if attr_ttl.is_zero() {
+            return attr_ttl;
+        }
+        let anyone = inner
+            .nodes
+            .node(parent)
+            .ok()
+            .and_then(|p| inner.valid.statuses.known(&p.key()))
+            .is_some_and(|p| p.anonymous_access & PRSFS_LOOKUP != 0);
+        if anyone && inner.nodes.long_entry(parent, name) {
+            attr_ttl
+        } else {
+            Duration::ZERO
+        }
     }
 
     async fn lookup_node(&self, uid: u32, parent: u64, name: &[u8]) -> Result<Attr> {
@@ -330,7 +360,49 @@ impl Inner {
         if self.open.is_hidden(&key) {
             a.nlink = 0;
         }
+        a.ttl = self.kernel_ttl(node, uid, st);
         a
+    }
+
+    /// How long the kernel may answer for this node itself. A name or
+    /// attributes the kernel keeps are shown to every local user, so they
+    /// are kept only where every user may see them anyway: the directory
+    /// holding the object lets anyone (system:anyuser) look up, which AFS
+    /// requires for a name and a status alike. Then the kernel keeps them
+    /// while the callback holds (capped): a callback break invalidates the
+    /// inode and every name of the directory handed out long (see
+    /// `Nodes::long_entry`). Elsewhere, zero: every lookup and stat comes
+    /// to the daemon, which judges the caller's own rights. A file being
+    /// written here is never kept (each writer sees its own length).
+    pub(crate) fn kernel_ttl(&self, node: &NodeRef, uid: u32, st: &StatusRecord) -> Duration {
+        use crate::validate::PRSFS_LOOKUP;
+        if self.open.length(&node.key(), uid).is_some() {
+            return Duration::ZERO;
+        }
+        let anyone = if st.file_type == FileType::Directory.as_u32() {
+            // A directory's own status gives its own ACL; its name is in
+            // its parent's (a volume's root names itself).
+            let parent =
+                node.with_fid(Fid::new(node.fid.volume, st.parent_vnode, st.parent_unique));
+            if st.parent_vnode == 0 || parent.fid == node.fid {
+                st.anonymous_access
+            } else {
+                match self.valid.statuses.known(&parent.key()) {
+                    Some(p) => p.anonymous_access,
+                    None => 0,
+                }
+            }
+        } else {
+            // A file's anonymous rights are its directory's.
+            st.anonymous_access
+        };
+        if anyone & PRSFS_LOOKUP == 0 {
+            return Duration::ZERO;
+        }
+        let left = st
+            .callback_expires
+            .saturating_sub(crate::status::now_secs());
+        Duration::from_secs(left).min(crate::attr::LONG_TTL)
     }
 
     /// GetVolumeStatus of the volume of `ino`, as `uid` (statfs and the

@@ -1,6 +1,7 @@
 //! The inode table behind a lock, and the channel that tells the kernel
 //! to drop what it cached of a node.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use std::sync::Arc;
@@ -11,10 +12,23 @@ use crate::inode::{Inodes, NodeRef};
 use crate::invalidations::Queue;
 use crate::{Error, Result};
 
+/// Most names the kernel may keep long at once (see [`Nodes::long_entry`]);
+/// past it, names are not kept.
+const MAX_LONG_ENTRIES: usize = 1 << 20;
+
 /// Inode numbers of fids, and kernel invalidations.
 pub(crate) struct Nodes {
     table: Mutex<Inodes>,
     inval: Arc<Queue>,
+    /// Names handed to the kernel with a long TTL, per directory inode:
+    /// dropped from the kernel when the directory is invalidated.
+    long: Mutex<LongEntries>,
+}
+
+#[derive(Default)]
+struct LongEntries {
+    by_dir: HashMap<u64, HashSet<Vec<u8>>>,
+    count: usize,
 }
 
 impl Nodes {
@@ -22,6 +36,50 @@ impl Nodes {
         Nodes {
             table: Mutex::new(Inodes::new()),
             inval,
+            long: Mutex::new(LongEntries::default()),
+        }
+    }
+
+    /// Records that the kernel may keep the name `name` in directory
+    /// `parent` long; false when the table is full (then it must not).
+    pub(crate) fn long_entry(&self, parent: u64, name: &[u8]) -> bool {
+        let mut l = self.long.lock().unwrap_or_else(|e| e.into_inner());
+        if l.by_dir.get(&parent).is_some_and(|s| s.contains(name)) {
+            return true;
+        }
+        if l.count >= MAX_LONG_ENTRIES {
+            return false;
+        }
+        l.count += 1;
+        l.by_dir.entry(parent).or_default().insert(name.to_vec());
+        true
+    }
+
+    /// Queues the invalidation of the name `name` in directory `dir`, if
+    /// it was kept long.
+    pub(crate) fn drop_long_entry(&self, dir: &FidKey, name: &[u8]) {
+        let Some(ino) = self.lock().ino_of(dir) else {
+            return;
+        };
+        let mut l = self.long.lock().unwrap_or_else(|e| e.into_inner());
+        let had = l.by_dir.get_mut(&ino).is_some_and(|s| s.remove(name));
+        if had {
+            l.count -= 1;
+            drop(l);
+            self.inval.push_entry(ino, name.to_vec());
+        }
+    }
+
+    /// Queues the invalidation of every name kept long in directory `ino`.
+    fn drop_long_entries(&self, ino: u64) {
+        let names = {
+            let mut l = self.long.lock().unwrap_or_else(|e| e.into_inner());
+            let names = l.by_dir.remove(&ino).unwrap_or_default();
+            l.count -= names.len();
+            names
+        };
+        for n in names {
+            self.inval.push_entry(ino, n);
         }
     }
 
@@ -50,7 +108,12 @@ impl Nodes {
 
     /// Drops an entry the kernel holds no reference to.
     pub(crate) fn remove(&self, ino: u64) {
-        self.lock().remove(ino)
+        self.lock().remove(ino);
+        // The kernel dropped the directory, and its names with it.
+        let mut l = self.long.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(names) = l.by_dir.remove(&ino) {
+            l.count -= names.len();
+        }
     }
 
     /// See [`Inodes::rekey`].
@@ -85,6 +148,7 @@ impl Nodes {
         let ino = self.lock().ino_of(key);
         if let Some(ino) = ino {
             self.inval.push(ino);
+            self.drop_long_entries(ino);
         }
     }
 
@@ -99,6 +163,7 @@ impl Nodes {
         let inos = self.lock().inos_of_volume(cell, volume);
         for ino in inos {
             self.inval.push(ino);
+            self.drop_long_entries(ino);
         }
     }
 
@@ -115,5 +180,6 @@ impl Nodes {
     /// Invalidates inode `ino`.
     pub(crate) fn invalidate_ino(&self, ino: u64) {
         self.inval.push(ino);
+        self.drop_long_entries(ino);
     }
 }

@@ -19,11 +19,6 @@ use fuser::{
 };
 use tokio::runtime::Handle;
 
-/// How long the kernel may trust an attribute or a name without asking
-/// again. Short, because a callback break can only invalidate inodes, not
-/// the dentries of names added or removed by other clients.
-const TTL: Duration = Duration::from_secs(1);
-
 /// Errors of the FUSE adapter.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -110,7 +105,7 @@ impl Filesystem for AfsFs {
         self.rt.spawn(async move {
             let at = MissAt::Child(parent, &name);
             match c.guarded(caller, at, || c.lookup(uid, parent, &name)).await {
-                Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
+                Ok(a) => reply.entry(&a.ttl, &file_attr(&a), 0),
                 Err(e) => {
                     tracing::debug!(parent, name = %String::from_utf8_lossy(&name), "lookup: {e}");
                     reply.error(e.errno())
@@ -134,7 +129,7 @@ impl Filesystem for AfsFs {
                 .guarded(caller, MissAt::Node(ino), || c.getattr(uid, ino))
                 .await
             {
-                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+                Ok(a) => reply.attr(&a.ttl, &file_attr(&a)),
                 Err(e) => {
                     tracing::debug!(ino, "getattr: {e}");
                     reply.error(e.errno())
@@ -343,7 +338,7 @@ impl Filesystem for AfsFs {
                         let next = e.cookie as i64;
                         let name = OsStr::from_bytes(&e.name);
                         let full = match attr {
-                            Some(a) => reply.add(a.ino, next, name, &TTL, &file_attr(a), 0),
+                            Some(a) => reply.add(a.ino, next, name, &a.ttl, &file_attr(a), 0),
                             // No attributes (the cells in /afs, "." and ".."): the
                             // kernel skips "." and ".."; for the rest the zero
                             // TTL makes it ask again at first use. (Node id 0
@@ -359,8 +354,9 @@ impl Filesystem for AfsFs {
                                     gid: 0,
                                     mtime: 0,
                                     data_version: 0,
+                                    ttl: Duration::ZERO,
                                 };
-                                reply.add(e.ino, next, name, &Duration::ZERO, &file_attr(&a), 0)
+                                reply.add(e.ino, next, name, &a.ttl, &file_attr(&a), 0)
                             }
                         };
                         if full {
@@ -490,7 +486,7 @@ impl Filesystem for AfsFs {
         self.answer(
             reply,
             async move { c.setattr(uid, ino, attrs).await },
-            |reply, a| reply.attr(&TTL, &file_attr(&a)),
+            |reply, a| reply.attr(&a.ttl, &file_attr(&a)),
         );
     }
 
@@ -523,7 +519,7 @@ impl Filesystem for AfsFs {
         self.answer(
             reply,
             async move { c.mkdir(uid, parent, &name, mode & !umask).await },
-            |reply, a| reply.entry(&TTL, &file_attr(&a), 0),
+            |reply, a| reply.entry(&a.ttl, &file_attr(&a), 0),
         );
     }
 
@@ -564,7 +560,7 @@ impl Filesystem for AfsFs {
         self.answer(
             reply,
             async move { c.symlink(uid, parent, &name, &target).await },
-            |reply, a| reply.entry(&TTL, &file_attr(&a), 0),
+            |reply, a| reply.entry(&a.ttl, &file_attr(&a), 0),
         );
     }
 
@@ -608,7 +604,7 @@ impl Filesystem for AfsFs {
         self.answer(
             reply,
             async move { c.link(uid, ino, newparent, &name).await },
-            |reply, a| reply.entry(&TTL, &file_attr(&a), 0),
+            |reply, a| reply.entry(&a.ttl, &file_attr(&a), 0),
         );
     }
 
@@ -653,7 +649,7 @@ impl Filesystem for AfsFs {
         self.answer(
             reply,
             async move { c.create(uid, parent, &name, mode & !umask, flags).await },
-            |reply, (a, fh)| reply.created(&TTL, &file_attr(&a), 0, fh, 0),
+            |reply, (a, fh)| reply.created(&a.ttl, &file_attr(&a), 0, fh, 0),
         );
     }
 
@@ -829,10 +825,14 @@ pub fn mount(
             // the runtime's worker threads.
             let _ = tokio::task::spawn_blocking(move || {
                 for inv in batch {
-                    // ENOENT: the kernel does not hold the inode, nothing to drop.
-                    if let Err(e) = notifier.inval_inode(inv.ino, 0, 0) {
+                    // ENOENT: the kernel does not hold it, nothing to drop.
+                    let sent = match &inv.name {
+                        None => notifier.inval_inode(inv.ino, 0, 0),
+                        Some(name) => notifier.inval_entry(inv.ino, OsStr::from_bytes(name)),
+                    };
+                    if let Err(e) = sent {
                         if e.raw_os_error() != Some(libc::ENOENT) {
-                            tracing::debug!(ino = inv.ino, "inval_inode: {e}");
+                            tracing::debug!(ino = inv.ino, "invalidation: {e}");
                         }
                     }
                 }

@@ -245,10 +245,9 @@ fn a_uid_without_rights_sees_nothing_of_alices_private_files() {
     assert_eq!(read_as(ALICE_UID, &secret).unwrap(), b"alice's secret\n");
     let ls = run_as(ALICE_UID, &["ls", "-l", private.to_str().unwrap()]);
     assert!(ls.status.success());
-    // The kernel may answer from its own caches for 1 s (the attribute
-    // TTL; a name cached there is visible to every uid, which the kernel
-    // caching issue deals with); after it, every look comes to the client.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // At once: the kernel keeps no name nor attribute of a directory
+    // system:anyuser may not look up in, so every look by another uid
+    // comes to the client, which refuses it.
     let s = secret.to_str().unwrap();
     for uid in [NOBODY, 0, BOB_UID] {
         for cmd in [
@@ -377,4 +376,59 @@ fn an_interrupted_lock_waiter_leaves_nothing_locked() {
         assert!(t.elapsed() < Duration::from_secs(5), "b kept the lock");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `stat` run `n` times as `uid`; whether every one succeeded.
+fn stat_n(uid: u32, path: &Path, n: usize) -> bool {
+    let script = format!(
+        "for i in $(seq {n}); do stat -c %s {} >/dev/null || exit 1; done",
+        path.display()
+    );
+    sh_as(uid, &script).status.success()
+}
+
+#[test]
+fn the_kernel_keeps_what_anyone_may_see_and_drops_it_when_it_changes() {
+    let cell = Cell::from_env();
+    let m = Mount::new(&cell, &[]);
+    alice_token(&cell, &m);
+    let (rel, dir) = workspace(&cell, &m, "kcache");
+    let hello = dir.join("hello.txt");
+    // system:anyuser may look up here: after the first stat the kernel
+    // answers the next ones itself.
+    assert!(stat_n(ALICE_UID, &hello, 1));
+    let before = m.stat("cache.status_hits") + m.stat("cache.status_misses");
+    assert!(stat_n(ALICE_UID, &hello, 50));
+    assert!(stat_n(NOBODY, &hello, 50));
+    let asked = m.stat("cache.status_hits") + m.stat("cache.status_misses") - before;
+    assert!(
+        asked < 10,
+        "100 stats of a public file reached the daemon {asked} times"
+    );
+    // Another client changes it, then removes it: the callback breaks, and
+    // the kernel drops the attributes, then the name.
+    cell.put(&cell.rw(&format!("{rel}/hello.txt")), b"hello, changed\n");
+    assert!(
+        afsd_tests::wait_until(std::time::Duration::from_secs(10), || {
+            std::fs::metadata(&hello).map(|md| md.len()).ok() == Some(15)
+        }),
+        "the new length never showed"
+    );
+    cell.third_party(&["rm", &cell.rw(&format!("{rel}/hello.txt"))], None);
+    assert!(
+        afsd_tests::wait_until(std::time::Duration::from_secs(10), || !hello.exists()),
+        "the removed name stayed in the kernel"
+    );
+    // Alice's private directory: every stat comes to the daemon.
+    let secret = m.path(&format!("{}/private/secret.txt", cell.cell()));
+    assert!(stat_n(ALICE_UID, &secret, 1));
+    let before = m.stat("cache.status_hits") + m.stat("cache.status_misses");
+    assert!(stat_n(ALICE_UID, &secret, 20));
+    let asked = m.stat("cache.status_hits") + m.stat("cache.status_misses") - before;
+    assert!(
+        asked >= 20,
+        "private stats answered by the kernel: only {asked} reached the daemon"
+    );
+    assert!(!stat_n(BOB_UID, &secret, 1) && !stat_n(NOBODY, &secret, 1));
+    m.stop();
 }

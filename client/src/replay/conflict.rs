@@ -288,6 +288,7 @@ impl AfsClient {
         // The path shows the server's version: local views of objects no
         // other record needs go; an entry made here leaves its listing.
         let mut views: Vec<FidKey> = Vec::new();
+        let mut relisted: Vec<FidKey> = Vec::new();
         for r in &moved {
             for f in r.fids() {
                 let still: Vec<LogRecord> = journal
@@ -310,13 +311,18 @@ impl AfsClient {
                             .retain(|e| !(e.vnode == made.vnode && e.unique == made.unique));
                         if l.entries.len() != before {
                             ops.push(Op::PutDir(k.clone(), l.clone()));
-                            inner.dirs.set_held(k, l);
+                            inner.dirs.set_held(k.clone(), l);
+                            // The kernel may keep the name long.
+                            relisted.push(k);
                         }
                     }
                 }
             }
         }
         journal.commit(ops, Vec::new(), moved.clone(), true)?;
+        for k in &relisted {
+            inner.nodes.invalidate(k);
+        }
         for k in &views {
             inner.valid.forget(k);
             inner.dirs.forget(|x| x == k);

@@ -162,6 +162,19 @@ fn parts(path: &str) -> Vec<&str> {
 }
 
 impl Client {
+    /// The kernel invalidations waiting, taken (as the FUSE side would).
+    #[allow(dead_code)]
+    pub async fn take_invalidations(&self) -> Vec<client::Invalidation> {
+        let mut rx = self.inval.lock().await;
+        let mut all = Vec::new();
+        while let Ok(Some(b)) =
+            tokio::time::timeout(std::time::Duration::from_millis(5), rx.next_batch()).await
+        {
+            all.extend(b);
+        }
+        all
+    }
+
     /// Takes the kernel invalidations waiting (as the FUSE side would).
     #[allow(dead_code)]
     pub async fn drain_invalidations(&self) {
