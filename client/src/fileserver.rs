@@ -170,7 +170,8 @@ pub trait FileServer: Send + Sync {
     /// fileserver at `server`: what its InitCallBackState resets.
     fn volumes_at(&self, server: SocketAddr) -> Vec<(String, u32)>;
 
-    /// Fileservers talked to, and those marked down (`checkservers`).
+    /// Fileservers talked to, those marked down, and every site of the
+    /// volumes located (`checkservers`).
     fn known_servers(&self) -> Vec<SocketAddr>;
 
     /// Probes one fileserver: true when it answers anything.

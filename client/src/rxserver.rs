@@ -23,6 +23,11 @@ use crate::rpc::RpcClient;
 use crate::volume::{VolumeDb, VolumeInfo};
 use crate::{Cell, Error, Result, Stats, VolType};
 
+/// How long a call waits out a busy volume (VBUSY, VRESTARTING) before
+/// the error reaches the caller, and the pause between tries.
+const BUSY_WAIT: Duration = Duration::from_secs(300);
+const BUSY_PAUSE: Duration = Duration::from_secs(1);
+
 /// How long `checkservers` waits for a probe answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -111,6 +116,7 @@ impl RxFileServer {
         call: FsCall,
     ) -> Result<FsReply> {
         let mut relocated = false;
+        let mut busy_since: Option<std::time::Instant> = None;
         loop {
             let (vol, t) = self
                 .volumes
@@ -131,6 +137,20 @@ impl RxFileServer {
                     self.volumes
                         .locate(&self.rpc, &cell, &vol.name, self.vldb_ttl)
                         .await?;
+                }
+                // Busy (a vos move or release, a salvage) or restarting:
+                // the call was not carried out; as OpenAFS's cache manager
+                // does, wait and ask again rather than fail the caller.
+                Err(e @ Error::Server { code, .. })
+                    if code == afs_proto::errors::VBUSY
+                        || code == afs_proto::errors::VRESTARTING =>
+                {
+                    let since = *busy_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= BUSY_WAIT {
+                        return Err(e);
+                    }
+                    tracing::info!(volume = %vol.name, code, "volume busy; waiting");
+                    tokio::time::sleep(BUSY_PAUSE).await;
                 }
                 other => return other,
             }
@@ -203,6 +223,12 @@ impl FileServer for RxFileServer {
         {
             if !v.contains(s) {
                 v.push(*s);
+            }
+        }
+        // The sites not called yet (another replica) are servers too.
+        for s in self.volumes.all_servers() {
+            if !v.contains(&s) {
+                v.push(s);
             }
         }
         v

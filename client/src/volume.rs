@@ -268,6 +268,25 @@ impl VolumeDb {
             .collect()
     }
 
+    /// Every fileserver site of every volume located: the servers this
+    /// client may call, whether it has yet or not (for `checkservers`).
+    pub(crate) fn all_servers(&self) -> Vec<std::net::SocketAddr> {
+        let mut v: Vec<std::net::SocketAddr> = Vec::new();
+        for (info, t) in self
+            .by_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            for s in info.servers(*t) {
+                if !v.contains(s) {
+                    v.push(*s);
+                }
+            }
+        }
+        v
+    }
+
     /// Drops what the VLDB said of a volume, so the next lookup asks again.
     pub(crate) fn forget(&self, cell: &str, name: &str) {
         self.lock_by_name()

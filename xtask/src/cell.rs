@@ -38,6 +38,7 @@ pub const OVERRIDES: &[(&str, &str)] = &[
     ("AFSD_TESTCELL_CLIENT_IF", "veth end in the client netns (default NAME-cli0)"),
     ("AFSD_TESTCELL_SERVER_IP", "server address, /24 (default 198.18.0.1)"),
     ("AFSD_TESTCELL_CLIENT_IP", "client address, same /24 (default 198.18.0.2)"),
+    ("AFSD_TESTCELL_SERVER2_IP", "the second fileserver's address, same /24, in the server netns (default: the server's + 2)"),
     ("AFSD_TESTCELL_ADMIN", "admin principal + pts user (default admin)"),
     ("AFSD_TESTCELL_ADMIN_PW", "its password (default adminpw)"),
     ("AFSD_TESTCELL_USER1", "plain user (default alice)"),
@@ -58,6 +59,7 @@ pub struct Cell {
     pub client_if: String,
     pub server_ip: String,
     pub client_ip: String,
+    pub server2_ip: String,
     pub celldir: PathBuf,
     pub third_party: PathBuf,
     pub admin: String,
@@ -66,6 +68,18 @@ pub struct Cell {
     pub user1_pw: String,
     pub user2: String,
     pub user2_pw: String,
+}
+
+/// The second fileserver's default address: the server's last octet + 2
+/// (198.18.0.1 gives 198.18.0.3, beside the client's .2).
+fn second_server(server_ip: &str) -> String {
+    match server_ip.parse::<Ipv4Addr>() {
+        Ok(ip) => {
+            let o = ip.octets();
+            Ipv4Addr::new(o[0], o[1], o[2], o[3].wrapping_add(2)).to_string()
+        }
+        Err(_) => String::new(),
+    }
 }
 
 pub fn kit_dir() -> PathBuf {
@@ -138,6 +152,7 @@ impl Cell {
             client_if: v("CLIENT_IF", format!("{name}-cli0")),
             server_ip: v("SERVER_IP", "198.18.0.1".into()),
             client_ip: v("CLIENT_IP", "198.18.0.2".into()),
+            server2_ip: String::new(),
             celldir,
             third_party: target.join("testcell/bin/afscptool"),
             admin: v("ADMIN", "admin".into()),
@@ -147,6 +162,8 @@ impl Cell {
             user2: v("USER2", "bob".into()),
             user2_pw: v("USER2_PW", "bobpw".into()),
         };
+        let mut c = c;
+        c.server2_ip = v("SERVER2_IP", second_server(&c.server_ip));
         c.validate()?;
         Ok(c)
     }
@@ -171,6 +188,9 @@ impl Cell {
             client_if: get("CLIENT_IF")?,
             server_ip: get("SERVER_IP")?,
             client_ip: get("CLIENT_IP")?,
+            server2_ip: get("SERVER2_IP").unwrap_or_else(|_| {
+                second_server(&m.get("SERVER_IP").cloned().unwrap_or_default())
+            }),
             celldir: PathBuf::from(get("CELLDIR")?),
             third_party: PathBuf::from(get("THIRD_PARTY")?),
             admin: get("ADMIN")?,
@@ -234,6 +254,13 @@ impl Cell {
                 "server IP {s} and client IP {c} must be two distinct host addresses in one /24"
             ));
         }
+        let s2 = ip("second server IP", &self.server2_ip)?;
+        let o2 = s2.octets();
+        if o2[..3] != so[..3] || o2[3] == so[3] || o2[3] == co[3] || o2[3] == 0 || o2[3] == 255 {
+            return Err(format!(
+                "second server IP {s2} must be a third host address in the /24 of {s} and {c}"
+            ));
+        }
         if s.is_loopback() || s.is_unspecified() {
             return Err(format!(
                 "server IP {s} must not be loopback (ubik ignores loopback)"
@@ -286,6 +313,7 @@ impl Cell {
             ("CLIENT_IF", self.client_if.clone()),
             ("SERVER_IP", self.server_ip.clone()),
             ("CLIENT_IP", self.client_ip.clone()),
+            ("SERVER2_IP", self.server2_ip.clone()),
             ("KRB5_CONFIG", p(&self.krb5_config())),
             ("AFS_CONF_DIR", p(&self.afs_conf_dir())),
             ("THIRD_PARTY", p(&self.third_party)),
@@ -696,15 +724,24 @@ pub fn status(opts: &CellOpts) -> Res<bool> {
     let short = Duration::from_secs(20);
     let cli = |args: &[&str]| capture(&mut c.labexec(&c.client_netns, args), short);
     check(
-        "vos listaddrs shows exactly the server address",
+        "vos listaddrs shows exactly the two server addresses",
         match cli(&["vos", "listaddrs", "-noresolve", "-noauth"]) {
-            Ok(o) if o.ok() && o.stdout.split_whitespace().eq([c.server_ip.as_str()]) => {
-                Ok(c.server_ip.clone())
+            Ok(o)
+                if o.ok() && {
+                    let mut got: Vec<&str> = o.stdout.split_whitespace().collect();
+                    got.sort();
+                    let mut want = [c.server_ip.as_str(), c.server2_ip.as_str()];
+                    want.sort();
+                    got == want
+                } =>
+            {
+                Ok(format!("{} {}", c.server_ip, c.server2_ip))
             }
             Ok(o) if o.ok() => Err(format!(
-                "got {:?}, want only {}",
+                "got {:?}, want only {} and {}",
                 o.stdout.split_whitespace().collect::<Vec<_>>(),
-                c.server_ip
+                c.server_ip,
+                c.server2_ip
             )),
             Ok(o) => Err(o.why()),
             Err(e) => Err(e),
@@ -804,8 +841,14 @@ fn vldb_verdict(c: &Cell, out: &str) -> Result<String, String> {
         .filter_map(|l| l.trim().strip_prefix("server "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    if let Some(bad) = servers.iter().find(|s| **s != c.server_ip) {
-        return Err(format!("a site on {bad}, want only {}", c.server_ip));
+    if let Some(bad) = servers
+        .iter()
+        .find(|s| **s != c.server_ip && **s != c.server2_ip)
+    {
+        return Err(format!(
+            "a site on {bad}, want only {} and {}",
+            c.server_ip, c.server2_ip
+        ));
     }
     let ro = out.lines().filter(|l| l.contains("RO Site")).count();
     if ro < 2 {

@@ -12,13 +12,14 @@ dv_of() { cli "$THIRD_PARTY" stat "$1" | sed 's/.* dv \([0-9]*\) .*/\1/'; }
 vol_of() { cli "$THIRD_PARTY" stat "$1" | awk '{split($2, f, "."); print f[1]}'; }
 RW=/afs/.$CELL
 
-addrs=$(srv vos listaddrs -noresolve -localauth)
-check "VLDB holds exactly $SERVER_IP for the fileserver (got: $(echo $addrs))" [ "$addrs" = "$SERVER_IP" ]
+addrs=$(srv vos listaddrs -noresolve -localauth | sort | tr '\n' ' ')
+want=$(printf '%s\n%s\n' "$SERVER_IP" "$SERVER2_IP" | sort | tr '\n' ' ')
+check "VLDB holds exactly $SERVER_IP and $SERVER2_IP for the fileservers (got: $addrs)" [ "$addrs" = "$want" ]
 vldb=$(srv vos listvldb -noresolve -localauth)
-check "vos listvldb: root.afs, root.cell, vol.test, all on $SERVER_IP" \
-  sh -c "echo '$vldb' | grep -q '^root.afs' && echo '$vldb' | grep -q '^root.cell' && echo '$vldb' | grep -q '^vol.test' && ! echo '$vldb' | grep 'server ' | grep -vq '$SERVER_IP'"
-check "root.cell and root.afs have a released RO site" \
-  sh -c "[ \$(echo '$vldb' | grep -c 'RO Site') -eq 2 ] && ! echo '$vldb' | grep -qi 'not released'"
+check "vos listvldb: root.afs, root.cell, vol.test, all on $SERVER_IP or $SERVER2_IP" \
+  sh -c "echo '$vldb' | grep -q '^root.afs' && echo '$vldb' | grep -q '^root.cell' && echo '$vldb' | grep -q '^vol.test' && ! echo '$vldb' | grep 'server ' | grep -v '$SERVER_IP' | grep -vq '$SERVER2_IP'"
+check "root.cell (two), root.afs (one), vol.rep and vol.two (two each) have released RO sites" \
+  sh -c "[ \$(echo '$vldb' | grep -c 'RO Site') -eq 7 ] && ! echo '$vldb' | grep -qi 'not released'"
 # an address outside the veth: the host's default gateway if it has one
 offnet=$(ip route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "via") {print $(i+1); exit}}')
 offnet=${offnet:-203.0.113.1}

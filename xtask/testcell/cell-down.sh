@@ -26,11 +26,14 @@ kill_pidfile() {
 # processes in response to signal 15"); the dafs fileserver saves its state.
 # krb5kdc takes ~2 s to exit on SIGTERM: stop it in parallel.
 kill_pidfile "$CELLDIR/pids/krb5kdc.pid" krb5kdc 10 &
-kill_pidfile "$CELLDIR/pids/bosserver.pid" bosserver 60
+kill_pidfile "$CELLDIR/pids/bosserver.pid" bosserver 60 &
+kill_pidfile "$FS2DIR/pids/bosserver.pid" bosserver 60 &
+wait
 # children that bosserver should have stopped (pid files from -pidfiles)
 for p in ptserver:ptserver vlserver:vlserver dafs.file:dafileserver \
          dafs.vol:davolserver dafs.salsrv:salvageserver; do
   kill_pidfile "$AFS_VARLIB/local/${p%%:*}.pid" "${p##*:}" 10
+  kill_pidfile "$FS2DIR/var-lib-openafs/local/${p%%:*}.pid" "${p##*:}" 10
 done
 wait
 
@@ -47,6 +50,7 @@ done
 # the chroot mounts live in private mount namespaces and vanish with their
 # processes; make sure nothing is mounted on $ROOTMNT in this namespace
 mountpoint -q "$ROOTMNT" 2>/dev/null && umount -l "$ROOTMNT"
+mountpoint -q "$FS2DIR/root" 2>/dev/null && umount -l "$FS2DIR/root"
 if [ ! -e "$CELLDIR" ]; then
   log "CELL DOWN ($CELLDIR did not exist)"
 elif [ -e "$CELLDIR/.afs-testcell" ]; then

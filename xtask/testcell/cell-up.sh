@@ -7,6 +7,10 @@
 #
 #   netns $SERVER_NETNS (lo + $SERVER_IF $SERVER_IP/24): krb5kdc, bosserver
 #                   -> ptserver, vlserver, dafs (dafileserver/davolserver/salvageserver)
+#                 + $SERVER2_IP/24 on the same interface: a second bosserver
+#                   -> dafs, the second fileserver (root under $FS2DIR); every
+#                   bosserver, fileserver and volserver binds its own address
+#                   only (-rxbind), so the two share the namespace
 #   netns $CLIENT_NETNS (lo + $CLIENT_IF $CLIENT_IP/24): where clients run
 #   Neither namespace has a default route: nothing can leave the veth pair.
 #
@@ -19,6 +23,9 @@
 #              shared/ (system:anyuser rlidwk) with afsio.txt ("seed",
 #              created anonymously), vol -> #vol.test., vol-rw -> %vol.test.
 #   vol.test:  inside.txt
+#   vol.rep (RW on $SERVER_IP, RO sites on both servers): rep.txt, big.bin
+#   vol.two (RW on $SERVER2_IP, RO sites on both servers): two.txt
+#   root.cell also has an RO site on $SERVER2_IP; mount points rep, two
 # After the release, /afs/$CELL/... is the RO clone; writers must use the RW
 # path /afs/.$CELL/... (afscptool and afsio resolve /afs/.$CELL as RW).
 set -euo pipefail
@@ -48,7 +55,13 @@ mkdir -p "$CELLDIR"/{krb5,keytabs,pids,logs/openafs,root} \
          "$AFS_ETC/server" "$AFS_VARLIB"/{db,local} "$VICEPA" "$AFS_CONF_DIR"
 chmod 700 "$AFS_VARLIB/db" "$AFS_VARLIB/local"   # bosserver: "unhappy with ... should have at least rights 700"
 touch "$VICEPA/AlwaysAttach"                      # plain dir on the root fs is fine with this
-printf '127.0.0.1\tlocalhost\n%s\tafs1.%s %s\n' "$SERVER_IP" "$CELL" "$(hostname)" > "$HOSTS"
+printf '127.0.0.1\tlocalhost\n%s\tafs1.%s %s\n%s\tafs2.%s\n' \
+  "$SERVER_IP" "$CELL" "$(hostname)" "$SERVER2_IP" "$CELL" > "$HOSTS"
+# the second fileserver's own root (labexec with CELLDIR=$FS2DIR)
+mkdir -p "$FS2DIR"/{root,pids,logs/openafs,etc-openafs/server,var-lib-openafs/{db,local},vicepa}
+chmod 700 "$FS2DIR/var-lib-openafs/db" "$FS2DIR/var-lib-openafs/local"
+touch "$FS2DIR/vicepa/AlwaysAttach"
+cp "$HOSTS" "$FS2DIR/hosts"
 log "layout under $CELLDIR"
 
 # ---------------------------------------------------------------- network
@@ -57,6 +70,7 @@ ip netns add "$CLIENT_NETNS"
 ip link add "$SERVER_IF" netns "$SERVER_NETNS" type veth peer name "$CLIENT_IF" netns "$CLIENT_NETNS"
 ip -n "$SERVER_NETNS" addr add "$SERVER_IP/$PREFIX" dev "$SERVER_IF"
 ip -n "$CLIENT_NETNS" addr add "$CLIENT_IP/$PREFIX" dev "$CLIENT_IF"
+ip -n "$SERVER_NETNS" addr add "$SERVER2_IP/$PREFIX" dev "$SERVER_IF"
 for ns in "$SERVER_NETNS" "$CLIENT_NETNS"; do ip -n "$ns" link set lo up; done
 ip -n "$SERVER_NETNS" link set "$SERVER_IF" up
 ip -n "$CLIENT_NETNS" link set "$CLIENT_IF" up
@@ -125,9 +139,13 @@ printf '%s\n' "$SERVER_IP" > "$AFS_VARLIB/local/NetInfo"   # NB: local/, not ser
 srv /usr/sbin/asetkey add rxkad_krb5 "$KVNO" "$ENCTYPE_NUM" \
     "$CELLDIR/keytabs/afs.keytab" "afs/$CELL@$REALM" >/dev/null
 log "KeyFileExt: rxkad_krb5 kvno $KVNO enctype $ENCTYPE_NUM"
+# the second fileserver: the same cell, DB servers and keys; its own address
+cp -p "$AFS_ETC"/server/{ThisCell,CellServDB,UserList,KeyFileExt} "$FS2DIR/etc-openafs/server/"
+cp "$AFS_ETC/ThisCell" "$AFS_ETC/CellServDB" "$FS2DIR/etc-openafs/"
+printf '%s\n' "$SERVER2_IP" > "$FS2DIR/var-lib-openafs/local/NetInfo"
 
 # ---------------------------------------------------------------- servers
-"$LABEXEC" "$SERVER_NETNS" /usr/sbin/bosserver -nofork -pidfiles -cores none \
+"$LABEXEC" "$SERVER_NETNS" /usr/sbin/bosserver -nofork -pidfiles -cores none -rxbind \
   > "$CELLDIR/logs/bosserver.stdout" 2>&1 < /dev/null &
 echo $! > "$CELLDIR/pids/bosserver.pid"
 wait_for 20 "bosserver" srv bos listhosts "$SERVER_IP" -localauth
@@ -143,7 +161,7 @@ srv bos create "$SERVER_IP" vlserver simple /usr/lib/openafs/vlserver -localauth
 wait_for 90 "ptserver quorum" srv pts examine system:administrators -localauth
 wait_for 90 "vlserver quorum" srv vos listvldb -localauth
 srv bos create "$SERVER_IP" dafs dafs \
-  -cmd /usr/lib/openafs/dafileserver /usr/lib/openafs/davolserver \
+  -cmd "/usr/lib/openafs/dafileserver -rxbind" "/usr/lib/openafs/davolserver -rxbind" \
        /usr/lib/openafs/salvageserver /usr/lib/openafs/dasalvager -localauth
 fs_registered() { srv vos listaddrs -noresolve -localauth 2>/dev/null | grep -qx "$SERVER_IP"; }
 for i in $(seq 1 60); do fs_registered && break; sleep 0.5; done
@@ -154,9 +172,29 @@ if ! fs_registered; then
   kill -XCPU "$(cat "$AFS_VARLIB/local/dafs.file.pid")"
 fi
 wait_for 60 "fileserver registered $SERVER_IP in VLDB" fs_registered
-addrs=$(srv vos listaddrs -noresolve -localauth)
-[ "$addrs" = "$SERVER_IP" ] || die "VLDB server addresses are not exactly $SERVER_IP: $(echo $addrs)"
 wait_for 90 "volserver answering" srv vos listpart "$SERVER_IP" -localauth
+
+# ---------------------------------------------------------------- second fileserver
+CELLDIR=$FS2DIR "$LABEXEC" "$SERVER_NETNS" /usr/sbin/bosserver -nofork -pidfiles -cores none -rxbind \
+  > "$FS2DIR/logs/bosserver.stdout" 2>&1 < /dev/null &
+echo $! > "$FS2DIR/pids/bosserver.pid"
+wait_for 20 "second bosserver" srv bos listhosts "$SERVER2_IP" -localauth
+srv bos setrestart "$SERVER2_IP" -time never -general -localauth
+srv bos setrestart "$SERVER2_IP" -time never -newbinary -localauth
+srv bos create "$SERVER2_IP" dafs dafs \
+  -cmd "/usr/lib/openafs/dafileserver -rxbind" "/usr/lib/openafs/davolserver -rxbind" \
+       /usr/lib/openafs/salvageserver /usr/lib/openafs/dasalvager -localauth
+fs2_registered() { srv vos listaddrs -noresolve -localauth 2>/dev/null | grep -qx "$SERVER2_IP"; }
+for i in $(seq 1 60); do fs2_registered && break; sleep 0.5; done
+if ! fs2_registered; then
+  log "second fileserver not registered yet: sending SIGXCPU"
+  kill -XCPU "$(cat "$FS2DIR/var-lib-openafs/local/dafs.file.pid")"
+fi
+wait_for 60 "fileserver registered $SERVER2_IP in VLDB" fs2_registered
+wait_for 90 "second volserver answering" srv vos listpart "$SERVER2_IP" -localauth
+addrs=$(srv vos listaddrs -noresolve -localauth | sort | tr '\n' ' ')
+want=$(printf '%s\n%s\n' "$SERVER_IP" "$SERVER2_IP" | sort | tr '\n' ' ')
+[ "$addrs" = "$want" ] || die "VLDB server addresses are not exactly $want: $addrs"
 
 # ---------------------------------------------------------------- pts + vldb
 srv pts createuser -name "$ADMIN" -localauth >/dev/null
@@ -169,7 +207,10 @@ for v in root.afs root.cell vol.test; do      # default quota would be 5000 KB
 done
 # vol.small: a 1024 KB quota, for EDQUOT tests
 srv vos create "$SERVER_IP" a vol.small -maxquota 1024 -localauth >/dev/null
-log "volumes root.afs, root.cell, vol.test, vol.small"
+# replicated volumes: vol.rep on the first server, vol.two on the second
+srv vos create "$SERVER_IP" a vol.rep -maxquota 0 -localauth >/dev/null
+srv vos create "$SERVER2_IP" a vol.two -maxquota 0 -localauth >/dev/null
+log "volumes root.afs, root.cell, vol.test, vol.small, vol.rep, vol.two"
 
 # ---------------------------------------------------------------- content
 echo "$ADMIN_PW" | KRB5CCNAME=FILE:$ADMIN_CCACHE nsenter --net=/run/netns/"$CLIENT_NETNS" kinit "$ADMIN" >/dev/null
@@ -198,6 +239,17 @@ echo "hello from vol.test" | "${T[@]}" put "$RW"/vol/inside.txt
 # vol.small (quota 1024 KB) at %small, writable by anyone
 "${T[@]}" mkmount "$RW"/small vol.small -rw
 "${T[@]}" setacl @vol.small system:administrators all system:anyuser write
+# vol.rep and vol.two, each replicated on both servers (released below)
+"${T[@]}" setacl @vol.rep system:administrators all system:anyuser rl
+"${T[@]}" mkmount "$RW"/rep vol.rep                    # "#vol.rep."
+"${T[@]}" mkmount "$RW"/rep-rw vol.rep -rw             # "%vol.rep."
+echo "hello from vol.rep" | "${T[@]}" put "$RW"/rep-rw/rep.txt
+head -c $((24 << 20)) /dev/urandom > "$CELLDIR/big.bin"
+"${T[@]}" put "$RW"/rep-rw/big.bin < "$CELLDIR/big.bin"
+"${T[@]}" setacl @vol.two system:administrators all system:anyuser write
+"${T[@]}" mkmount "$RW"/two vol.two                    # "#vol.two."
+"${T[@]}" mkmount "$RW"/two-rw vol.two -rw             # "%vol.two."
+echo "hello from vol.two" | "${T[@]}" put "$RW"/two-rw/two.txt
 # $USER1's private directory: readable by $USER1 only (no system:anyuser).
 "${T[@]}" mkdir "$RW"/private
 echo "alice's secret" | "${T[@]}" put "$RW"/private/secret.txt
@@ -212,10 +264,17 @@ log "content: hello.txt random.bin(200000 B) hello-link shared/afsio.txt vol/ vo
 # same server/partition, then release.  From here on /afs/$CELL/... (and the
 # "#root.cell." mount point) is the RO clone; /afs/.$CELL/... stays RW.
 srv vos addsite "$SERVER_IP" a root.cell -localauth >/dev/null
+srv vos addsite "$SERVER2_IP" a root.cell -localauth >/dev/null
 srv vos addsite "$SERVER_IP" a root.afs -localauth >/dev/null
-srv vos release root.cell -localauth >/dev/null
-srv vos release root.afs -localauth >/dev/null
-log "released root.cell + root.afs (RO clones on $SERVER_IP /vicepa)"
+for v in vol.rep vol.two; do
+  srv vos addsite "$SERVER_IP" a $v -localauth >/dev/null
+  srv vos addsite "$SERVER2_IP" a $v -localauth >/dev/null
+done
+# in parallel: a release to the other server is a whole dump
+pids=()
+for v in root.cell root.afs vol.rep vol.two; do srv vos release $v -localauth >/dev/null & pids+=($!); done
+for p in "${pids[@]}"; do wait "$p" || die "vos release failed"; done
+log "released root.cell (RO on both servers), root.afs, vol.rep and vol.two (RO on both)"
 ro_vol=$(cli "$THIRD_PARTY" stat /afs/"$CELL"/hello.txt | awk '{split($2, f, "."); print f[1]}')
 rw_vol=$(cli "$THIRD_PARTY" stat "$RW"/hello.txt | awk '{split($2, f, "."); print f[1]}')
 [ -n "$ro_vol" ] && [ "$ro_vol" != "$rw_vol" ] || die "/afs/$CELL is not the RO clone (volume $ro_vol, RW $rw_vol)"

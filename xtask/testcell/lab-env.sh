@@ -34,6 +34,10 @@ USER2=${USER2:-bob}                 # a second plain user (a second token holder
 USER2_PW=${USER2_PW:-bobpw}
 AFS_CONF_DIR=${AFS_CONF_DIR:-$CELLDIR/client-etc}   # client ThisCell + CellServDB (for afsd-rs --conf-dir)
 LABEXEC=$KIT/labexec
+# The second fileserver: its own address in the server netns, its own
+# bosserver and labexec root under $FS2DIR (a CELLDIR of its own for labexec).
+SERVER2_IP=${SERVER2_IP:-${SERVER_IP%.*}.$(( ${SERVER_IP##*.} + 2 ))}
+FS2DIR=$CELLDIR/fs2
 
 KRB=$CELLDIR/krb5
 export KRB5_CONFIG=$KRB/krb5.conf
@@ -56,6 +60,7 @@ die() { log "FATAL: $*" >&2; exit 1; }
 # srv CMD... / cli CMD...: run a stock binary with the cell's view of the
 # filesystem (/etc/openafs, /etc/hosts, ...), in the server / client netns.
 srv() { "$LABEXEC" "$SERVER_NETNS" "$@"; }
+srv2() { CELLDIR=$FS2DIR "$LABEXEC" "$SERVER_NETNS" "$@"; }
 cli() { "$LABEXEC" "$CLIENT_NETNS" "$@"; }
 
 # wait_for SECONDS DESCRIPTION CMD...: poll CMD (quietly) every 0.5 s.
