@@ -41,7 +41,18 @@ pub(crate) struct Inodes {
     next: u64,
     by_ino: HashMap<u64, Entry>,
     by_key: HashMap<FidKey, u64>,
+    /// Inode numbers of fids the kernel forgot, kept (a bounded number,
+    /// the oldest dropped first) so that the next lookup of the same fid
+    /// gives the same number: a file keeps its st_ino while the daemon
+    /// runs, even when the kernel dropped it between two looks (git, tar
+    /// and find compare inode numbers). Numbers are never reused, so a
+    /// retired one is free for its own fid only.
+    retired: HashMap<FidKey, u64>,
+    retired_order: std::collections::VecDeque<FidKey>,
 }
+
+/// How many forgotten fids keep their inode numbers.
+const RETIRED_MAX: usize = 100_000;
 
 struct Entry {
     node: NodeRef,
@@ -56,6 +67,8 @@ impl Inodes {
             next: 2,
             by_ino: HashMap::new(),
             by_key: HashMap::new(),
+            retired: HashMap::new(),
+            retired_order: std::collections::VecDeque::new(),
         }
     }
 
@@ -65,8 +78,13 @@ impl Inodes {
         if let Some(ino) = self.by_key.get(&key) {
             return *ino;
         }
-        let ino = self.next;
-        self.next += 1;
+        let ino = match self.retired.remove(&key) {
+            Some(ino) => ino,
+            None => {
+                self.next += 1;
+                self.next - 1
+            }
+        };
         self.by_key.insert(key, ino);
         self.by_ino.insert(
             ino,
@@ -110,7 +128,19 @@ impl Inodes {
                 self.by_ino.remove(&ino);
                 if self.by_key.get(&key) == Some(&ino) {
                     self.by_key.remove(&key);
+                    self.retire(key, ino);
                 }
+            }
+        }
+    }
+
+    fn retire(&mut self, key: FidKey, ino: u64) {
+        if self.retired.insert(key.clone(), ino).is_none() {
+            self.retired_order.push_back(key);
+        }
+        while self.retired_order.len() > RETIRED_MAX {
+            if let Some(old) = self.retired_order.pop_front() {
+                self.retired.remove(&old);
             }
         }
     }
@@ -119,6 +149,11 @@ impl Inodes {
     /// keeps its inode number.
     pub(crate) fn rekey(&mut self, old: &FidKey, node: NodeRef) {
         let Some(ino) = self.by_key.remove(old) else {
+            // Forgotten by the kernel meanwhile: the number waits for the
+            // new fid.
+            if let Some(ino) = self.retired.remove(old) {
+                self.retire(node.key(), ino);
+            }
             return;
         };
         self.by_key.insert(node.key(), ino);
@@ -204,6 +239,31 @@ mod tests {
     }
 
     #[test]
+    fn a_forgotten_fid_keeps_its_number_and_a_rekeyed_one_too() {
+        let mut t = Inodes::new();
+        let a = NodeRef {
+            cell: "c".into(),
+            fid: Fid::new(1, 1, 1),
+            vol_type: VolType::Rw,
+        };
+        let ia = t.intern_ref(a.clone());
+        let ib = t.intern(a.with_fid(Fid::new(1, 2, 2)));
+        assert!(t.unref(ia, 1));
+        t.remove(ia);
+        assert_eq!(t.get(ia), None);
+        // Looked up again: the same number, not a new one.
+        assert_eq!(t.intern(a.clone()), ia);
+        let ic = t.intern(a.with_fid(Fid::new(1, 3, 3)));
+        assert!(ic != ia && ic != ib);
+        // Forgotten, then given its server fid: the number follows.
+        t.remove(ia);
+        let server = a.with_fid(Fid::new(1, 9, 9));
+        t.rekey(&a.key(), server.clone());
+        assert_eq!(t.intern(server), ia);
+        assert_ne!(t.intern(a), ia, "the old fid has no claim on it now");
+    }
+
+    #[test]
     fn entries_live_while_the_kernel_holds_them() {
         let mut t = Inodes::new();
         let a = NodeRef {
@@ -223,8 +283,8 @@ mod tests {
         t.remove(ia);
         assert_eq!(t.get(ia), None);
         assert_eq!(t.len(), 0);
-        // The fid comes back under a new number.
-        assert_ne!(t.intern_ref(a), ia);
+        // The fid comes back under its old number (see `retired`).
+        assert_eq!(t.intern_ref(a), ia);
         assert!(!t.unref(999, 1), "unknown inodes are ignored");
     }
 }

@@ -357,6 +357,16 @@ pub fn getxattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// A process's resident memory, in KiB (its VmRSS).
+pub fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
 /// Deterministic pseudo-random bytes (a different stream per seed).
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     use rand::{RngCore, SeedableRng};

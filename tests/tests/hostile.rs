@@ -8,17 +8,7 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use afsd_tests::{wait_until, Cell, Mount};
-
-/// The daemon's resident memory, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
+use afsd_tests::{rss_kib, wait_until, Cell, Mount};
 
 /// The UDP port the daemon's Rx socket is bound to, read in its namespace.
 fn rx_port(cell: &Cell, pid: u32) -> u16 {
