@@ -335,7 +335,11 @@ impl Out<'_> {
     /// Send whatever the window allows.
     fn flush_tx(&mut self, meta: &mut ConnMeta, ch: u8, call: &mut Call) {
         while let Some(t) = call.tx.next_to_send(meta.twind, meta.peer_slow_start_ok) {
-            let payload = call.tx.payload(t.seq).to_vec();
+            // Room for the security header and padding, so that sealing
+            // works in this buffer instead of allocating another.
+            let data = call.tx.payload(t.seq);
+            let mut payload = Vec::with_capacity(data.len() + crate::rxkad::SEAL_ROOM);
+            payload.extend_from_slice(data);
             let h = meta.header(ch, call.call_number, t.seq, PacketType::Data, t.flags);
             let serial = h.serial;
             self.send(meta, h, Body::Data(payload));

@@ -214,7 +214,13 @@ pub struct Packet {
 impl Packet {
     /// Encode header and body.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + 64);
+        let body_len = match &self.body {
+            Body::Data(d) | Body::Version(d) | Body::Other(d) => d.len(),
+            _ => 64,
+        };
+        // Sized for the body up front: a DATA packet is copied once, not
+        // copied again when the buffer grows.
+        let mut out = Vec::with_capacity(HEADER_LEN + body_len);
         self.header.encode(&mut out);
         match &self.body {
             Body::Data(d) | Body::Version(d) | Body::Other(d) => out.extend_from_slice(d),

@@ -33,6 +33,10 @@ pub const MAX_TICKET_LEN: usize = 12000;
 pub const RESPONSE_ENCRYPTED_LEN: usize = 40;
 /// Size of a v2 RESPONSE without the ticket.
 pub const RESPONSE_FIXED_LEN: usize = 56;
+/// Most bytes [`RxkadConn::seal`] adds to a payload (crypt: an 8-byte
+/// security header and up to 7 bytes of padding). A payload buffer with
+/// this much spare capacity is sealed without reallocation.
+pub const SEAL_ROOM: usize = 15;
 
 /// rxkad protection level (rxkad.h `rxkad_clear` ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -480,34 +484,31 @@ impl RxkadConn {
     }
 
     /// Protect an outgoing DATA packet: set the checksum, and at auth and
-    /// crypt prepend the security header and encrypt.
+    /// crypt prepend the security header and encrypt. Works in place: the
+    /// payload grows by the header (and padding) and is encrypted where it
+    /// is, so a buffer with [`SEAL_ROOM`] spare capacity is never
+    /// reallocated.
     pub fn seal(&self, h: &mut Header, payload: &mut Vec<u8>) {
         h.checksum = self.header_checksum(h);
-        let word = Self::sealed_word(h, payload.len()).to_be_bytes();
+        let len = payload.len();
+        let word = Self::sealed_word(h, len).to_be_bytes();
         match self.level {
             RxkadLevel::Clear => {}
             RxkadLevel::Auth => {
-                let mut v = Vec::with_capacity(payload.len() + 8);
-                v.extend_from_slice(&word);
-                v.extend_from_slice(payload);
-                if v.len() < 8 {
-                    v.resize(8, 0);
+                payload.resize((len + 4).max(8), 0);
+                payload.copy_within(..len, 4);
+                payload[..4].copy_from_slice(&word);
+                // At least 8 bytes after the resize.
+                if let Some(first) = payload.first_chunk_mut::<8>() {
+                    self.cipher.encrypt_block(first);
                 }
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&v[..8]);
-                self.cipher.encrypt_block(&mut b);
-                v[..8].copy_from_slice(&b);
-                *payload = v;
             }
             RxkadLevel::Crypt => {
-                let n = (payload.len() + 8 + 7) & !7;
-                let mut v = Vec::with_capacity(n);
-                v.extend_from_slice(&word);
-                v.extend_from_slice(&[0; 4]);
-                v.extend_from_slice(payload);
-                v.resize(n, 0);
-                self.cipher.pcbc_encrypt(&mut v, &self.iv);
-                *payload = v;
+                payload.resize((len + 8).next_multiple_of(8), 0);
+                payload.copy_within(..len, 8);
+                payload[..4].copy_from_slice(&word);
+                payload[4..8].fill(0);
+                self.cipher.pcbc_encrypt(payload, &self.iv);
             }
         }
     }
@@ -524,13 +525,10 @@ impl RxkadConn {
         let hdr = match self.level {
             RxkadLevel::Clear => return Ok(()),
             RxkadLevel::Auth => {
-                if payload.len() < 8 {
+                let Some(first) = payload.first_chunk_mut::<8>() else {
                     return Err(SecurityError("rxkad auth packet too short".into()));
-                }
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&payload[..8]);
-                self.cipher.decrypt_block(&mut b);
-                payload[..8].copy_from_slice(&b);
+                };
+                self.cipher.decrypt_block(first);
                 4
             }
             RxkadLevel::Crypt => {
@@ -770,6 +768,76 @@ mod tests {
             assert!(d.contains("session_key: \"<redacted>\""), "{d}");
             for secret in ["171", "205", "ab,", "cd,", "0xab", "0xcd"] {
                 assert!(!d.to_lowercase().contains(secret), "{d}");
+            }
+        }
+    }
+
+    #[test]
+    fn sealed_packets_known_answers() {
+        // Wire length, header checksum and a fold of the sealed bytes at
+        // auth and crypt for payload lengths around the 8-byte block and
+        // the security header; from the copy-into-a-new-buffer seal this
+        // one replaced.
+        let key = [0x13, 0x57, 0x9b, 0xdf, 0x02, 0x46, 0x8a, 0xce];
+        let fold = |b: &[u8]| {
+            b.iter().fold(1_000_003u32, |c, &x| {
+                (x as u32).wrapping_add(c.wrapping_mul(0x1020_4081))
+            })
+        };
+        let cases: [(RxkadLevel, usize, usize, u32); 11] = [
+            (RxkadLevel::Auth, 0, 8, 0xe8fe2bb3),
+            (RxkadLevel::Auth, 3, 8, 0x1720d9d5),
+            (RxkadLevel::Auth, 4, 8, 0x664c2888),
+            (RxkadLevel::Auth, 5, 9, 0xfd89afa5),
+            (RxkadLevel::Auth, 13, 17, 0xcc4e6db5),
+            (RxkadLevel::Auth, 1408, 1412, 0xc2fd893f),
+            (RxkadLevel::Crypt, 0, 8, 0xf9ffc5e2),
+            (RxkadLevel::Crypt, 1, 16, 0x25c975dc),
+            (RxkadLevel::Crypt, 8, 16, 0x96bb45e4),
+            (RxkadLevel::Crypt, 13, 24, 0xc857f846),
+            (RxkadLevel::Crypt, 1400, 1408, 0xd56b4567),
+        ];
+        for (lvl, n, wire_len, want) in cases {
+            let conn = RxkadConn::new(lvl, &key, 0x8000_1234, 0x0001_0006);
+            let mut rx = conn.clone();
+            let mut h = Header {
+                epoch: 0x8000_1234,
+                cid: 0x0001_0006,
+                call_number: 9,
+                seq: 3,
+                security_index: 2,
+                ..Default::default()
+            };
+            let plain: Vec<u8> = (0..n).map(|i| (i * 7 + (i >> 8) * 13 + 1) as u8).collect();
+            let mut p = plain.clone();
+            conn.seal(&mut h, &mut p);
+            assert_eq!(
+                (p.len(), h.checksum, fold(&p)),
+                (wire_len, 0x9c9f, want),
+                "{lvl:?} {n}"
+            );
+            rx.open(&h, &mut p).unwrap();
+            assert_eq!(p, plain, "{lvl:?} {n}");
+        }
+    }
+
+    #[test]
+    fn seal_with_room_keeps_the_buffer() {
+        // What the endpoint hands over (the payload plus SEAL_ROOM spare
+        // capacity) is sealed where it is, at every level and length.
+        for lvl in [RxkadLevel::Clear, RxkadLevel::Auth, RxkadLevel::Crypt] {
+            let conn = RxkadConn::new(lvl, &[5; 8], 1, 4);
+            for n in 0..=1412 {
+                let mut p = Vec::with_capacity(n + SEAL_ROOM);
+                p.resize(n, 0xa5);
+                let (ptr, cap) = (p.as_ptr(), p.capacity());
+                let mut h = Header {
+                    call_number: 1,
+                    seq: 1,
+                    ..Default::default()
+                };
+                conn.seal(&mut h, &mut p);
+                assert_eq!((p.as_ptr(), p.capacity()), (ptr, cap), "{lvl:?} {n}");
             }
         }
     }
