@@ -582,7 +582,7 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
             None,
         ));
         rows.push(Row::new(
-            "their replay",
+            "replay after online",
             &[t.replay],
             "online",
             &[t.online],
