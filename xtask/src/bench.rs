@@ -627,7 +627,7 @@ fn notes(cell: &str, o: &BenchOpts, rpcs: &RpcCounts) -> String {
          - write: `dd bs=1M` into `/afs/.{cell}/shared/` on a fresh mount, close included, \
          against `afscptool put` from stdin; both anonymous.\n\
          - ls -l / find -ls: `ls -l {}` ({} empty files, `afscptool touchmany`) and \
-         `find {} -ls` (100 directories of 100 empty files), output to /dev/null; each client \
+         `find {} -ls` (100 directories of 100 empty files, `afscptool touchtree`), output to /dev/null; each client \
          on a fresh mount: ls cold, ls again, find cold, find again. bindfs = a passthrough \
          FUSE mount of a local copy, kernel caches dropped before mounting. RPCs of afsd-rs's \
          cold `ls -l` (last run):",

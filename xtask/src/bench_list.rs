@@ -112,30 +112,29 @@ pub fn ensure_afs_dirs(c: &Cell) -> Res<()> {
             println!("created {ls} in {}", secs(t.elapsed()));
         }
     }
-    // dNN are made and filled in order: the last one whole = all whole
+    // `touchtree` makes and fills dNN in order: the last one whole = all whole
     let find = format!("/afs/.{}/{FIND_DIR}", c.cell);
     let last = format!("{find}/{}", find_subdir(FIND_DIRS - 1));
     if tp_count(c, &last, 'e')? == Some(FIND_FILES) {
         println!("reusing {find}");
         return Ok(());
     }
-    if tp_count(c, &find, 'd')?.is_none() {
-        tp(c, &["mkdir", &find])?;
+    if let Some(n) = tp_count(c, &find, 'd')? {
+        return Err(format!(
+            "{find} exists with {n} directories but not whole: remove it \
+             (afscptool -k rm/rmdir) and run again"
+        ));
     }
-    for i in 0..FIND_DIRS {
-        let d = format!("{find}/{}", find_subdir(i));
-        match tp_count(c, &d, 'e')? {
-            Some(FIND_FILES) => continue,
-            Some(0) => {}
-            Some(n) => {
-                return Err(format!(
-                    "{d} exists with {n} entries, not {FIND_FILES}: remove {find} and run again"
-                ))
-            }
-            None => tp(c, &["mkdir", &d])?,
-        }
-        tp(c, &["touchmany", &d, &FIND_FILES.to_string(), "e"])?;
-    }
+    tp(c, &["mkdir", &find])?;
+    tp(
+        c,
+        &[
+            "touchtree",
+            &find,
+            &FIND_DIRS.to_string(),
+            &FIND_FILES.to_string(),
+        ],
+    )?;
     println!("created {find} in {}", secs(t.elapsed()));
     Ok(())
 }
