@@ -284,7 +284,7 @@ int main(int argc, char **argv)
     }
     if (argc < 3) {
 	fprintf(stderr, "usage: %s [-k] [-clear] [-cell C] [-realm R] "
-		"ls|stat|cat|put|append|mkdir|rmdir|rm|symlink|mkmount|touchmany|"
+		"ls|stat|cat|put|append|mkdir|rmdir|rm|symlink|mkmount|touchmany|touchtree|"
 		"getacl|setacl /afs/CELL/path ...\n", prog);
 	return 2;
     }
@@ -394,6 +394,32 @@ int main(int argc, char **argv)
 	    sst.UnixModeBits = 0644;
 	    if (afscp_CreateFile(d, nbuf, &sst, &f))
 		die("afscp_CreateFile", afscp_errno);
+	}
+    } else if (!strcmp(cmd, "touchtree")) {
+	/* touchtree DIR NDIRS NFILES: directories d00.. in DIR, each with
+	 * NFILES empty files e00000.., in one process (bench's find tree) */
+	int i, j, nd, nfiles;
+	char dbuf[64], nbuf[64];
+	if (argc < 5)
+	    die("touchtree DIR NDIRS NFILES", EINVAL);
+	d = resolve(argv[2], 1);
+	nd = atoi(argv[3]);
+	nfiles = atoi(argv[4]);
+	for (i = 0; i < nd; i++) {
+	    snprintf(dbuf, sizeof(dbuf), "d%02d", i);
+	    memset(&sst, 0, sizeof(sst));
+	    sst.Mask = AFS_SETMODE;
+	    sst.UnixModeBits = 0755;
+	    if (afscp_MakeDir(d, dbuf, &sst, &nf))
+		die("afscp_MakeDir", afscp_errno);
+	    for (j = 0; j < nfiles; j++) {
+		snprintf(nbuf, sizeof(nbuf), "e%05d", j);
+		memset(&sst, 0, sizeof(sst));
+		sst.Mask = AFS_SETMODE;
+		sst.UnixModeBits = 0644;
+		if (afscp_CreateFile(nf, nbuf, &sst, &f))
+		    die("afscp_CreateFile", afscp_errno);
+	    }
 	}
     } else if (!strcmp(cmd, "mkdir")) {
 	split(argv[2], &dir, &base);

@@ -1,7 +1,9 @@
 //! `cargo xtask bench`: afsd-rs against its peers on the test cell, each
-//! figure a ratio to a peer measured in the same run (OpenAFS's `afsio`
-//! and `afscptool`, a local file, bindfs), written as Markdown tables.
-//! Mounting and stopping the daemon is `afsd.rs`'s.
+//! figure a ratio to a peer measured in the same run (OpenAFS's `afsio`,
+//! `afscptool` and `afsd.fuse`, a local file, bindfs), ending with one
+//! Markdown table (bench_summary.rs).  Listings: bench_list.rs; afsd.fuse:
+//! bench_peer.rs; small operations: bench_ops.rs; mounting and stopping
+//! the daemon: afsd.rs.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -10,11 +12,14 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::afsd::{
-    afsd_bin, prepare_mountpoint, third_party, umount, wait_replayed, with_timeout, Daemon,
-};
+use crate::afsd::{afsd_bin, prepare_mountpoint, third_party, with_timeout, Daemon};
+use crate::bench_list::{self, ListRuns, RpcCounts};
+use crate::bench_ops::{ops_run, OpsTimes};
+use crate::bench_peer::FusePeer;
+use crate::bench_summary::{self, Row, Target};
 use crate::cell::{self, Cell, CellOpts};
 use crate::util::{self, capture, run, secs, wait_timeout, Res};
+
 pub struct BenchOpts {
     pub size_mib: u64,
     pub runs: u32,
@@ -127,10 +132,6 @@ fn write_random(path: &Path, bytes: u64) -> Res<()> {
     }
     drop(dst);
     fs::rename(&tmp, path).map_err(|e| format!("rename to {}: {e}", path.display()))
-}
-
-fn best(v: &[f64]) -> f64 {
-    v.iter().cloned().fold(f64::INFINITY, f64::min)
 }
 
 /// Local uid the rxkad part of the benchmark reads as (tests' ALICE_UID;
@@ -297,12 +298,53 @@ fn cold_read_as(
     Ok(s)
 }
 
+/// Every run's seconds of one client's reads: cold (fresh mount, empty
+/// cache), warm (again, same mount) and warm after drop_caches.
+#[derive(Default)]
+struct ReadRuns {
+    cold: Vec<f64>,
+    warm: Vec<f64>,
+    dropped: Vec<f64>,
+}
+
+impl ReadRuns {
+    fn push(&mut self, (c, w, d): (f64, f64, f64), who: &str, run: u32) {
+        println!("run {run}: {who}: cold {c:.3} s, warm {w:.3} s, after drop_caches {d:.3} s");
+        self.cold.push(c);
+        self.warm.push(w);
+        self.dropped.push(d);
+    }
+}
+
+/// `echo 3 > /proc/sys/vm/drop_caches` (says so if it cannot).
+pub(crate) fn drop_caches() {
+    if let Err(e) = fs::write("/proc/sys/vm/drop_caches", "3\n") {
+        println!("cannot drop the kernel caches ({e}): figures after it are cache-warm");
+    }
+}
+
+/// Read `f`, again, and again after drop_caches; checks each size.
+fn read_set(f: &Path, bytes: u64, limit: Duration, who: &str) -> Res<(f64, f64, f64)> {
+    let mut t = [0.0; 3];
+    for (i, what) in ["cold", "warm", "after drop_caches"].iter().enumerate() {
+        if i == 2 {
+            drop_caches();
+        }
+        let (n, s) = timed_read(f, limit)?;
+        if n != bytes {
+            return Err(format!("{who} {what}: read {n} bytes, expected {bytes}"));
+        }
+        t[i] = s;
+    }
+    Ok((t[0], t[1], t[2]))
+}
+
 pub fn bench(o: &BenchOpts) -> Res<()> {
     util::require_root("bench")?;
     if o.runs == 0 || o.size_mib == 0 {
         return Err("bench: --runs and --size-mib must be at least 1".into());
     }
-    cell::install_deps(&[])?; // bindfs (xtask/packages.txt)
+    cell::install_deps(&[])?; // bindfs, openafs-fuse (xtask/packages.txt)
     let bin = afsd_bin(true)?;
     let was_up = cell::running(&o.cell).is_ok();
     let c = cell::up(&o.cell)?;
@@ -317,18 +359,8 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
     let rw_path = format!("/afs/.{}/bench.bin", c.cell);
     let t = Instant::now();
     let input = fs::File::open(&local).map_err(|e| format!("open {}: {e}", local.display()))?;
-    let mut put = c.labexec(
-        &c.client_netns,
-        [
-            c.third_party.display().to_string(),
-            "-k".into(),
-            "-clear".into(),
-            "put".into(),
-            rw_path.clone(),
-        ],
-    );
-    put.env("KRB5CCNAME", format!("FILE:{}", c.admin_ccache().display()))
-        .stdin(input);
+    let mut put = third_party(&c, true, &["-clear", "put", &rw_path]);
+    put.stdin(input);
     run(&mut put).map_err(|e| format!("writing {rw_path} with afscptool failed: {e}"))?;
     println!(
         "put {rw_path} ({} MiB) in {}",
@@ -338,52 +370,54 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
 
     let limit = Duration::from_secs(600);
     let rel = format!(".{}/bench.bin", c.cell);
-    let mut cold = Vec::new();
-    let mut warm = Vec::new();
+    let (mut afsd, mut fuse, mut localr) = (
+        ReadRuns::default(),
+        ReadRuns::default(),
+        ReadRuns::default(),
+    );
     let mut afsio = Vec::new();
-    let mut localr = Vec::new();
     let mut levels: Vec<(&str, Vec<f64>)> = LEVELS.iter().map(|l| (*l, Vec::new())).collect();
     let (mut wr_afsd, mut wr_tp) = (Vec::new(), Vec::new());
-    let (mut ls_cold, mut ls_warm, mut bf_cold, mut bf_warm) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut l_afsd, mut l_fuse, mut l_bind) = (
+        ListRuns::default(),
+        ListRuns::default(),
+        ListRuns::default(),
+    );
     let mut ls_rpcs: RpcCounts = Vec::new();
     let mut ops: Option<OpsTimes> = None;
-    let ls_afs = format!("/afs/.{}/ls10k", c.cell);
-    let check = |what: &str, n: u64| -> Res<()> {
-        if n == bytes {
-            Ok(())
-        } else {
-            Err(format!("{what}: read {n} bytes, expected {bytes}"))
-        }
-    };
     let result = (|| -> Res<()> {
         for i in 1..=o.runs {
             let d = fresh_mount(&bin, &c, o, &dir, "afsd-rs.log")?;
-            let f = o.mountpoint.join(&rel);
-            let r = timed_read(&f, limit).and_then(|(n, s)| {
-                check("afsd-rs cold", n)?;
-                let (n2, s2) = timed_read(&f, limit)?;
-                check("afsd-rs warm", n2)?;
-                Ok((s, s2))
-            });
+            let r = read_set(&o.mountpoint.join(&rel), bytes, limit, "afsd-rs");
             let stopped = d.stop();
-            let (s, s2) = r?;
+            afsd.push(r?, "afsd-rs", i);
             stopped?;
-            println!("run {i}: afsd-rs cold {s:.3} s, warm {s2:.3} s");
-            cold.push(s);
-            warm.push(s2);
+        }
+        for i in 1..=o.runs {
+            let p = FusePeer::start(&c, &dir, o.size_mib)?;
+            let r = read_set(&p.mountpoint.join(&rel), bytes, limit, "afsd.fuse");
+            let stopped = p.stop();
+            fuse.push(r?, "afsd.fuse", i);
+            stopped?;
         }
         for i in 1..=o.runs {
             let (n, s) = afsio_read(&c, &rw_path, limit)?;
-            check("afsio", n)?;
+            if n != bytes {
+                return Err(format!("afsio: read {n} bytes, expected {bytes}"));
+            }
             println!("run {i}: afsio {s:.3} s");
             afsio.push(s);
         }
         for i in 1..=o.runs {
-            let (n, s) = timed_read(&local, limit)?;
-            check("local", n)?;
-            println!("run {i}: local {s:.3} s");
-            localr.push(s);
+            let (n, w) = timed_read(&local, limit)?;
+            drop_caches();
+            let (n2, d) = timed_read(&local, limit)?;
+            if n != bytes || n2 != bytes {
+                return Err(format!("local: read {n} and {n2} bytes, expected {bytes}"));
+            }
+            println!("run {i}: local file: again {w:.3} s, after drop_caches {d:.3} s");
+            localr.warm.push(w);
+            localr.dropped.push(d);
         }
         // the same file as user1 with a token, at each rxkad level
         let rdir = dir.join("rxkad");
@@ -408,163 +442,222 @@ pub fn bench(o: &BenchOpts) -> Res<()> {
             wr_afsd.push(s1);
             wr_tp.push(s2);
         }
-        // ls -l of a 10,000-entry directory: afsd-rs vs bindfs of a local copy
-        ensure_ls_dir(&c, &ls_afs)?;
+        // ls -l and find -ls: afsd-rs, afsd.fuse, bindfs of a local copy
+        bench_list::ensure_afs_dirs(&c)?;
         for i in 1..=o.runs {
-            let (s1, s2, rpcs) = ls_afsd_run(&bin, &c, o, &dir)?;
-            println!("run {i}: ls -l afsd-rs cold {s1:.3} s, warm {s2:.3} s, cold RPCs {rpcs:?}");
-            ls_cold.push(s1);
-            ls_warm.push(s2);
+            let (t, rpcs) = bench_list::afsd_run(&bin, &c, o, &dir)?;
+            l_afsd.push(t, "afsd-rs", i);
             ls_rpcs = rpcs;
+        }
+        for i in 1..=o.runs {
+            l_fuse.push(bench_list::fuse_run(&c, o, &dir)?, "afsd.fuse", i);
+        }
+        let src = dir.join("list-local");
+        bench_list::make_local_dirs(&src)?;
+        for i in 1..=o.runs {
+            l_bind.push(
+                bench_list::bindfs_run(&src, &dir.join("list-bindfs"))?,
+                "bindfs",
+                i,
+            );
         }
         // small operations offline then replay, against the same online
         ops = Some(ops_run(&bin, &c, o, &dir)?);
-        let src = dir.join("ls10k-local");
-        make_local_ls_dir(&src)?;
-        let mnt = dir.join("ls10k-bindfs");
-        for i in 1..=o.runs {
-            let (s1, s2) = ls_bindfs_run(&src, &mnt)?;
-            println!("run {i}: ls -l bindfs cold {s1:.3} s, warm {s2:.3} s");
-            bf_cold.push(s1);
-            bf_warm.push(s2);
-        }
         Ok(())
     })();
     for f in ["w.bin", "w2.bin"] {
         third_party_rm(&c, &format!("/afs/.{}/shared/{f}", c.cell));
     }
     // the file only lives in the RW volume (not released): remove it again
-    let _ = capture(
-        c.labexec(
-            &c.client_netns,
-            [
-                c.third_party.display().to_string(),
-                "-k".into(),
-                "rm".into(),
-                rw_path.clone(),
-            ],
-        )
-        .env("KRB5CCNAME", format!("FILE:{}", c.admin_ccache().display())),
-        Duration::from_secs(60),
-    );
+    third_party_rm(&c, &rw_path);
     if !was_up && !o.keep_cell {
         cell::down(&o.cell)?;
     }
-    result?;
-
-    let mib = o.size_mib as f64;
-    let (tc, ta, tw, tl) = (best(&cold), best(&afsio), best(&warm), best(&localr));
-    let rows = [
-        (
-            "afsd-rs cold (fresh mount, empty cache)",
-            tc,
-            format!("{:.2}x afsio", ta / tc),
-        ),
-        ("afsio read (OpenAFS libafscp)", ta, String::new()),
-        (
-            "afsd-rs warm (second read, same mount)",
-            tw,
-            format!("{:.2}x local", tl / tw),
-        ),
-        ("local file (page cache)", tl, String::new()),
-    ];
-    let mut md = format!(
-        "# Sequential read, {} MiB random file\n\n\
-         File `/afs/.{}/bench.bin` (RW root.cell) over the veth of the test cell; \
-         best of {} runs each; cold = new mount with an empty cache dir each run.\n\
-         ratio = throughput relative to the reference (1.00x = as fast, <1 slower).\n\n\
-         | case | seconds | MiB/s | ratio |\n|---|---:|---:|---:|\n",
-        o.size_mib, c.cell, o.runs
-    );
-    for (name, s, ratio) in &rows {
-        md.push_str(&format!("| {name} | {s:.3} | {:.1} | {ratio} |\n", mib / s));
+    if let Err(e) = &result {
+        println!("\nbench stopped early ({e}): rows not measured show n/a");
     }
-    let tclear = best(&levels[0].1);
-    md.push_str(&format!(
-        "\n# Cold read through /afs: rxkad crypt vs clear\n\n\
-         The same file read with `cat` as uid {BENCH_UID} holding {}'s token \
-         (`afsd-rs aklog`), on a fresh mount with `--rxkad-level LEVEL` and an \
-         empty cache dir each run; best of {} runs each.\n\
-         ratio = time relative to clear (1.00x = as fast, >1 slower).\n\n\
-         | level | seconds | MiB/s | ratio |\n|---|---:|---:|---:|\n",
-        c.user1, o.runs
-    ));
-    for (level, times) in &levels {
-        let s = best(times);
-        let ratio = if *level == LEVELS[0] {
-            String::new()
-        } else {
-            format!("{:.2}x clear", s / tclear)
-        };
-        md.push_str(&format!(
-            "| {level} | {s:.3} | {:.1} | {ratio} |\n",
-            mib / s
+
+    let mib = o.size_mib;
+    let warm_local = Target::at_least(0.8, ">= 0.8x local");
+    let faster = Target::above(1.0, "faster than afsd.fuse");
+    let le_bindfs = Target::at_least(1.0, "<= 1.0x bindfs, every run").in_every_run();
+    let le_fuse = Target::at_least(1.0, "no slower than afsd.fuse");
+    let mut rows = vec![
+        Row::new(
+            format!("read {mib} MiB cold"),
+            &afsd.cold,
+            "afsio",
+            &afsio,
+            Some(Target::at_least(3.0, ">= 3x afsio")),
+        ),
+        Row::new(
+            format!("read {mib} MiB cold"),
+            &afsd.cold,
+            "afsd.fuse",
+            &fuse.cold,
+            None,
+        ),
+        Row::new(
+            "read warm (again)",
+            &afsd.warm,
+            "local file",
+            &localr.warm,
+            Some(warm_local),
+        ),
+        Row::new(
+            "read warm (again)",
+            &afsd.warm,
+            "afsd.fuse",
+            &fuse.warm,
+            Some(faster),
+        ),
+        Row::new(
+            "read warm after drop_caches",
+            &afsd.dropped,
+            "local file",
+            &localr.dropped,
+            Some(warm_local),
+        ),
+        Row::new(
+            "read warm after drop_caches",
+            &afsd.dropped,
+            "afsd.fuse",
+            &fuse.dropped,
+            Some(faster),
+        ),
+    ];
+    for (level, times) in &levels[1..] {
+        let t = (*level == "crypt").then_some(Target::at_least(0.5, "crypt <= 2x clear's time"));
+        rows.push(Row::new(
+            format!("read cold at rxkad {level}"),
+            times,
+            "afsd-rs at clear",
+            &levels[0].1,
+            t,
         ));
     }
-    let (w1, w2) = (best(&wr_afsd), best(&wr_tp));
-    md.push_str(&format!(
-        "\n# Write {} MiB\n\n\
-         The same random file written anonymously (root, no token) into \
-         `/afs/.{}/shared/`: through afsd-rs with `dd bs=1M` on a fresh mount \
-         (stored at close, which is included), and with the third-party tool \
-         (`afscptool put`, OpenAFS libafscp) from stdin; best of {} runs each.\n\
-         ratio = throughput relative to the third-party writer (1.00x = as fast, <1 slower).\n\n\
-         | case | seconds | MiB/s | ratio |\n|---|---:|---:|---:|\n\
-         | afsd-rs (dd + close, fresh mount) | {w1:.3} | {:.1} | {:.2}x third-party |\n\
-         | third-party put (afscptool) | {w2:.3} | {:.1} |  |\n",
-        o.size_mib,
-        c.cell,
-        o.runs,
-        mib / w1,
-        w2 / w1,
-        mib / w2
+    rows.push(Row::new(
+        format!("write {mib} MiB (dd + close)"),
+        &wr_afsd,
+        "afscptool put",
+        &wr_tp,
+        None,
     ));
-    let (lc, lw, bc, bw) = (
-        best(&ls_cold),
-        best(&ls_warm),
-        best(&bf_cold),
-        best(&bf_warm),
-    );
-    md.push_str(&format!(
-        "\n# ls -l of a {LS_ENTRIES}-entry directory\n\n\
-         `ls -l {} > /dev/null` (made with `afscptool touchmany`): afsd-rs cold = \
-         fresh mount with an empty cache dir, warm = again on the same mount; \
-         bindfs = a passthrough FUSE mount of a local directory with the same \
-         {LS_ENTRIES} empty files, cold = right after mounting (kernel caches \
-         dropped), warm = again; best of {} runs each.\n\
-         ratio = time relative to bindfs (1.00x = as fast, >1 slower).\n\n\
-         | case | seconds | ratio |\n|---|---:|---:|\n\
-         | afsd-rs cold | {lc:.3} | {:.2}x bindfs cold |\n\
-         | bindfs cold | {bc:.3} |  |\n\
-         | afsd-rs warm | {lw:.3} | {:.2}x bindfs warm |\n\
-         | bindfs warm | {bw:.3} |  |\n\n\
-         RPCs of the afsd-rs cold `ls -l` (from `afsd-rs stats`, last run):",
-        o.mountpoint
-            .join(ls_afs.trim_start_matches("/afs/"))
-            .display(),
-        o.runs,
-        lc / bc,
-        lw / bw
+    let list = |name: &str, a: &[f64], b: &[f64], f: &[f64], t: [Option<Target>; 2]| {
+        [
+            Row::new(name, a, "bindfs", b, t[0]),
+            Row::new(name, a, "afsd.fuse", f, t[1]),
+        ]
+    };
+    rows.extend(list(
+        "ls -l 10,000 entries cold",
+        &l_afsd.ls_cold,
+        &l_bind.ls_cold,
+        &l_fuse.ls_cold,
+        [None, None],
     ));
-    for (k, n) in &ls_rpcs {
-        md.push_str(&format!(" {k} {n},"));
-    }
-    md.pop();
-    md.push_str(".\n");
+    rows.extend(list(
+        "ls -l 10,000 entries warm",
+        &l_afsd.ls_warm,
+        &l_bind.ls_warm,
+        &l_fuse.ls_warm,
+        [Some(le_bindfs), Some(le_fuse)],
+    ));
+    rows.extend(list(
+        "find -ls 10,000 files cold",
+        &l_afsd.find_cold,
+        &l_bind.find_cold,
+        &l_fuse.find_cold,
+        [None, None],
+    ));
+    rows.extend(list(
+        "find -ls 10,000 files warm",
+        &l_afsd.find_warm,
+        &l_bind.find_warm,
+        &l_fuse.find_warm,
+        [Some(le_bindfs), Some(le_fuse)],
+    ));
     if let Some(t) = &ops {
-        md.push_str(&t.table(&c.cell));
+        let n = t.files * 4;
+        rows.push(Row::new(
+            format!("{n} small ops offline (logged)"),
+            &[t.offline],
+            "online",
+            &[t.online],
+            None,
+        ));
+        rows.push(Row::new(
+            "replay after online",
+            &[t.replay],
+            "online",
+            &[t.online],
+            None,
+        ));
+        rows.push(Row::new(
+            "offline + replay",
+            &[t.offline + t.replay],
+            "online",
+            &[t.online],
+            None,
+        ));
     }
+    let mut md = notes(&c.cell, o, &ls_rpcs);
+    md.push_str(&bench_summary::table(&rows, o.runs));
     println!();
     print!("{md}");
     let out = dir.join("read.md");
     fs::write(&out, &md).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     println!("\nwritten to {}", out.display());
-    Ok(())
+    result
+}
+
+/// What each row measures, before the table.
+fn notes(cell: &str, o: &BenchOpts, rpcs: &RpcCounts) -> String {
+    let mut s = format!(
+        "# cargo xtask bench: afsd-rs against peers in the same run\n\n\
+         - read: `/afs/.{cell}/bench.bin` ({} MiB random, RW root.cell) in 1 MiB reads; \
+         cold = fresh mount, empty cache; warm = again on the same mount; after drop_caches = \
+         after `echo 3 > /proc/sys/vm/drop_caches`, same mount. afsd.fuse (OpenAFS) the same on \
+         its own mount: `afsd.fuse -confdir D -cachedir C -mountdir M -f` in the client netns, \
+         empty disk cache of {} KiB (`cacheinfo`), defaults otherwise. afsio = `afsio read` \
+         (OpenAFS libafscp); local file = the same bytes on the local disk, read again (page \
+         cache) and after drop_caches.\n\
+         - rxkad: `cat` as uid {BENCH_UID} holding the user's token (`afsd-rs aklog`), fresh \
+         mount with `--rxkad-level`, empty cache.\n\
+         - write: `dd bs=1M` into `/afs/.{cell}/shared/` on a fresh mount, close included, \
+         against `afscptool put` from stdin; both anonymous.\n\
+         - ls -l / find -ls: `ls -l {}` ({} empty files, `afscptool touchmany`) and \
+         `find {} -ls` (100 directories of 100 empty files, `afscptool touchtree`), output to /dev/null; each client \
+         on a fresh mount: ls cold, ls again, find cold, find again. bindfs = a passthrough \
+         FUSE mount of a local copy, kernel caches dropped before mounting. RPCs of afsd-rs's \
+         cold `ls -l` (last run):",
+        o.size_mib,
+        crate::bench_peer::cache_kib(o.size_mib),
+        bench_list::LS_DIR,
+        bench_list::LS_ENTRIES,
+        bench_list::FIND_DIR
+    );
+    for (k, n) in rpcs {
+        s.push_str(&format!(" {k} {n},"));
+    }
+    s.pop();
+    s.push_str(
+        ".\n- small ops: files created with 100 bytes, chmodded and renamed (4 operations \
+         each) in a fresh directory of `shared/`, online, then offline after `afsd-rs offline \
+         DIR` (logged), then the replay after `afsd-rs online DIR`; one run.\n\n",
+    );
+    s
 }
 
 /// Start the daemon on a fresh mount (empty cache dir `dir/cache`) and
 /// wait until it is usable.
-fn fresh_mount(bin: &Path, c: &Cell, o: &BenchOpts, dir: &Path, log: &str) -> Res<Daemon> {
+pub(crate) fn fresh_mount(
+    bin: &Path,
+    c: &Cell,
+    o: &BenchOpts,
+    dir: &Path,
+    log: &str,
+) -> Res<Daemon> {
     prepare_mountpoint(&o.mountpoint)?;
     let cache = dir.join("cache");
     let _ = fs::remove_dir_all(&cache);
@@ -579,7 +672,7 @@ fn fresh_mount(bin: &Path, c: &Cell, o: &BenchOpts, dir: &Path, log: &str) -> Re
 
 /// Run `cmd` (stdout discarded, stdin as set by the caller or /dev/null);
 /// seconds.  Fails on a non-zero exit or after `limit`.
-fn timed_run(mut cmd: Command, what: &str, limit: Duration) -> Res<f64> {
+pub(crate) fn timed_run(mut cmd: Command, what: &str, limit: Duration) -> Res<f64> {
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let t = Instant::now();
     let mut child = cmd
@@ -610,47 +703,6 @@ fn third_party_rm(c: &Cell, path: &str) {
         &mut third_party(c, true, &["rm", path]),
         Duration::from_secs(60),
     );
-}
-
-/// The `rpc NAME N` counters of `afsd-rs stats MOUNTPOINT`.
-fn rpc_stats(bin: &Path, mountpoint: &Path) -> Res<Vec<(String, u64)>> {
-    let out = capture(
-        Command::new(bin).arg("stats").arg(mountpoint),
-        Duration::from_secs(30),
-    )?;
-    if !out.ok() {
-        return Err(format!("afsd-rs stats failed: {}", out.why()));
-    }
-    Ok(out
-        .stdout
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.strip_prefix("rpc ")?.split_whitespace();
-            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
-        })
-        .collect())
-}
-
-fn rpc_count(v: &[(String, u64)], name: &str) -> u64 {
-    v.iter().find(|(k, _)| k == name).map_or(0, |(_, n)| *n)
-}
-
-/// (RPC name, calls) of LS_RPCS.
-type RpcCounts = Vec<(&'static str, u64)>;
-
-/// RPCs counted for the cold `ls -l`.
-const LS_RPCS: [&str; 3] = [
-    "RXAFS_InlineBulkStatus",
-    "RXAFS_FetchStatus",
-    "RXAFS_FetchData64",
-];
-
-/// Entries of the `ls -l` directory.
-const LS_ENTRIES: usize = 10_000;
-
-/// Name of entry `i` as `touchmany DIR COUNT e` makes it.
-fn ls_entry(i: usize) -> String {
-    format!("e{i:05}")
 }
 
 /// Write times of one run: afsd-rs (dd through the mount, incl. close)
@@ -694,289 +746,4 @@ fn write_run(bin: &Path, c: &Cell, o: &BenchOpts, dir: &Path, src: &Path) -> Res
         ));
     }
     Ok((s1, s2))
-}
-
-/// Make `/afs/.CELL/ls10k` with the third-party tool unless it exists with
-/// all its entries.
-fn ensure_ls_dir(c: &Cell, afs_dir: &str) -> Res<()> {
-    let limit = Duration::from_secs(1200);
-    let ls = capture(&mut third_party(c, true, &["ls", afs_dir]), limit)?;
-    if ls.ok() {
-        let n = ls
-            .stdout
-            .lines()
-            .filter(|l| l.split('\t').nth(1).is_some_and(|n| n.starts_with('e')))
-            .count();
-        if n == LS_ENTRIES {
-            println!("reusing {afs_dir} ({n} entries)");
-            return Ok(());
-        }
-        return Err(format!(
-            "{afs_dir} exists with {n} entries, not {LS_ENTRIES}: remove it \
-             (afscptool -k rm/rmdir) and run again"
-        ));
-    }
-    let t = Instant::now();
-    run(&mut third_party(c, true, &["mkdir", afs_dir]))
-        .map_err(|e| format!("mkdir {afs_dir}: {e}"))?;
-    run(&mut third_party(
-        c,
-        true,
-        &["touchmany", afs_dir, &LS_ENTRIES.to_string(), "e"],
-    ))
-    .map_err(|e| format!("touchmany {afs_dir}: {e}"))?;
-    println!(
-        "created {afs_dir} with {LS_ENTRIES} entries in {}",
-        secs(t.elapsed())
-    );
-    Ok(())
-}
-
-fn ls_l(d: &Path, what: &str) -> Res<f64> {
-    let mut ls = Command::new("ls");
-    ls.arg("-l").arg(d).stdin(Stdio::null());
-    timed_run(ls, what, Duration::from_secs(600))
-}
-
-fn count_entries(d: &Path) -> Res<usize> {
-    Ok(fs::read_dir(d)
-        .map_err(|e| format!("readdir {}: {e}", d.display()))?
-        .count())
-}
-
-/// One afsd-rs run: cold and warm `ls -l` seconds, RPCs of the cold one.
-fn ls_afsd_run(bin: &Path, c: &Cell, o: &BenchOpts, dir: &Path) -> Res<(f64, f64, RpcCounts)> {
-    let d = fresh_mount(bin, c, o, dir, "afsd-rs-ls.log")?;
-    let p = o.mountpoint.join(format!(".{}/ls10k", c.cell));
-    let r = (|| {
-        let before = rpc_stats(bin, &o.mountpoint)?;
-        let cold = ls_l(&p, "ls -l through afsd-rs (cold)")?;
-        let after = rpc_stats(bin, &o.mountpoint)?;
-        let warm = ls_l(&p, "ls -l through afsd-rs (warm)")?;
-        let n = count_entries(&p)?;
-        if n != LS_ENTRIES {
-            return Err(format!(
-                "{}: {n} entries, expected {LS_ENTRIES}",
-                p.display()
-            ));
-        }
-        let rpcs = LS_RPCS
-            .iter()
-            .map(|k| (*k, rpc_count(&after, k) - rpc_count(&before, k)))
-            .collect();
-        Ok((cold, warm, rpcs))
-    })();
-    let stopped = d.stop();
-    let r = r?;
-    stopped?;
-    Ok(r)
-}
-
-/// One bindfs run over `src` on `mnt`: cold (caches dropped before the
-/// mount) and warm `ls -l` seconds.
-fn ls_bindfs_run(src: &Path, mnt: &Path) -> Res<(f64, f64)> {
-    prepare_mountpoint(mnt)?;
-    if let Err(e) = fs::write("/proc/sys/vm/drop_caches", "3\n") {
-        println!("cannot drop the kernel caches ({e}): bindfs cold is page-cache warm");
-    }
-    run(Command::new("bindfs").arg(src).arg(mnt))?;
-    let r = (|| {
-        let cold = ls_l(mnt, "ls -l through bindfs (cold)")?;
-        let warm = ls_l(mnt, "ls -l through bindfs (warm)")?;
-        let n = count_entries(mnt)?;
-        if n != LS_ENTRIES {
-            return Err(format!(
-                "{}: {n} entries, expected {LS_ENTRIES}",
-                mnt.display()
-            ));
-        }
-        Ok((cold, warm))
-    })();
-    let u = capture(
-        Command::new("fusermount3").arg("-u").arg(mnt),
-        Duration::from_secs(30),
-    )?;
-    if !u.ok() {
-        umount(mnt)?;
-    }
-    r
-}
-
-/// The local copy of the directory: LS_ENTRIES empty files, same names.
-fn make_local_ls_dir(src: &Path) -> Res<()> {
-    if count_entries(src).ok() == Some(LS_ENTRIES) {
-        return Ok(());
-    }
-    let _ = fs::remove_dir_all(src);
-    fs::create_dir_all(src).map_err(|e| format!("cannot create {}: {e}", src.display()))?;
-    for i in 0..LS_ENTRIES {
-        let f = src.join(ls_entry(i));
-        fs::File::create(&f).map_err(|e| format!("create {}: {e}", f.display()))?;
-    }
-    Ok(())
-}
-
-/// Small operations of the offline benchmark: `AFSD_BENCH_OFFLINE_OPS`
-/// (default 10,000), four per file.
-fn bench_ops() -> Res<usize> {
-    match std::env::var("AFSD_BENCH_OFFLINE_OPS") {
-        Err(_) => Ok(10_000),
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n >= 4 => Ok(n),
-            _ => Err(format!(
-                "AFSD_BENCH_OFFLINE_OPS={v:?}: expected a number of operations, at least 4"
-            )),
-        },
-    }
-}
-
-/// Seconds of one run of the small-operations benchmark.
-struct OpsTimes {
-    files: usize,
-    online: f64,
-    offline: f64,
-    replay: f64,
-}
-
-impl OpsTimes {
-    fn table(&self, cell: &str) -> String {
-        let (n, on, off, rep) = (self.files * 4, self.online, self.offline, self.replay);
-        format!(
-            "\n# {n} small operations offline, then replay\n\n\
-             {} files, each created with 100 bytes and closed, chmodded and \
-             renamed (4 operations each: CreateFile, StoreData64, StoreStatus, \
-             Rename), anonymously in a fresh directory of `/afs/.{cell}/shared/`, \
-             on a fresh mount: online (each change at the fileserver before it \
-             returns), and offline after `afsd-rs offline DIR` (each change in \
-             the cache and the change log, durable before it returns), then \
-             `afsd-rs online DIR` until `afsd-rs status` shows the volume \
-             connected with nothing pending; one run each.\n\
-             ratio = time relative to online (1.00x = as long, <1 faster).\n\n\
-             | case | seconds | ops/s | ratio |\n|---|---:|---:|---:|\n\
-             | online | {on:.3} | {:.0} |  |\n\
-             | offline (local, logged) | {off:.3} | {:.0} | {:.2}x online |\n\
-             | replay after `online` | {rep:.3} | {:.0} | {:.2}x online |\n\
-             | offline + replay | {:.3} | {:.0} | {:.2}x online |\n",
-            self.files,
-            n as f64 / on,
-            n as f64 / off,
-            off / on,
-            n as f64 / rep,
-            rep / on,
-            off + rep,
-            n as f64 / (off + rep),
-            (off + rep) / on
-        )
-    }
-}
-
-/// The operations of the small-operations benchmark on `files` files in
-/// `d`; seconds.
-fn small_ops(d: &Path, files: usize) -> Res<f64> {
-    use std::os::unix::fs::PermissionsExt;
-    let data = [b'x'; 100];
-    let t = Instant::now();
-    for i in 0..files {
-        let f = d.join(format!("f{i:05}"));
-        fs::write(&f, data).map_err(|e| format!("write {}: {e}", f.display()))?;
-        fs::set_permissions(&f, fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("chmod {}: {e}", f.display()))?;
-        let g = d.join(format!("g{i:05}"));
-        fs::rename(&f, &g).map_err(|e| format!("rename {}: {e}", f.display()))?;
-    }
-    Ok(t.elapsed().as_secs_f64())
-}
-
-/// One run of the small-operations benchmark: online, then offline and
-/// replay, each in a fresh directory on a fresh mount with its own control
-/// socket. The directories are removed afterwards.
-fn ops_run(bin: &Path, c: &Cell, o: &BenchOpts, dir: &Path) -> Res<OpsTimes> {
-    let files = bench_ops()? / 4;
-    let limit = Duration::from_secs(3600);
-    prepare_mountpoint(&o.mountpoint)?;
-    let cache = dir.join("cache");
-    let _ = fs::remove_dir_all(&cache);
-    fs::create_dir_all(&cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
-    let socket = dir.join("ops-control.sock");
-    let extra = ["--control-socket".to_string(), socket.display().to_string()];
-    let mut d = Daemon::start(
-        bin,
-        c,
-        &o.mountpoint,
-        &cache,
-        &extra,
-        &dir.join("afsd-rs-ops.log"),
-        false,
-    )?;
-    if let Err(e) = d.wait_ready(&c.cell, Duration::from_secs(30)) {
-        d.abort();
-        return Err(e);
-    }
-    let shared = o.mountpoint.join(format!(".{}/shared", c.cell));
-    let on_dir = shared.join(format!("bench-ops-online-{}", std::process::id()));
-    let off_dir = shared.join(format!("bench-ops-offline-{}", std::process::id()));
-    let cli = |args: &[&str]| -> Res<()> {
-        let out = capture(
-            Command::new(bin).args(args).env("AFSD_CONTROL", &socket),
-            Duration::from_secs(60),
-        )?;
-        if out.ok() {
-            Ok(())
-        } else {
-            Err(format!("afsd-rs {} failed: {}", args.join(" "), out.why()))
-        }
-    };
-    let r = (|| -> Res<OpsTimes> {
-        for p in [&on_dir, &off_dir] {
-            fs::create_dir(p).map_err(|e| format!("mkdir {}: {e}", p.display()))?;
-            count_entries(p)?;
-        }
-        let online = small_ops(&on_dir, files)?;
-        println!("{} small operations online: {online:.3} s", files * 4);
-        let off = off_dir.display().to_string();
-        cli(&["offline", &off])?;
-        let offline = small_ops(&off_dir, files)?;
-        println!("{} small operations offline: {offline:.3} s", files * 4);
-        let t = Instant::now();
-        cli(&["online", &off])?;
-        wait_replayed(bin, Some(&socket), limit)?;
-        let replay = t.elapsed().as_secs_f64();
-        println!("replay: {replay:.3} s");
-        let ls = capture(
-            &mut third_party(
-                c,
-                true,
-                &[
-                    "ls",
-                    &format!(
-                        "/afs/.{}/shared/{}",
-                        c.cell,
-                        off_dir.file_name().unwrap_or_default().to_string_lossy()
-                    ),
-                ],
-            ),
-            limit,
-        )?;
-        let n = ls.stdout.lines().filter(|l| l.contains("\tg")).count();
-        if n != files {
-            return Err(format!(
-                "after the replay the server lists {n} files, expected {files}"
-            ));
-        }
-        Ok(OpsTimes {
-            files,
-            online,
-            offline,
-            replay,
-        })
-    })();
-    for p in [&on_dir, &off_dir] {
-        if let Err(e) = fs::remove_dir_all(p) {
-            println!("cannot remove {}: {e}", p.display());
-        }
-    }
-    let stopped = d.stop();
-    let r = r?;
-    stopped?;
-    Ok(r)
 }

@@ -3,6 +3,10 @@
 
 mod afsd;
 mod bench;
+mod bench_list;
+mod bench_ops;
+mod bench_peer;
+mod bench_summary;
 mod cell;
 mod test;
 mod util;
@@ -37,15 +41,18 @@ usage: cargo xtask <command> [options]
                  changes on the server; --dead-time default 10, passed to
                  the daemon); leaves it mounted and the cell up
   bench [--size-mib N] [--runs N] [--mountpoint DIR] [--keep-cell]
-                 sequential read: afsd-rs cold/warm vs afsio vs local file,
-                 then cold reads as user1 (aklog) at rxkad clear/auth/crypt,
-                 a write (dd through afsd-rs vs afscptool put) and ls -l of
-                 a 10,000-entry directory (afsd-rs cold/warm + RPC counts vs
-                 bindfs of a local copy), and 10,000 small operations
-                 offline then replay vs the same online
-                 (AFSD_BENCH_OFFLINE_OPS=N for another count; one run)
+                 afsd-rs against peers in the same run, ending with ONE
+                 table (case, afsd-rs s, peer, peer s, ratio, target, met):
+                 reads cold/warm/after drop_caches vs afsio, a local file
+                 and afsd.fuse (OpenAFS's FUSE client, started by the
+                 bench); cold reads as user1 at rxkad clear/auth/crypt; a
+                 write (dd vs afscptool put); ls -l of 10,000 entries and
+                 find -ls of a 10,000-file tree, cold and warm, vs bindfs
+                 of a local copy and afsd.fuse; 10,000 small operations
+                 offline then replay vs online (AFSD_BENCH_OFFLINE_OPS=N)
                  (release build; default 256 MiB, best of 3, /afs);
-                 tables also in target/bench/read.md
+                 only reports, never fails on a figure; also written to
+                 target/bench/read.md
   help           this text
 
 demo and bench use $AFSD_BIN instead of building afsd-rs if it is set.
