@@ -80,12 +80,19 @@ impl AfsClient {
 
     /// opendir(3): listing needs the lookup right; checked here so that a
     /// directory cached for one user is not listed to another.
-    pub async fn opendir(&self, uid: u32, ino: u64) -> Result<()> {
+    /// Checks that `uid` may list the directory. Ok(true) when the kernel
+    /// may keep the listing across opens, for every user: anyone
+    /// (system:anyuser) may list it, its callback holds (a break drops the
+    /// kernel's copy) and nothing of it waits for replay.
+    pub async fn opendir(&self, uid: u32, ino: u64) -> Result<bool> {
         if ino == ROOT_INO {
-            return Ok(());
+            return Ok(false);
         }
         if is_tree_ino(ino) {
-            return self.tree_access(uid, ino, libc::R_OK | libc::X_OK).await;
+            return self
+                .tree_access(uid, ino, libc::R_OK | libc::X_OK)
+                .await
+                .map(|()| false);
         }
         let inner = &self.inner;
         let node = inner.nodes.node(ino)?;
@@ -94,7 +101,10 @@ impl AfsClient {
         if st.file_type != FileType::Directory.as_u32() {
             return Err(Error::NotDir);
         }
-        Ok(())
+        let key = node.key();
+        Ok(st.anonymous_access & PRSFS_LOOKUP != 0
+            && inner.valid.statuses.valid(&key).is_some()
+            && !inner.exec.journal.pending.contains(&key))
     }
 
     /// Creates a file and opens it (FUSE create): its attributes and handle.

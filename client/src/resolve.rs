@@ -431,6 +431,11 @@ impl AfsClient {
             }
         };
         self.drop_conflict(&c)?;
+        // Names made or renamed here, not through the kernel: its cached
+        // listing and names of the directory go.
+        if let Ok(place) = self.place(&c) {
+            self.inner.nodes.invalidate(&place.dir.key());
+        }
         tracing::info!(conflict = id, uid = owner, how = ?how, "conflict resolved");
         Ok(resolved)
     }

@@ -274,7 +274,16 @@ impl Filesystem for AfsFs {
                 c.guarded(caller, MissAt::Node(ino), || c.opendir(uid, ino))
                     .await
             },
-            |reply, ()| reply.opened(0, 0),
+            // A listing anyone may see, under a callback: the kernel keeps
+            // it (a break or a change invalidates the directory's inode).
+            |reply, keep| {
+                let flags = if keep {
+                    fuser::consts::FOPEN_KEEP_CACHE | fuser::consts::FOPEN_CACHE_DIR
+                } else {
+                    0
+                };
+                reply.opened(0, flags)
+            },
         );
     }
 

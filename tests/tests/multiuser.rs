@@ -419,6 +419,30 @@ fn the_kernel_keeps_what_anyone_may_see_and_drops_it_when_it_changes() {
         afsd_tests::wait_until(std::time::Duration::from_secs(10), || !hello.exists()),
         "the removed name stayed in the kernel"
     );
+    // The listing too: kept by the kernel across opens, for every user...
+    let list = |uid: u32, d: &Path, n: usize| {
+        let script = format!(
+            "for i in $(seq {n}); do ls {} >/dev/null || exit 1; done",
+            d.display()
+        );
+        sh_as(uid, &script).status.success()
+    };
+    assert!(list(ALICE_UID, &dir, 1));
+    let dirs = || m.stat("cache.dir_hits") + m.stat("cache.dir_misses");
+    let before = dirs();
+    assert!(list(ALICE_UID, &dir, 20) && list(NOBODY, &dir, 20));
+    let asked = dirs() - before;
+    assert!(
+        asked < 5,
+        "40 listings of a public directory reached the daemon {asked} times"
+    );
+    // ...until another client adds a name: the callback break drops it.
+    cell.put(&cell.rw(&format!("{rel}/new.txt")), b"new\n");
+    assert!(
+        afsd_tests::wait_until(std::time::Duration::from_secs(10), || listing(&dir)
+            .contains(&"new.txt".to_string())),
+        "the kernel kept the old listing"
+    );
     // Alice's private directory: every stat comes to the daemon.
     let secret = m.path(&format!("{}/private/secret.txt", cell.cell()));
     assert!(stat_n(ALICE_UID, &secret, 1));
@@ -428,6 +452,14 @@ fn the_kernel_keeps_what_anyone_may_see_and_drops_it_when_it_changes() {
     assert!(
         asked >= 20,
         "private stats answered by the kernel: only {asked} reached the daemon"
+    );
+    let private = secret.parent().unwrap().to_path_buf();
+    assert!(list(ALICE_UID, &private, 1));
+    let before = dirs();
+    assert!(list(ALICE_UID, &private, 10));
+    assert!(
+        dirs() - before >= 10,
+        "a private listing was kept by the kernel"
     );
     assert!(!stat_n(BOB_UID, &secret, 1) && !stat_n(NOBODY, &secret, 1));
     m.stop();
