@@ -10,10 +10,10 @@ use crate::util::{self, secs, Res};
 /// Fewest unit tests (`cargo test --workspace`, all crates but the
 /// integration tests and xtask) a green run may have: a bit below today's
 /// count, so that tests that silently stop running fail the step.
-const MIN_UNIT_TESTS: u64 = 270;
+const MIN_UNIT_TESTS: u64 = 310;
 /// Fewest real-cell integration tests (the `afsd-tests` crate) a green run
 /// may have.
-const MIN_INTEGRATION_TESTS: u64 = 54;
+const MIN_INTEGRATION_TESTS: u64 = 65;
 
 pub struct TestOpts {
     pub no_cell: bool,
