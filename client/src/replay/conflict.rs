@@ -148,29 +148,7 @@ impl AfsClient {
                 inner.dirs.forget(|x| *x == k);
                 inner.nodes.invalidate(&k);
             }
-            inner
-                .conflicts
-                .to_fetch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((rec.m.cell.clone(), server, rec.m.uid));
-            Stats::add(&inner.stats.conflicts, 1);
-            tracing::warn!(
-                id = c.id,
-                kind = c.kind.as_str(),
-                path = %c.path,
-                uid = rec.m.uid,
-                "conflict: the file was replaced on the server too; the local version is kept (afsd-rs conflicts)"
-            );
-            inner.valid.conn.events.emit(
-                Some(rec.m.uid),
-                crate::events::EventKind::Conflict {
-                    id: c.id,
-                    kind: c.kind.as_str().to_string(),
-                    path: c.path.clone(),
-                    reason: c.reason.clone(),
-                },
-            );
+            self.announce(rec, Some(server), &c);
         }
         // Our temporary name goes from the server (it is gone here too).
         let mut rm = rec.m.clone();
@@ -334,7 +312,15 @@ impl AfsClient {
                 inner.open.forget_uid(&self.node(r, *fid).key(), r.m.uid);
             }
         }
-        if !is_local(fid) {
+        self.announce(rec, (!is_local(fid)).then_some(fid), &c);
+        Ok(())
+    }
+
+    /// A conflict made: the server's version of `fid` is fetched (the
+    /// path shows it), counted, logged and told to its owner.
+    fn announce(&self, rec: &LogRecord, fetch: Option<Fid>, c: &ConflictRecord) {
+        let inner = &self.inner;
+        if let Some(fid) = fetch {
             inner
                 .conflicts
                 .to_fetch
@@ -345,20 +331,20 @@ impl AfsClient {
         Stats::add(&inner.stats.conflicts, 1);
         tracing::warn!(
             id = c.id,
-            kind = kind.as_str(),
-            path = %path,
+            kind = c.kind.as_str(),
+            path = %c.path,
             uid = rec.m.uid,
-            "conflict: {why}; the local version is kept (afsd-rs conflicts)"
+            "conflict: {}; the local version is kept (afsd-rs conflicts)",
+            c.reason
         );
         inner.valid.conn.events.emit(
             Some(rec.m.uid),
             crate::events::EventKind::Conflict {
                 id: c.id,
-                kind: kind.as_str().to_string(),
-                path: path.to_string(),
-                reason: why.to_string(),
+                kind: c.kind.as_str().to_string(),
+                path: c.path.clone(),
+                reason: c.reason.clone(),
             },
         );
-        Ok(())
     }
 }
