@@ -43,7 +43,7 @@ fn dir_size(p: &Path) -> u64 {
     total
 }
 
-/// Samples `dir_size(dir)` every 50 ms on a thread until stopped; gives the
+/// Samples `dir_size(dir)` every 10 ms on a thread until stopped; gives the
 /// largest size seen and the number of samples.
 struct Sampler {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -60,7 +60,7 @@ impl Sampler {
             while !flag.load(Ordering::Relaxed) {
                 max = max.max(dir_size(&dir));
                 n += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
             (max, n)
         });
@@ -138,7 +138,7 @@ fn reading_three_times_the_cache_size_stays_bounded() {
     let mut w = std::fs::File::create(&written).unwrap();
     w.write_all(&wdata).unwrap();
     assert_eq!(cache_stat_nofork(&m, "dirty_bytes"), 8 << 20);
-    // The size of the cache directory all along the reads (every 50 ms),
+    // The size of the cache directory all along the reads (every 10 ms),
     // and exactly after each file.
     let sampler = Sampler::start(&m.cache_dir);
     let mut max_at_rest = 0;
