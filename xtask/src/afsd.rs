@@ -57,6 +57,56 @@ pub fn umount(m: &Path) -> Res<()> {
 }
 
 /// Make `m` an empty, unmounted directory to mount on.
+/// Waits until MOUNTPOINT/CELL lists, through a FUSE client (`what`,
+/// running as `child`, logging to `log`): Err with the log's tail if the
+/// client exits first or `limit` passes.
+pub fn wait_listable(
+    what: &str,
+    child: &mut Child,
+    mountpoint: &Path,
+    log: &Path,
+    cell: &str,
+    limit: Duration,
+) -> Res<()> {
+    let t = Instant::now();
+    let probe = mountpoint.join(cell);
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!(
+                "{what} exited ({}) before {} became listable; last lines of {}:\n{}",
+                util::describe_status(&st),
+                probe.display(),
+                log.display(),
+                util::tail(log, 20)
+            ));
+        }
+        if util::is_mount_point(mountpoint) {
+            let p = probe.clone();
+            let r = with_timeout(Duration::from_secs(10), move || {
+                fs::read_dir(&p).map(|d| d.count())
+            });
+            if let Some(Ok(n)) = r {
+                println!(
+                    "{} is listable ({n} entries) after {}",
+                    probe.display(),
+                    secs(t.elapsed())
+                );
+                return Ok(());
+            }
+        }
+        if t.elapsed() > limit {
+            return Err(format!(
+                "{} not listable after {}; last lines of {}:\n{}",
+                probe.display(),
+                secs(limit),
+                log.display(),
+                util::tail(log, 20)
+            ));
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
 pub fn prepare_mountpoint(m: &Path) -> Res<()> {
     if util::is_mount_point(m) {
         println!("{} is a mount point: unmounting it first", m.display());
@@ -140,43 +190,14 @@ impl Daemon {
 
     /// Wait until MOUNTPOINT/CELL is listable.
     pub fn wait_ready(&mut self, cell: &str, limit: Duration) -> Res<()> {
-        let t = Instant::now();
-        let probe = self.mountpoint.join(cell);
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Err(format!(
-                    "afsd-rs exited ({}) before {} became listable; last lines of {}:\n{}",
-                    util::describe_status(&st),
-                    probe.display(),
-                    self.log.display(),
-                    util::tail(&self.log, 20)
-                ));
-            }
-            if util::is_mount_point(&self.mountpoint) {
-                let p = probe.clone();
-                let r = with_timeout(Duration::from_secs(5), move || {
-                    fs::read_dir(&p).map(|d| d.count())
-                });
-                if let Some(Ok(n)) = r {
-                    println!(
-                        "{} is listable ({n} entries) after {}",
-                        probe.display(),
-                        secs(t.elapsed())
-                    );
-                    return Ok(());
-                }
-            }
-            if t.elapsed() > limit {
-                return Err(format!(
-                    "{} not listable after {}; last lines of {}:\n{}",
-                    probe.display(),
-                    secs(limit),
-                    self.log.display(),
-                    util::tail(&self.log, 20)
-                ));
-            }
-            thread::sleep(Duration::from_millis(250));
-        }
+        wait_listable(
+            "afsd-rs",
+            &mut self.child,
+            &self.mountpoint,
+            &self.log,
+            cell,
+            limit,
+        )
     }
 
     /// Unmount and wait for the daemon to exit (kill it after 10 s).

@@ -7,12 +7,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::afsd::{prepare_mountpoint, umount, with_timeout};
+use crate::afsd::{prepare_mountpoint, umount, wait_listable};
 use crate::cell::Cell;
-use crate::util::{self, capture, secs, wait_timeout, Res};
+use crate::util::{self, capture, wait_timeout, Res};
 
 pub const FUSE_BIN: &str = "afsd.fuse";
 
@@ -95,43 +94,14 @@ impl FusePeer {
     }
 
     fn wait_ready(&mut self, cell: &str, limit: Duration) -> Res<()> {
-        let t = Instant::now();
-        let probe = self.mountpoint.join(cell);
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Err(format!(
-                    "afsd.fuse exited ({}) before {} became listable; last lines of {}:\n{}",
-                    util::describe_status(&st),
-                    probe.display(),
-                    self.log.display(),
-                    util::tail(&self.log, 20)
-                ));
-            }
-            if util::is_mount_point(&self.mountpoint) {
-                let p = probe.clone();
-                let r = with_timeout(Duration::from_secs(10), move || {
-                    fs::read_dir(&p).map(|d| d.count())
-                });
-                if let Some(Ok(n)) = r {
-                    println!(
-                        "{} is listable ({n} entries) after {}",
-                        probe.display(),
-                        secs(t.elapsed())
-                    );
-                    return Ok(());
-                }
-            }
-            if t.elapsed() > limit {
-                return Err(format!(
-                    "{} not listable after {}; last lines of {}:\n{}",
-                    probe.display(),
-                    secs(limit),
-                    self.log.display(),
-                    util::tail(&self.log, 20)
-                ));
-            }
-            thread::sleep(Duration::from_millis(250));
-        }
+        wait_listable(
+            "afsd.fuse",
+            &mut self.child,
+            &self.mountpoint,
+            &self.log,
+            cell,
+            limit,
+        )
     }
 
     /// `fusermount -u` (afsd.fuse then shuts down and exits), kill it if
